@@ -1,0 +1,131 @@
+//! Cgroup placement and removal (cgroupfs driver) on v1, hybrid and pure v2 hosts.
+//!
+//! A container's cgroup is one directory per mounted hierarchy (v1 controllers,
+//! named hierarchies such as name=systemd, and the v2 hierarchy — alone on a
+//! pure v2 host, next to the v1 ones on a hybrid host), with `cgroupsPath`
+//! interpreted as runc does: absolute paths from each hierarchy's root, relative
+//! paths from the caller's own cgroup, empty meaning `<caller's cgroup>/<id>`.
+
+mod hierarchy;
+
+use crate::error::{Error, Result};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use hierarchy::is_pure_v2;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cgroup {
+    dirs: Vec<PathBuf>,
+}
+
+fn cg_err(path: &Path, what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let (path, what) = (path.to_path_buf(), what.into());
+    move |source| Error::Cgroup { path, what, source }
+}
+
+impl Cgroup {
+    /// The directories for `cgroups_path` (from the spec) on this host.
+    pub fn resolve(cgroups_path: Option<&Path>, id: &str) -> Result<Cgroup> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(cg_err(Path::new("/proc/self/mountinfo"), "read"))?;
+        let own = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(cg_err(Path::new("/proc/self/cgroup"), "read"))?;
+        let hierarchies = hierarchy::parse(&mountinfo, &own);
+        Ok(Cgroup { dirs: hierarchies.iter().map(|h| h.dir_for(cgroups_path, id)).collect() })
+    }
+
+    pub fn from_dirs(dirs: Vec<PathBuf>) -> Cgroup {
+        Cgroup { dirs }
+    }
+
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Create the directories and move `pid` into them.
+    pub fn join(&self, pid: i32) -> Result<()> {
+        for dir in &self.dirs {
+            std::fs::create_dir_all(dir).map_err(cg_err(dir, "create"))?;
+            if dir.join("cpuset.cpus").exists() && !is_v2_dir(dir) {
+                inherit_cpuset(dir)?;
+            }
+            std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+                .map_err(cg_err(dir, format!("add pid {pid}")))?;
+        }
+        Ok(())
+    }
+
+    /// Pids of every process in the cgroup.
+    pub fn procs(&self) -> Vec<i32> {
+        let Some(dir) = self.dirs.first() else { return Vec::new() };
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// SIGKILL everything in the cgroup and wait (up to `timeout`) until it is empty.
+    pub fn kill_all(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let procs = self.procs();
+            if procs.is_empty() || Instant::now() > deadline {
+                return;
+            }
+            for pid in procs {
+                // SAFETY: kill(2) has no memory effects.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Remove the directories. A cgroup is busy for a moment after its last
+    /// process died (until the exit is fully processed), hence the retries.
+    pub fn remove(&self) -> Result<()> {
+        for dir in &self.dirs {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) => return Err(cg_err(dir, "remove")(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_v2_dir(dir: &Path) -> bool {
+    dir.join("cgroup.controllers").exists()
+}
+
+/// A v1 cpuset cgroup refuses tasks while its cpus/mems are empty; new ones are
+/// empty. Fill them from the nearest ancestor, top down.
+fn inherit_cpuset(dir: &Path) -> Result<()> {
+    let mut chain = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if !d.join("cpuset.cpus").exists() {
+            break;
+        }
+        chain.push(d);
+        cur = d.parent();
+    }
+    for pair in chain.windows(2).rev() {
+        let (child, parent) = (pair[0], pair[1]);
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let current = std::fs::read_to_string(child.join(file)).map_err(cg_err(child, file))?;
+            if current.trim().is_empty() {
+                let value = std::fs::read_to_string(parent.join(file)).map_err(cg_err(parent, file))?;
+                std::fs::write(child.join(file), value.trim()).map_err(cg_err(child, file))?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! The container as the caller sees it: create (init set up and waiting),
+//! start, signal, delete, and load from disk after a restart.
+
+use crate::cgroup::Cgroup;
+use crate::channel::Channel;
+use crate::error::{Context, Error, Result};
+use crate::init::{InitReply, InitRequest, ParentMessage};
+use crate::namespaces::Namespaces;
+use crate::spawn::{spawn_init, Spawned};
+use crate::state::{State, Status};
+use crate::{proc_stat, spec};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The container's stdio; `None` is /dev/null.
+#[derive(Default)]
+pub struct Stdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+pub struct CreateOptions {
+    /// Where state lives: `<state_root>/<id>/state.json`.
+    pub state_root: PathBuf,
+    pub stdio: Stdio,
+}
+
+pub struct Container {
+    state: State,
+    dir: PathBuf,
+    /// The channel to init, until start.
+    channel: Option<Channel>,
+    /// Warnings from init (runc would log them and go on).
+    warnings: Vec<String>,
+}
+
+fn valid_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && id != "."
+        && id != ".."
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidSpec {
+            bundle: PathBuf::new(),
+            reason: format!("container id {id:?} must be letters, digits and ._-+ only"),
+        })
+    }
+}
+
+/// Undo a half-made container: kill init, drop its cgroup and state.
+struct CreateGuard {
+    pid: Option<i32>,
+    cgroup: Option<Cgroup>,
+    dir: Option<PathBuf>,
+}
+
+impl CreateGuard {
+    fn disarm(mut self) {
+        self.pid = None;
+        self.cgroup = None;
+        self.dir = None;
+    }
+}
+
+impl Drop for CreateGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            // SAFETY: kill(2); the pid is our unreaped child, so it cannot be recycled.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if let Some(cg) = &self.cgroup {
+            cg.kill_all(Duration::from_secs(2));
+            let _ = cg.remove();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Container {
+    pub fn create(id: &str, bundle: &Path, opts: CreateOptions) -> Result<Container> {
+        valid_id(id)?;
+        let spec = spec::load_spec(bundle)?;
+        let dir = opts.state_root.join(id);
+        std::fs::create_dir_all(&opts.state_root).ctx(id, || format!("create {}", opts.state_root.display()))?;
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists { id: id.into() })
+            }
+            other => other.ctx(id, || format!("create {}", dir.display()))?,
+        }
+        let ns = Namespaces::from_spec(&spec);
+        let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+        let cgroup = Cgroup::resolve(cgroups_path.as_deref(), id);
+        let mut guard = CreateGuard { pid: None, cgroup: None, dir: Some(dir.clone()) };
+        let cgroup = cgroup?;
+        let rootfs = spec::rootfs_path(bundle, &spec);
+
+        let null = File::options().read(true).write(true).open("/dev/null").ctx(id, || "open /dev/null".into())?;
+        let Stdio { stdin, stdout, stderr } = opts.stdio;
+        let gated = ns.creates(LinuxNamespaceType::User);
+        let fds = [&stdin, &stdout, &stderr].map(|f| f.as_ref().map_or(null.as_fd(), |f| f.as_fd()));
+        let mut child = spawn_init(ns.clone_flags, fds, gated)
+            .ctx(id, || "start container init".into())?;
+        guard.pid = Some(child.pid);
+        drop((stdin, stdout, stderr));
+
+        if gated {
+            write_id_maps(id, child.pid, &spec)?;
+        }
+        child.release().ctx(id, || "release init".into())?;
+        guard.cgroup = Some(cgroup.clone());
+        cgroup.join(child.pid)?;
+
+        let warnings = handshake(id, &mut child, InitRequest { id: id.into(), spec, rootfs: rootfs.clone() })?;
+        let state = State {
+            id: id.into(),
+            bundle: bundle.to_path_buf(),
+            rootfs,
+            pid: child.pid,
+            pid_start: proc_stat::start_time(child.pid).ctx(id, || format!("read start time of {}", child.pid))?,
+            status: Status::Created,
+            cgroups: cgroup.dirs().to_vec(),
+        };
+        state.save(&dir).ctx(id, || format!("save state in {}", dir.display()))?;
+        guard.disarm();
+        Ok(Container { state, dir, channel: Some(child.channel), warnings })
+    }
+
+    /// Let init exec the user's process. Fails with init's own message when the
+    /// exec does.
+    pub fn start(&mut self) -> Result<()> {
+        let id = self.state.id.clone();
+        let channel = match (&self.state.status, self.channel.as_mut()) {
+            (Status::Created, Some(c)) => c,
+            (status, _) => {
+                return Err(Error::WrongState {
+                    id,
+                    status: status.to_string(),
+                    action: "start",
+                    needed: "created by this process",
+                })
+            }
+        };
+        channel.send(&ParentMessage::Start).ctx(&id, || "tell init to start".into())?;
+        match channel.recv::<InitReply>() {
+            // EOF: the channel closed on exec, the user's process runs.
+            Ok(None) => {}
+            Ok(Some(InitReply::Failed { message })) => return Err(Error::Init { id, message }),
+            Ok(Some(InitReply::Ready { .. })) => {
+                return Err(Error::Init { id, message: "init answered start out of turn".into() })
+            }
+            Err(e) => return Err(e).ctx(&id, || "wait for exec".into()),
+        }
+        self.channel = None;
+        self.state.status = Status::Running;
+        self.state.save(&self.dir).ctx(&id, || "save state".into())
+    }
+
+    /// Signal init, or with `all` every process of the container.
+    pub fn kill(&self, signal: i32, all: bool) -> Result<()> {
+        let id = &self.state.id;
+        if all {
+            for pid in self.cgroup().procs() {
+                // SAFETY: kill(2).
+                unsafe { libc::kill(pid, signal) };
+            }
+            return Ok(());
+        }
+        if !proc_stat::is_same_process(self.state.pid, self.state.pid_start) {
+            return Err(Error::NotFound { id: format!("{id} (process {} has exited)", self.state.pid) });
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.state.pid),
+            nix::sys::signal::Signal::try_from(signal)
+                .map_err(|e| Error::Sys { id: id.clone(), what: format!("signal {signal}"), source: e.into() })?,
+        )
+        .ctx(id, || format!("signal {signal} to {}", self.state.pid))
+    }
+
+    /// Remove the container: whatever still runs in it is killed, its cgroup and
+    /// state are removed. Reaping stays with the caller.
+    pub fn delete(self) -> Result<()> {
+        if proc_stat::is_same_process(self.state.pid, self.state.pid_start) {
+            // SAFETY: kill(2) of the verified init.
+            unsafe { libc::kill(self.state.pid, libc::SIGKILL) };
+        }
+        let cgroup = self.cgroup();
+        cgroup.kill_all(Duration::from_secs(5));
+        cgroup.remove()?;
+        std::fs::remove_dir_all(&self.dir).ctx(&self.state.id, || format!("remove {}", self.dir.display()))
+    }
+
+    /// The container as persisted by `create`, e.g. for `shim delete` after the
+    /// shim died.
+    pub fn load(state_root: &Path, id: &str) -> Result<Container> {
+        valid_id(id)?;
+        let dir = state_root.join(id);
+        let state = match State::load(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound { id: id.into() }),
+            other => other.ctx(id, || format!("load state from {}", dir.display()))?,
+        };
+        Ok(Container { state, dir, channel: None, warnings: Vec::new() })
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.state.pid
+    }
+
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    pub fn cgroup(&self) -> Cgroup {
+        Cgroup::from_dirs(self.state.cgroups.clone())
+    }
+
+    /// Pids of every process in the container.
+    pub fn pids(&self) -> Vec<i32> {
+        self.cgroup().procs()
+    }
+}
+
+fn handshake(id: &str, child: &mut Spawned, request: InitRequest) -> Result<Vec<String>> {
+    child.channel.send(&request).ctx(id, || "send spec to init".into())?;
+    match child.channel.recv::<InitReply>() {
+        Ok(Some(InitReply::Ready { warnings })) => Ok(warnings),
+        Ok(Some(InitReply::Failed { message })) => Err(Error::Init { id: id.into(), message }),
+        Ok(None) => Err(Error::Init { id: id.into(), message: "container init exited during setup".into() }),
+        Err(e) => Err(e).ctx(id, || "read init's reply".into()),
+    }
+}
+
+fn write_id_maps(id: &str, pid: i32, spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    let maps: [(&str, Option<&Vec<LinuxIdMapping>>); 2] = [
+        ("uid_map", linux.and_then(|l| l.uid_mappings().as_ref())),
+        ("gid_map", linux.and_then(|l| l.gid_mappings().as_ref())),
+    ];
+    for (file, map) in maps {
+        let text: String = map
+            .into_iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect();
+        if text.is_empty() {
+            return Err(Error::InvalidSpec {
+                bundle: PathBuf::new(),
+                reason: format!("a new user namespace needs linux.{}", if file == "uid_map" { "uidMappings" } else { "gidMappings" }),
+            });
+        }
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, text).ctx(id, || format!("write {path}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! The container's init: a fresh, single-threaded process of our own binary,
+//! born inside the container's new namespaces. It prepares the container
+//! (namespaces to join, rootfs, devices, credentials), reports ready, waits for
+//! start and `execve`s the user's process.
+
+mod capabilities;
+mod devices;
+mod paths;
+mod process;
+mod rootfs;
+mod sysctl;
+
+use crate::channel::Channel;
+use crate::namespaces::Namespaces;
+use crate::spawn::CHANNEL_FD;
+use nix::sched::{setns, unshare, CloneFlags};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use serde::{Deserialize, Serialize};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+/// argv[1] that makes our binary act as a container's init.
+pub const INIT_ARG: &str = "__ferrum_init__";
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct InitRequest {
+    pub id: String,
+    pub spec: Spec,
+    pub rootfs: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) enum InitReply {
+    /// Set up; `warnings` are things runc would log and go on with.
+    Ready { warnings: Vec<String> },
+    Failed { message: String },
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) enum ParentMessage {
+    Start,
+}
+
+/// Call first thing in `main` of every binary that creates containers: when this
+/// process is a container's init, it never returns.
+pub fn run_if_init() {
+    if std::env::args_os().nth(1).is_some_and(|a| a == INIT_ARG) {
+        std::process::exit(run());
+    }
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+/// Turn any error into init's error text, prefixed with what was being done.
+pub(crate) trait Describe<T> {
+    fn describe(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> Describe<T> for std::result::Result<T, E> {
+    fn describe(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| format!("{}: {e}", what()))
+    }
+}
+
+fn run() -> i32 {
+    // Nothing but stdio and the channel may reach the container.
+    // SAFETY: close_range on fds this process never uses; the channel fd is ours.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, CHANNEL_FD + 1, u32::MAX, 0);
+        // Non-dumpable while we still run our own code: no ptrace or /proc/<pid>
+        // access from the container until the user process is exec'd.
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    let mut channel = Channel::new(unsafe { UnixStream::from_raw_fd(CHANNEL_FD) });
+    let request: InitRequest = match channel.recv() {
+        Ok(Some(r)) => r,
+        _ => return 1,
+    };
+    let mut warnings = Vec::new();
+    let prepared = match prepare(&request, &mut warnings) {
+        Ok(p) => p,
+        Err(message) => {
+            let _ = channel.send(&InitReply::Failed { message });
+            return 1;
+        }
+    };
+    if channel.send(&InitReply::Ready { warnings }).is_err() {
+        return 1;
+    }
+    match channel.recv::<ParentMessage>() {
+        Ok(Some(ParentMessage::Start)) => {}
+        // The parent went away or deleted us before start.
+        _ => return 0,
+    }
+    let err = prepared.exec();
+    let _ = channel.send(&InitReply::Failed { message: err });
+    1
+}
+
+fn prepare(req: &InitRequest, warnings: &mut Vec<String>) -> Result<process::Prepared> {
+    let spec = &req.spec;
+    let ns = Namespaces::from_spec(spec);
+    for (typ, path) in &ns.joins {
+        join_namespace(*typ, path)?;
+    }
+    if ns.new_cgroup {
+        // The parent placed us in our cgroup before sending the request.
+        unshare(CloneFlags::CLONE_NEWCGROUP).describe(|| "unshare cgroup namespace".into())?;
+    }
+    set_names(spec, &ns)?;
+    if !ns.has(LinuxNamespaceType::Mount) {
+        return Err("a mount namespace is required to set up the rootfs".into());
+    }
+    // SAFETY: umask has no memory effects. Files we create get exactly their modes.
+    unsafe { libc::umask(0) };
+    rootfs::setup(spec, &req.rootfs, &ns)?;
+    sysctl::apply(spec, &ns)?;
+    process::prepare(&req.id, spec, warnings)
+}
+
+fn join_namespace(typ: LinuxNamespaceType, path: &std::path::Path) -> Result<()> {
+    if typ == LinuxNamespaceType::Pid {
+        // setns(CLONE_NEWPID) only moves future children; joining needs a second
+        // fork, which the one-process init model does not do yet.
+        return Err("joining an existing pid namespace (linux.namespaces[].path for pid) is not supported yet".into());
+    }
+    let file = std::fs::File::open(path).describe(|| format!("open {typ} namespace {}", path.display()))?;
+    setns(file, CloneFlags::from_bits_truncate(typ as i32))
+        .describe(|| format!("join {typ} namespace {}", path.display()))
+}
+
+fn set_names(spec: &Spec, ns: &Namespaces) -> Result<()> {
+    let names = [("hostname", spec.hostname()), ("domainname", spec.domainname())];
+    for (what, value) in names {
+        let Some(value) = value.as_deref().filter(|v| !v.is_empty()) else { continue };
+        if !ns.has(LinuxNamespaceType::Uts) {
+            return Err(format!("{what} {value:?} needs a UTS namespace of the container's own"));
+        }
+        let ret = if what == "hostname" {
+            nix::unistd::sethostname(value).describe(|| format!("set hostname {value:?}"))
+        } else {
+            // SAFETY: pointer and length of a live string.
+            let r = unsafe { libc::setdomainname(value.as_ptr().cast(), value.len()) };
+            nix::errno::Errno::result(r).map(drop).describe(|| format!("set domainname {value:?}"))
+        };
+        ret?;
+    }
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! The process half of init: limits, credentials, capabilities, working
+//! directory, environment and finally the exec.
+
+use super::capabilities::Sets;
+use super::{Describe, Result};
+use crate::spawn::CHANNEL_FD;
+use oci_spec::runtime::{PosixRlimitType, Process, Spec};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything the exec needs, checked before init reports ready, so that
+/// `create` (not `start`) fails for a missing binary, as with runc.
+pub(super) struct Prepared {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    no_new_privs: bool,
+}
+
+pub(super) fn prepare(id: &str, spec: &Spec, warnings: &mut Vec<String>) -> Result<Prepared> {
+    let p = spec.process().as_ref().ok_or("no process section")?;
+    refuse_unsupported(spec, p)?;
+    for rl in p.rlimits().iter().flatten() {
+        let resource = rlimit_resource(rl.typ());
+        let lim = libc::rlimit { rlim_cur: rl.soft(), rlim_max: rl.hard() };
+        // SAFETY: setrlimit with a valid struct.
+        if unsafe { libc::setrlimit(resource, &lim) } < 0 {
+            return Err(format!("set {:?} to {}/{}: {}", rl.typ(), rl.soft(), rl.hard(), std::io::Error::last_os_error()));
+        }
+    }
+    if let Some(adj) = p.oom_score_adj() {
+        // Lowering the score needs CAP_SYS_RESOURCE, which root may lack (as on
+        // this project's CI hosts): runc fails there; a container should not.
+        if let Err(e) = std::fs::write("/proc/self/oom_score_adj", adj.to_string()) {
+            warnings.push(format!("container {id}: set oom_score_adj {adj}: {e} (ignored)"));
+        }
+    }
+    let cwd = p.cwd();
+    std::fs::create_dir_all(cwd).describe(|| format!("create cwd {}", cwd.display()))?;
+
+    let caps = p.capabilities().as_ref().map(|c| Sets::from_spec(c, warnings));
+    if let Some(caps) = &caps {
+        caps.apply_bounding()?;
+    }
+    switch_user(p)?;
+    nix::unistd::chdir(cwd).describe(|| format!("chdir to cwd {}", cwd.display()))?;
+    if let Some(caps) = &caps {
+        caps.apply()?;
+    }
+    // SAFETY: umask has no memory effects.
+    unsafe { libc::umask(p.user().umask().unwrap_or(0o022) as libc::mode_t) };
+
+    let env = environment(p);
+    let args = p.args().clone().unwrap_or_default();
+    let path = lookup(&args[0], &env)?;
+    let cstr = |s: &str| CString::new(s).describe(|| format!("{s:?} contains a NUL byte"));
+    Ok(Prepared {
+        path: CString::new(path.as_os_str().as_bytes()).describe(|| "executable path".into())?,
+        argv: args.iter().map(|a| cstr(a)).collect::<Result<_>>()?,
+        envp: env.iter().map(|e| cstr(e)).collect::<Result<_>>()?,
+        no_new_privs: p.no_new_privileges().unwrap_or(false),
+    })
+}
+
+/// Fields this runtime cannot honour yet fail the container instead of being
+/// silently dropped: running without a requested seccomp profile or tty would
+/// be a different container than the one asked for.
+fn refuse_unsupported(spec: &Spec, p: &Process) -> Result<()> {
+    if p.terminal().unwrap_or(false) {
+        return Err("process.terminal (a tty for the container) is not supported yet".into());
+    }
+    if spec.linux().as_ref().is_some_and(|l| l.seccomp().is_some()) {
+        return Err("linux.seccomp is not supported yet".into());
+    }
+    // With the LSM disabled runc ignores these fields; so do we.
+    if p.apparmor_profile().is_some() && lsm_enabled("/sys/module/apparmor/parameters/enabled") {
+        return Err("process.apparmorProfile is not supported yet".into());
+    }
+    if p.selinux_label().is_some() && lsm_enabled("/sys/fs/selinux/enforce") {
+        return Err("process.selinuxLabel is not supported yet".into());
+    }
+    Ok(())
+}
+
+fn lsm_enabled(flag: &str) -> bool {
+    std::fs::read_to_string(flag).map(|s| matches!(s.trim(), "Y" | "1")).unwrap_or(false)
+}
+
+fn rlimit_resource(typ: PosixRlimitType) -> libc::__rlimit_resource_t {
+    use PosixRlimitType as T;
+    match typ {
+        T::RlimitCpu => libc::RLIMIT_CPU,
+        T::RlimitFsize => libc::RLIMIT_FSIZE,
+        T::RlimitData => libc::RLIMIT_DATA,
+        T::RlimitStack => libc::RLIMIT_STACK,
+        T::RlimitCore => libc::RLIMIT_CORE,
+        T::RlimitRss => libc::RLIMIT_RSS,
+        T::RlimitNproc => libc::RLIMIT_NPROC,
+        T::RlimitNofile => libc::RLIMIT_NOFILE,
+        T::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        T::RlimitAs => libc::RLIMIT_AS,
+        T::RlimitLocks => libc::RLIMIT_LOCKS,
+        T::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        T::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        T::RlimitNice => libc::RLIMIT_NICE,
+        T::RlimitRtprio => libc::RLIMIT_RTPRIO,
+        T::RlimitRttime => libc::RLIMIT_RTTIME,
+    }
+}
+
+fn switch_user(p: &Process) -> Result<()> {
+    let user = p.user();
+    let (uid, gid) = (user.uid(), user.gid());
+    let groups: Vec<libc::gid_t> = user.additional_gids().clone().unwrap_or_default();
+    // Keep the permitted set across setuid; the spec's sets are applied after.
+    // SAFETY: prctl/setgroups/setgid/setuid with plain values.
+    unsafe {
+        libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
+        if libc::setgroups(groups.len(), groups.as_ptr()) < 0 {
+            return Err(format!("setgroups {groups:?}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    nix::unistd::setresgid(gid.into(), gid.into(), gid.into()).describe(|| format!("setgid {gid}"))?;
+    nix::unistd::setresuid(uid.into(), uid.into(), uid.into()).describe(|| format!("setuid {uid}"))?;
+    Ok(())
+}
+
+/// The spec's environment, plus HOME from /etc/passwd when missing (as runc).
+fn environment(p: &Process) -> Vec<String> {
+    let mut env = p.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = home_of(p.user().uid()).unwrap_or_else(|| "/".into());
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+fn home_of(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 6 && f[2].parse() == Ok(uid)).then(|| f[5].to_string())
+    })
+}
+
+/// Resolve the program like execvp would, inside the container, and say
+/// exactly what is wrong when it cannot run.
+fn lookup(program: &str, env: &[String]) -> Result<PathBuf> {
+    let check = |p: &Path| -> std::io::Result<()> {
+        let meta = std::fs::metadata(p)?;
+        if !meta.is_file() {
+            return Err(std::io::Error::from_raw_os_error(libc::EACCES));
+        }
+        nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).map_err(std::io::Error::from)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return check(&p).map(|_| p).map_err(|e| format!("exec {program:?}: {e}"));
+    }
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(program);
+        if check(&candidate).is_ok() {
+            return Ok(candidate);
+        }
+    }
+    Err(format!("exec {program:?}: executable file not found in $PATH ({path})"))
+}
+
+impl Prepared {
+    /// Replace init with the user's process. Returns only on failure.
+    pub(super) fn exec(&self) -> String {
+        if self.no_new_privs {
+            // SAFETY: prctl with integer arguments.
+            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+                return format!("set no_new_privs: {}", std::io::Error::last_os_error());
+            }
+        }
+        reset_signals();
+        let argv: Vec<*const libc::c_char> =
+            self.argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+        let envp: Vec<*const libc::c_char> =
+            self.envp.iter().map(|e| e.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+        // SAFETY: the channel must close on exec (its EOF tells the parent the
+        // exec worked); execve gets NUL-terminated arrays of live CStrings.
+        unsafe {
+            libc::fcntl(CHANNEL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+            libc::execve(self.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        }
+        format!("exec {:?}: {}", self.path, std::io::Error::last_os_error())
+    }
+}
+
+/// The user's process starts with default dispositions and nothing blocked,
+/// whatever the runtime inherited.
+fn reset_signals() {
+    // SAFETY: signal/sigprocmask with valid arguments; SIGKILL/SIGSTOP fail harmlessly.
+    unsafe {
+        for sig in 1..libc::SIGRTMAX() {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}

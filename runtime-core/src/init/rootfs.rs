@@ -1,0 +1,131 @@
+//! The container's filesystem view: the spec's mounts inside the rootfs,
+//! /dev, pivot_root, masked and read-only paths, a read-only root.
+
+use super::paths::{create_in_root, fd_path, open_in_root, Leaf};
+use super::{devices, Describe, Result};
+use crate::mount::{locked_flags, mount_with, MountOptions, MountTarget};
+use crate::namespaces::Namespaces;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+pub(super) fn setup(spec: &Spec, rootfs: &Path, ns: &Namespaces) -> Result<()> {
+    let propagation = rootfs_propagation(spec)?;
+    // Our mounts must not propagate back to the host: make the whole tree a
+    // slave (or what the spec asks) before touching anything.
+    let base = propagation.unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
+    mount(None::<&str>, "/", None::<&str>, base, None::<&str>).describe(|| "make / a slave mount".into())?;
+    // pivot_root needs the new root to be a mount point.
+    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .describe(|| format!("bind rootfs {}", rootfs.display()))?;
+    let root: OwnedFd = std::fs::File::open(rootfs).describe(|| format!("open rootfs {}", rootfs.display()))?.into();
+
+    for m in spec.mounts().iter().flatten() {
+        mount_one(&root, m, ns)?;
+    }
+    if !dev_is_bind_mounted(spec) {
+        devices::setup(&root, spec, ns)?;
+    }
+    pivot(&root)?;
+    if let Some(p) = propagation {
+        mount(None::<&str>, "/", None::<&str>, p, None::<&str>).describe(|| "set rootfsPropagation".into())?;
+    }
+    if let Some(linux) = spec.linux() {
+        for p in linux.masked_paths().iter().flatten() {
+            mask(Path::new(p))?;
+        }
+        for p in linux.readonly_paths().iter().flatten() {
+            make_readonly(Path::new(p))?;
+        }
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(Path::new("/"));
+        mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).describe(|| "make rootfs read-only".into())?;
+    }
+    Ok(())
+}
+
+fn rootfs_propagation(spec: &Spec) -> Result<Option<MsFlags>> {
+    let Some(p) = spec.linux().as_ref().and_then(|l| l.rootfs_propagation().clone()) else {
+        return Ok(None);
+    };
+    let opts = MountOptions::parse(&[p.as_str()]);
+    match opts.propagation.as_slice() {
+        [one] => Ok(Some(*one)),
+        _ => Err(format!("linux.rootfsPropagation {p:?} is not a propagation mode")),
+    }
+}
+
+fn dev_is_bind_mounted(spec: &Spec) -> bool {
+    spec.mounts().iter().flatten().any(|m| {
+        m.destination() == Path::new("/dev") && MountOptions::parse(m.options().as_deref().unwrap_or(&[])).is_bind()
+    })
+}
+
+fn mount_one(root: &OwnedFd, m: &Mount, ns: &Namespaces) -> Result<()> {
+    let dest = m.destination();
+    let spec_typ = m.typ().clone().unwrap_or_else(|| "none".into());
+    let mut typ = spec_typ.clone();
+    let mut opts = MountOptions::parse(m.options().as_deref().unwrap_or(&[]));
+    let describe = |e: &dyn std::fmt::Display| {
+        format!("mount {spec_typ} on {} (options {:?}): {e}", dest.display(), m.options().as_deref().unwrap_or(&[]))
+    };
+    if typ == "bind" {
+        opts.flags |= MsFlags::MS_BIND;
+    }
+    match typ.as_str() {
+        "cgroup" if crate::cgroup::is_pure_v2() => typ = "cgroup2".into(),
+        "cgroup" => {
+            return Err(describe(&"cgroup v1 hierarchies inside the container are not supported yet"));
+        }
+        // Without a network namespace of its own, /sys would expose the host's
+        // network devices writable: runc makes it read-only, and so do we.
+        "sysfs" if !ns.creates(LinuxNamespaceType::Network) => opts.flags |= MsFlags::MS_RDONLY,
+        _ => {}
+    }
+    let source = m.source().clone().unwrap_or_else(|| typ.clone().into());
+    let leaf = if opts.is_bind() && !source.is_dir() { Leaf::File } else { Leaf::Dir };
+    if opts.is_bind() && !source.exists() {
+        return Err(describe(&format!("bind source {} does not exist", source.display())));
+    }
+    let target = create_in_root(root.as_fd(), dest, leaf, 0o755).map_err(|e| describe(&e))?;
+    let reopen = || {
+        let fd = open_in_root(root.as_fd(), dest)?;
+        Ok(MountTarget { path: fd_path(&fd), _fd: Some(fd) })
+    };
+    mount_with(&typ, &source, &fd_path(&target), &opts, &reopen).map_err(|e| describe(&e))
+}
+
+/// pivot_root(".", ".") stacks the old root under the new one; unmounting "."
+/// then drops it, with no directory needed for the old root.
+fn pivot(root: &OwnedFd) -> Result<()> {
+    nix::unistd::fchdir(root).describe(|| "chdir to rootfs".into())?;
+    nix::unistd::pivot_root(".", ".").describe(|| "pivot_root".into())?;
+    // The old root must not propagate the unmount to the host.
+    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .describe(|| "make old root a slave".into())?;
+    umount2(".", MntFlags::MNT_DETACH).describe(|| "unmount old root".into())?;
+    nix::unistd::chdir("/").describe(|| "chdir /".into())
+}
+
+/// Hide a path: /dev/null over files, an empty read-only tmpfs over directories.
+fn mask(path: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+    let what = || format!("mask {}", path.display());
+    if meta.is_dir() {
+        mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>).describe(what)
+    } else {
+        mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>).describe(what)
+    }
+}
+
+fn make_readonly(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let what = || format!("make {} read-only", path.display());
+    mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).describe(what)?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC | locked_flags(path);
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).describe(what)
+}

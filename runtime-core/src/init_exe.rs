@@ -1,0 +1,160 @@
+//! The executable a container's init runs from.
+//!
+//! A container must never be able to write to the runtime binary through
+//! `/proc/<pid>/exe` (CVE-2019-5736). The init is our own binary until it
+//! `execve`s the user process, so it is started from a view of the executable
+//! that cannot be written:
+//!
+//! 1. preferred: a *detached* overlayfs mount whose layers are the directory
+//!    holding our binary and an empty directory (overlayfs wants two lower
+//!    layers when there is no upper one). It has no upper layer, so the filesystem itself is
+//!    read-only (a clone of the mount stays read-only too), it is attached to no
+//!    mount namespace (nothing shows up in mountinfo, nothing to clean up), and it
+//!    costs a few syscalls and no memory;
+//! 2. fallback: a sealed memfd copy (costs the binary's size in memory).
+//!
+//! Either way the fd is made once per process and reused for every container.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::OnceLock;
+
+static INIT_EXE: OnceLock<OwnedFd> = OnceLock::new();
+
+/// The fd to `execveat(fd, "", AT_EMPTY_PATH)` for a container's init.
+pub(crate) fn init_exe() -> io::Result<RawFd> {
+    if let Some(fd) = INIT_EXE.get() {
+        return Ok(fd.as_raw_fd());
+    }
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let fd = detached_readonly_view(&exe).or_else(|_| sealed_copy(&exe))?;
+    Ok(INIT_EXE.get_or_init(|| fd).as_raw_fd())
+}
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+// Constants of the new mount API (linux/mount.h); not all are in libc.
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
+
+/// The empty second layer. Layers must not overlap, so it cannot be "/".
+const EMPTY_LAYER: &str = "/run/ferrum/empty";
+
+fn detached_readonly_view(exe: &Path) -> io::Result<OwnedFd> {
+    let dir = exe.parent().ok_or_else(|| io::Error::other("executable has no directory"))?;
+    std::fs::create_dir_all(EMPTY_LAYER)?;
+    let name = exe.file_name().ok_or_else(|| io::Error::other("executable has no name"))?;
+    let fs_name = cstr("overlay")?;
+    // SAFETY: plain syscalls with valid NUL-terminated strings; every returned fd
+    // is immediately owned.
+    unsafe {
+        let fs = check(libc::syscall(libc::SYS_fsopen, fs_name.as_ptr(), FSOPEN_CLOEXEC))?;
+        let fs = OwnedFd::from_raw_fd(fs as RawFd);
+        let key = cstr("lowerdir")?;
+        let value = cstr(&format!("{}:{EMPTY_LAYER}", dir.display()))?;
+        check(libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            value.as_ptr(),
+            0,
+        ))?;
+        check(libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        ))?;
+        let mnt = check(libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_RDONLY,
+        ))?;
+        let mnt = OwnedFd::from_raw_fd(mnt as RawFd);
+        let name = cstr(&name.to_string_lossy())?;
+        let file = libc::openat(mnt.as_raw_fd(), name.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+        if file < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The open file pins the detached mount; the mount fd itself can go.
+        Ok(OwnedFd::from_raw_fd(file))
+    }
+}
+
+const MFD_EXEC: libc::c_uint = 0x10;
+
+fn sealed_copy(exe: &Path) -> io::Result<OwnedFd> {
+    let name = cstr("ferrum-init")?;
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // SAFETY: memfd_create with a valid name; the fd is owned at once.
+    let fd = unsafe {
+        let mut fd = libc::memfd_create(name.as_ptr(), flags | MFD_EXEC);
+        if fd < 0 {
+            // Kernels before 6.3 do not know MFD_EXEC and make memfds executable anyway.
+            fd = libc::memfd_create(name.as_ptr(), flags);
+        }
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    let mut copy = File::from(fd);
+    io::copy(&mut File::open(exe)?, &mut copy)?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on an fd we own.
+    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(copy.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::io::Write;
+
+    fn assert_unwritable(fd: &OwnedFd) {
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        match std::fs::OpenOptions::new().write(true).open(&path) {
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}"),
+            // A sealed memfd opens for writing but refuses every write.
+            Ok(mut f) => assert!(f.write_all(b"x").is_err(), "wrote to the init executable"),
+        }
+    }
+
+    #[test]
+    fn overlay_view_is_read_only() {
+        if !crate::test_support::have_root("the overlay view needs CAP_SYS_ADMIN") {
+            return;
+        }
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_unwritable(&detached_readonly_view(&exe).unwrap());
+    }
+
+    #[test]
+    fn sealed_copy_is_read_only() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_unwritable(&sealed_copy(&exe).unwrap());
+    }
+}

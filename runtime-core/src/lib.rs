@@ -1,0 +1,37 @@
+//! ferrum's OCI runtime, as a library.
+//!
+//! `runtime-core` knows the OCI runtime spec and Linux, nothing of containerd.
+//! The caller (the shim) hands in a bundle and stdio fds and gets a [`Container`]
+//! whose init process waits until [`Container::start`].
+//!
+//! Process model: the container's init is a fresh copy of the *calling binary*,
+//! cloned straight into its new namespaces and immediately `execve`d from a
+//! read-only, detached view of the executable (see [`init_exe`]). The child of the
+//! (multi-threaded) caller therefore runs nothing but `dup2` and `execveat`; all
+//! real work (mounts, pivot_root, devices, credentials) happens in the new,
+//! single-threaded process. A binary that uses this crate must call
+//! [`init::run_if_init`] first thing in `main`.
+//!
+//! Reaping is the caller's job: this crate never `waitpid`s on a container's
+//! processes, because a shim that is a subreaper must own every exit status.
+
+mod channel;
+pub mod cgroup;
+mod container;
+mod error;
+pub mod init;
+mod init_exe;
+pub mod mount;
+mod namespaces;
+mod proc_stat;
+mod spawn;
+mod spec;
+mod state;
+
+pub use container::{Container, CreateOptions, Stdio};
+pub use error::{Error, Result};
+pub use spec::load_spec;
+pub use state::{State, Status};
+
+#[cfg(test)]
+mod test_support;

@@ -1,0 +1,130 @@
+//! Starting a container's init: `clone3` straight into the new namespaces, then
+//! `execveat` of our own binary (see init_exe). The caller may be multi-threaded,
+//! so between clone and exec the child makes raw, async-signal-safe syscalls only:
+//! everything it touches is prepared before the clone.
+
+use crate::channel::Channel;
+use crate::init::INIT_ARG;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+/// `struct clone_args` of linux/sched.h (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// The init's fds: 0-2 stdio, 3 the channel, and (only with a gate) 4 the gate.
+pub(crate) const CHANNEL_FD: RawFd = 3;
+
+pub(crate) struct Spawned {
+    pub pid: i32,
+    pub channel: Channel,
+    /// Held closed by the child before its exec until released: lets the parent
+    /// write user-namespace maps before init runs (an unmapped init would have no
+    /// capabilities after exec).
+    gate: Option<OwnedFd>,
+}
+
+impl Spawned {
+    pub(crate) fn release(&mut self) -> io::Result<()> {
+        if let Some(gate) = self.gate.take() {
+            let byte = 1u8;
+            // SAFETY: write of one byte from a valid buffer to an fd we own.
+            if unsafe { libc::write(gate.as_raw_fd(), (&byte as *const u8).cast(), 1) } != 1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn dup_high(fd: BorrowedFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd that we own.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+pub(crate) fn spawn_init(clone_flags: u64, stdio: [BorrowedFd; 3], gated: bool) -> io::Result<Spawned> {
+    let exe = crate::init_exe::init_exe()?;
+    let (parent_end, child_end) = UnixStream::pair()?;
+    let (gate_read, gate_write) = if gated {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+
+    // Sources above every target fd, so that no dup2 in the child overwrites a
+    // source still to be copied; dup2 also clears close-on-exec on the targets.
+    let mut sources = Vec::with_capacity(5);
+    for fd in stdio {
+        sources.push(dup_high(fd)?);
+    }
+    sources.push(dup_high(std::os::fd::AsFd::as_fd(&child_end))?);
+    if let Some(r) = &gate_read {
+        sources.push(dup_high(std::os::fd::AsFd::as_fd(r))?);
+    }
+    let source_fds: Vec<RawFd> = sources.iter().map(|f| f.as_raw_fd()).collect();
+    let gate_fd: RawFd = if gated { 4 } else { -1 };
+    let gate_write_fd: RawFd = gate_write.as_ref().map_or(-1, |w| w.as_raw_fd());
+
+    let argv0 = CString::new("ferrum-init").expect("static");
+    let argv1 = CString::new(INIT_ARG).expect("static");
+    let argv = [argv0.as_ptr(), argv1.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    let empty = CString::new("").expect("static");
+    let mut args = CloneArgs { flags: clone_flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
+
+    // SAFETY: clone3 without CLONE_VM behaves like fork. The child branch only
+    // calls dup2/read/execveat/_exit on data prepared above.
+    let pid = unsafe {
+        libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>())
+    };
+    if pid == 0 {
+        unsafe {
+            for (target, src) in source_fds.iter().enumerate() {
+                if libc::dup2(*src, target as RawFd) < 0 {
+                    libc::_exit(126);
+                }
+            }
+            if gate_fd >= 0 {
+                // Our copy of the write end would keep the read from ever seeing EOF.
+                libc::close(gate_write_fd);
+                let mut byte = 0u8;
+                if libc::read(gate_fd, (&mut byte as *mut u8).cast(), 1) != 1 {
+                    libc::_exit(126);
+                }
+            }
+            libc::syscall(
+                libc::SYS_execveat,
+                exe,
+                empty.as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+            libc::_exit(127);
+        }
+    }
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Spawned { pid: pid as i32, channel: Channel::new(parent_end), gate: gate_write })
+}
