@@ -1,0 +1,123 @@
+//! Finding the programs a test Env runs, and saying exactly what is missing.
+
+use std::env;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use crate::image::DEFAULT_BUSYBOX;
+
+/// Directory with ferrum's own binaries when FERRUM_BIN_DIR is unset.
+const WORKSPACE_BIN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug");
+/// Searched after the caller's PATH: root's usual directories, in case the caller's
+/// PATH lacks the sbin ones.
+pub(crate) const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub(crate) const SNAPSHOTTER: &str = "ferrum-snapshotter";
+
+#[derive(Debug)]
+pub(crate) struct Binaries {
+    pub containerd: PathBuf,
+    pub ctr: PathBuf,
+    pub busybox: PathBuf,
+    /// Holds containerd-shim-ferrum-v2 and ferrum-snapshotter.
+    pub ferrum_dir: PathBuf,
+    /// FERRUM_CONTAINERD_DIR: a containerd build other than the system's, whose
+    /// containerd-shim-runc-v2 must win over the system's too.
+    pub containerd_dir: Option<PathBuf>,
+    pub snapshotter: Option<PathBuf>,
+}
+
+impl Binaries {
+    /// Everything the Env needs, or one error listing every missing piece.
+    pub fn locate(want_snapshotter: bool) -> Result<Binaries> {
+        let mut missing = Vec::new();
+        let euid = nix::unistd::geteuid();
+        if !euid.is_root() {
+            missing.push(format!(
+                "root: running as uid {euid}; containerd, mounts and cgroups need root"
+            ));
+        }
+
+        let containerd_dir = env::var_os("FERRUM_CONTAINERD_DIR").map(PathBuf::from);
+        let mut containerd_tool = |name: &str| {
+            match &containerd_dir {
+                Some(dir) => executable(&dir.join(name)).ok_or_else(|| {
+                    format!(
+                        "{name}: not an executable file in FERRUM_CONTAINERD_DIR={}",
+                        dir.display()
+                    )
+                }),
+                None => on_path(name)
+                    .ok_or_else(|| format!("{name}: not on PATH (Debian package `containerd`)")),
+            }
+            .map_err(|e| missing.push(e))
+            .ok()
+        };
+        let containerd = containerd_tool("containerd");
+        let ctr = containerd_tool("ctr");
+
+        let busybox = executable(Path::new(DEFAULT_BUSYBOX)).or_else(|| on_path("busybox"));
+        if busybox.is_none() {
+            missing.push(format!(
+                "busybox: neither {DEFAULT_BUSYBOX} nor on PATH (Debian package `busybox-static`)"
+            ));
+        }
+
+        let ferrum_dir = env::var_os("FERRUM_BIN_DIR")
+            .map_or_else(|| PathBuf::from(WORKSPACE_BIN_DIR), PathBuf::from);
+        let ferrum_dir = ferrum_dir.canonicalize().unwrap_or(ferrum_dir);
+        let snapshotter = if want_snapshotter {
+            let found = executable(&ferrum_dir.join(SNAPSHOTTER));
+            if found.is_none() {
+                missing.push(format!(
+                    "{SNAPSHOTTER}: not in {} (run `cargo build -p ferrum-snapshotter`, set FERRUM_BIN_DIR, \
+                     or start the Env with ferrum_snapshotter: false)",
+                    ferrum_dir.display()
+                ));
+            }
+            found
+        } else {
+            None
+        };
+
+        match (containerd, ctr, busybox) {
+            (Some(containerd), Some(ctr), Some(busybox)) if missing.is_empty() => Ok(Binaries {
+                containerd,
+                ctr,
+                busybox,
+                ferrum_dir,
+                containerd_dir,
+                snapshotter,
+            }),
+            _ => bail!(
+                "test prerequisites missing:\n  - {}",
+                missing.join("\n  - ")
+            ),
+        }
+    }
+
+    /// containerd's PATH: ferrum's binaries first so `io.containerd.ferrum.v2`
+    /// resolves to the shim under test, then the chosen containerd build.
+    pub fn containerd_path(&self) -> String {
+        let mut dirs = vec![self.ferrum_dir.display().to_string()];
+        dirs.extend(self.containerd_dir.iter().map(|d| d.display().to_string()));
+        dirs.extend(env::var("PATH").ok().filter(|p| !p.is_empty()));
+        dirs.push(SYSTEM_PATH.to_string());
+        dirs.join(":")
+    }
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(SYSTEM_PATH.split(':'))
+        .filter(|dir| !dir.is_empty())
+        .find_map(|dir| executable(&Path::new(dir).join(name)))
+}
+
+fn executable(path: &Path) -> Option<PathBuf> {
+    let meta = path.metadata().ok()?;
+    (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then(|| path.to_path_buf())
+}

@@ -1,0 +1,412 @@
+//! `Env`: one private containerd (and, by default, ferrum-snapshotter) per test,
+//! everything under `/tmp/ferrum-it-<pid>-<n>/`, all of it removed on drop.
+
+mod config;
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::binaries::{Binaries, SNAPSHOTTER};
+use crate::cleanup::Footprint;
+use crate::ctr::{run_ctr, wait_until, CtrOutput};
+use crate::image::{busybox_image, DEFAULT_IMAGE};
+use config::{ConfigPaths, Schema};
+
+const CTR_TIMEOUT: Duration = Duration::from_secs(60);
+const CONTAINERD_READY_TIMEOUT: Duration = Duration::from_secs(20);
+const SNAPSHOTTER_READY_TIMEOUT: Duration = Duration::from_secs(10);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+const LOG_TAIL_LINES: usize = 40;
+
+/// What an Env runs besides a plain containerd. Add fields here as tests need
+/// them; callers write `Options { cri: true, ..Options::default() }`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Start ferrum-snapshotter and register it as proxy snapshotter `ferrum`
+    /// (`ctr run --snapshotter ferrum`). Default on.
+    pub ferrum_snapshotter: bool,
+    /// Load containerd's CRI plugin. Default off: it needs more configuration
+    /// (pass it in `extra_config`) and touches host state the tests do not need.
+    pub cri: bool,
+    /// TOML appended verbatim to config.toml. Must consist of whole tables
+    /// (`[plugins."…"]`), since bare keys would land in the table before them.
+    pub extra_config: String,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            ferrum_snapshotter: true,
+            cri: false,
+            extra_config: String::new(),
+        }
+    }
+}
+
+/// Paths inside the Env's temp dir. Kept short: Unix socket paths max out at 108 bytes.
+struct Layout {
+    containerd_root: PathBuf,
+    state: PathBuf,
+    grpc: PathBuf,
+    config: PathBuf,
+    opt: PathBuf,
+    tmp: PathBuf,
+    fifo: PathBuf,
+    snapshotter_root: PathBuf,
+    snapshotter_socket: PathBuf,
+    containerd_log: PathBuf,
+    snapshotter_log: PathBuf,
+}
+
+impl Layout {
+    fn new(dir: &Path) -> Layout {
+        Layout {
+            containerd_root: dir.join("root"),
+            state: dir.join("state"),
+            grpc: dir.join("grpc.sock"),
+            config: dir.join("config.toml"),
+            opt: dir.join("opt"),
+            tmp: dir.join("tmp"),
+            fifo: dir.join("fifo"),
+            snapshotter_root: dir.join("snapshotter"),
+            snapshotter_socket: dir.join("snapshotter.sock"),
+            containerd_log: dir.join("containerd.log"),
+            snapshotter_log: dir.join("snapshotter.log"),
+        }
+    }
+}
+
+/// A private containerd for one test. Its containers are found again for cleanup
+/// by their cgroups, so keep ctr's default cgroup path (`/<namespace>/<id>`). Drop
+/// kills every task and shim, stops the daemons and removes every mount, cgroup
+/// and file the Env made, also when the test panicked.
+pub struct Env {
+    footprint: Footprint,
+    layout: Layout,
+    binaries: Binaries,
+    containerd: Option<Child>,
+    snapshotter: Option<Child>,
+}
+
+impl Env {
+    pub fn start() -> Result<Env> {
+        Env::start_with(Options::default())
+    }
+
+    pub fn start_with(options: Options) -> Result<Env> {
+        let binaries = Binaries::locate(options.ferrum_snapshotter)?;
+        let schema = containerd_schema(&binaries.containerd)?;
+        let (dir, namespace) = create_temp_dir()?;
+        let layout = Layout::new(&dir);
+        let footprint = Footprint::new(dir, namespace, layout.grpc.clone());
+        // From here on, dropping `env` on an error cleans up whatever was started.
+        let mut env = Env {
+            footprint,
+            layout,
+            binaries,
+            containerd: None,
+            snapshotter: None,
+        };
+        for dir in [&env.layout.tmp, &env.layout.fifo] {
+            fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        if let Some(snapshotter) = env.binaries.snapshotter.clone() {
+            env.start_snapshotter(&snapshotter)?;
+        }
+        env.write_config(schema, &options)?;
+        env.start_containerd()?;
+        Ok(env)
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.footprint.namespace()
+    }
+
+    /// containerd's gRPC socket.
+    pub fn address(&self) -> &Path {
+        self.footprint.address()
+    }
+
+    pub fn root_dir(&self) -> &Path {
+        self.footprint.root()
+    }
+
+    /// What identifies this Env's traces on the host; clone it to check after drop.
+    pub fn footprint(&self) -> &Footprint {
+        &self.footprint
+    }
+
+    /// `ctr -a SOCK -n NS ARGS…`, killed after 60 s. For `run`, `tasks start` and
+    /// `tasks exec`, `--fifo-dir` is pointed into the temp dir unless given.
+    pub fn ctr(&self, args: &[&str]) -> CtrOutput {
+        self.ctr_timeout(args, CTR_TIMEOUT)
+    }
+
+    pub fn ctr_timeout(&self, args: &[&str], timeout: Duration) -> CtrOutput {
+        run_ctr(
+            &self.binaries.ctr,
+            self.address(),
+            self.namespace(),
+            &self.layout.fifo,
+            args,
+            timeout,
+        )
+    }
+
+    /// Imports the busybox image (built once per process) into this Env's
+    /// namespace, unpacked for the default snapshotter; `ctr run --snapshotter X`
+    /// unpacks for X on first use. Returns the image reference.
+    pub fn import_busybox(&self) -> Result<String> {
+        let tar = busybox_tar(&self.binaries.busybox)?;
+        let path = self.root_dir().join("busybox.tar");
+        fs::write(&path, tar.as_slice()).with_context(|| format!("writing {}", path.display()))?;
+        let out = self.ctr(&["images", "import", &path.display().to_string()]);
+        if !out.success() {
+            bail!("importing the busybox image failed\n{out}");
+        }
+        Ok(DEFAULT_IMAGE.to_string())
+    }
+
+    /// Mounts under the temp dir, live shims of this containerd, container cgroups
+    /// and runtime state of this namespace; empty when nothing leaked.
+    pub fn leftovers(&self) -> Vec<String> {
+        self.footprint.leftovers()
+    }
+
+    /// `leftovers()`, giving exiting shims up to `grace` to go away.
+    pub fn leftovers_after(&self, grace: Duration) -> Vec<String> {
+        self.footprint.leftovers_after(grace)
+    }
+
+    /// Pid of the live shim (any runtime) serving task `id` of this containerd.
+    pub fn shim_pid(&self, id: &str) -> Option<i32> {
+        self.footprint
+            .shims()
+            .into_iter()
+            .find(|p| p.cmdline.windows(2).any(|w| w[0] == "-id" && w[1] == id))
+            .map(|p| p.pid)
+    }
+
+    fn start_snapshotter(&mut self, binary: &Path) -> Result<()> {
+        let log = log_file(&self.layout.snapshotter_log)?;
+        let child = Command::new(binary)
+            .arg("--root")
+            .arg(&self.layout.snapshotter_root)
+            .arg("--address")
+            .arg(&self.layout.snapshotter_socket)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", binary.display()))?;
+        self.footprint
+            .note(&format!("started {SNAPSHOTTER} pid {}", child.id()));
+        let child = self.snapshotter.insert(child);
+
+        let deadline = Instant::now() + SNAPSHOTTER_READY_TIMEOUT;
+        while !self.layout.snapshotter_socket.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!(
+                    "{SNAPSHOTTER} exited with {status} before listening\n{}",
+                    tail(&self.layout.snapshotter_log)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{SNAPSHOTTER} did not create {} within {SNAPSHOTTER_READY_TIMEOUT:?}\n{}",
+                    self.layout.snapshotter_socket.display(),
+                    tail(&self.layout.snapshotter_log)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    fn write_config(&self, schema: Schema, options: &Options) -> Result<()> {
+        let layout = &self.layout;
+        let ttrpc = self.footprint.ttrpc_address();
+        let paths = ConfigPaths {
+            root: &layout.containerd_root,
+            state: &layout.state,
+            grpc: &layout.grpc,
+            ttrpc: &ttrpc,
+            opt: &layout.opt,
+            snapshotter: self
+                .snapshotter
+                .as_ref()
+                .map(|_| layout.snapshotter_socket.as_path()),
+        };
+        let toml = config::render(schema, &paths, options.cri, &options.extra_config);
+        fs::write(&layout.config, toml)
+            .with_context(|| format!("writing {}", layout.config.display()))
+    }
+
+    fn start_containerd(&mut self) -> Result<()> {
+        let log = log_file(&self.layout.containerd_log)?;
+        let child = Command::new(&self.binaries.containerd)
+            .arg("--config")
+            .arg(&self.layout.config)
+            .env("PATH", self.binaries.containerd_path())
+            // containerd mounts snapshots for unpacking under a temp dir; keep those
+            // inside the Env so a killed containerd cannot leak mounts into /tmp.
+            .env("TMPDIR", &self.layout.tmp)
+            .env("XDG_RUNTIME_DIR", &self.layout.tmp)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", self.binaries.containerd.display()))?;
+        self.footprint.note(&format!(
+            "started containerd pid {} ({})",
+            child.id(),
+            self.root_dir().display()
+        ));
+        self.containerd = Some(child);
+
+        let deadline = Instant::now() + CONTAINERD_READY_TIMEOUT;
+        let mut last_try = None;
+        loop {
+            let exited = self
+                .containerd
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                bail!(
+                    "containerd exited with {status} during startup\n{}",
+                    tail(&self.layout.containerd_log)
+                );
+            }
+            // ctr waits for a socket that does not exist yet: only ask once it does.
+            if self.layout.grpc.exists() {
+                let version = self.ctr_timeout(&["version"], Duration::from_secs(2));
+                if version.success() {
+                    return Ok(());
+                }
+                last_try = Some(version);
+            }
+            if Instant::now() >= deadline {
+                let last_try = last_try.map_or("(its socket never appeared)".to_string(), |out| {
+                    out.to_string()
+                });
+                bail!(
+                    "containerd did not answer `ctr version` within {CONTAINERD_READY_TIMEOUT:?}\n{last_try}\n{}",
+                    tail(&self.layout.containerd_log)
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // The logs go with the temp dir; a failing test is when they are wanted.
+        if thread::panicking() {
+            self.footprint.note(&format!(
+                "containerd log:\n{}",
+                tail(&self.layout.containerd_log)
+            ));
+            if self.snapshotter.is_some() {
+                self.footprint.note(&format!(
+                    "{SNAPSHOTTER} log:\n{}",
+                    tail(&self.layout.snapshotter_log)
+                ));
+            }
+        }
+        self.footprint.kill_tasks();
+        stop(&self.footprint, self.containerd.take(), "containerd");
+        self.footprint.kill_shims();
+        stop(&self.footprint, self.snapshotter.take(), SNAPSHOTTER);
+        self.footprint.remove_residue();
+    }
+}
+
+/// SIGTERM, then SIGKILL after STOP_GRACE; always reaps.
+fn stop(footprint: &Footprint, child: Option<Child>, name: &str) {
+    let Some(mut child) = child else { return };
+    let pid = child.id();
+    if let Ok(Some(status)) = child.try_wait() {
+        footprint.note(&format!("{name} pid {pid} had already exited: {status}"));
+        return;
+    }
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    let status = match wait_until(&mut child, Instant::now() + STOP_GRACE) {
+        Some(status) => status.to_string(),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            format!("SIGKILLed after {STOP_GRACE:?}")
+        }
+    };
+    footprint.note(&format!("stopped {name} pid {pid}: {status}"));
+}
+
+/// `/tmp/ferrum-it-<pid>-<n>` and namespace `ferrum-t<pid>-<n>`, `n` counting the
+/// Envs of this process; a stale dir from an earlier process with our pid is skipped.
+fn create_temp_dir() -> Result<(PathBuf, String)> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let pid = std::process::id();
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = PathBuf::from(format!("/tmp/ferrum-it-{pid}-{n}"));
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok((dir, format!("ferrum-t{pid}-{n}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+}
+
+fn containerd_schema(containerd: &Path) -> Result<Schema> {
+    let out = Command::new(containerd)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", containerd.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Schema::from_version_output(&text).with_context(|| {
+        format!(
+            "cannot tell the version of {} from {text:?}",
+            containerd.display()
+        )
+    })
+}
+
+/// The busybox image tar, built on first use and shared by every Env of the process.
+fn busybox_tar(busybox: &Path) -> Result<Arc<Vec<u8>>> {
+    static CACHE: Mutex<Option<Arc<Vec<u8>>>> = Mutex::new(None);
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(tar) = cache.as_ref() {
+        return Ok(Arc::clone(tar));
+    }
+    let tar = Arc::new(busybox_image(DEFAULT_IMAGE, busybox)?.to_tar()?);
+    *cache = Some(Arc::clone(&tar));
+    Ok(tar)
+}
+
+fn log_file(path: &Path) -> Result<File> {
+    File::create(path).with_context(|| format!("creating {}", path.display()))
+}
+
+fn tail(log: &Path) -> String {
+    let text =
+        fs::read_to_string(log).unwrap_or_else(|e| format!("(cannot read {}: {e})", log.display()));
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(LOG_TAIL_LINES);
+    format!(
+        "--- last lines of {} ---\n{}",
+        log.display(),
+        lines[start..].join("\n")
+    )
+}

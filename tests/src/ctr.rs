@@ -1,0 +1,217 @@
+//! Running `ctr` with a deadline and keeping everything it printed for assertions.
+
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// What one `ctr` invocation did. `status` is `None` when ctr was killed: by the
+/// harness on timeout (`timed_out`) or by a signal.
+#[derive(Debug, Clone)]
+pub struct CtrOutput {
+    pub args: Vec<String>,
+    pub status: Option<i32>,
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CtrOutput {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    /// Panics with the command line and everything ctr printed unless it exited 0.
+    #[track_caller]
+    pub fn assert_ok(&self) -> &CtrOutput {
+        assert!(self.success(), "ctr failed\n{self}");
+        self
+    }
+
+    /// `ctr run` exits with the task's exit status (128+N when signal N killed it).
+    #[track_caller]
+    pub fn assert_exit(&self, code: i32) -> &CtrOutput {
+        assert_eq!(
+            self.status,
+            Some(code),
+            "unexpected ctr exit status\n{self}"
+        );
+        self
+    }
+}
+
+impl fmt::Display for CtrOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = match (self.timed_out, self.status) {
+            (true, _) => "timed out, killed".to_string(),
+            (false, Some(code)) => format!("exit {code}"),
+            (false, None) => "killed by a signal".to_string(),
+        };
+        writeln!(f, "$ ctr {}\n[{status}]", self.args.join(" "))?;
+        writeln!(f, "--- stdout ---\n{}", self.stdout.trim_end())?;
+        write!(f, "--- stderr ---\n{}", self.stderr.trim_end())
+    }
+}
+
+/// Runs `ctr -a ADDRESS -n NAMESPACE ARGS…`, killing it after `timeout`. Never
+/// fails: a ctr that cannot even be spawned is reported as a failed output.
+pub(crate) fn run_ctr(
+    ctr: &Path,
+    address: &Path,
+    namespace: &str,
+    fifo_dir: &Path,
+    args: &[&str],
+    timeout: Duration,
+) -> CtrOutput {
+    let args = with_fifo_dir(args, fifo_dir);
+    let mut output = CtrOutput {
+        args: args.clone(),
+        status: None,
+        timed_out: false,
+        stdout: String::new(),
+        stderr: String::new(),
+    };
+    let child = Command::new(ctr)
+        .arg("--address")
+        .arg(address)
+        .args(["--namespace", namespace])
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            output.stderr = format!("harness: cannot spawn {}: {e}", ctr.display());
+            return output;
+        }
+    };
+    // Drain both pipes while waiting, or a chatty ctr blocks on a full pipe.
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    match wait_until(&mut child, Instant::now() + timeout) {
+        Some(status) => output.status = status.code(),
+        None => {
+            output.timed_out = true;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    output.stdout = stdout.join().unwrap_or_default();
+    output.stderr = stderr.join().unwrap_or_default();
+    output
+}
+
+fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Polls `child` until it exits or `deadline` passes (`None`), starting with short
+/// sleeps because most ctr calls take a few milliseconds.
+pub(crate) fn wait_until(child: &mut Child, deadline: Instant) -> Option<std::process::ExitStatus> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// ctr puts the stdio FIFOs of `run`, `tasks start` and `tasks exec` in
+/// /run/containerd/fifo and leaves them there for detached tasks or when it is
+/// killed; pointing `--fifo-dir` into the Env's temp dir keeps the host clean.
+fn with_fifo_dir(args: &[&str], fifo_dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let subcommand_len = match args {
+        ["run", ..] => 1,
+        ["tasks" | "task" | "t", "start" | "exec", ..] => 2,
+        _ => return out,
+    };
+    if !args.iter().any(|a| a.starts_with("--fifo-dir")) {
+        let flag = format!("--fifo-dir={}", fifo_dir.display());
+        out.insert(subcommand_len, flag);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_dir_goes_after_the_subcommand() {
+        let dir = Path::new("/t/fifo");
+        assert_eq!(
+            with_fifo_dir(&["run", "--rm", "img", "c1"], dir),
+            ["run", "--fifo-dir=/t/fifo", "--rm", "img", "c1"]
+        );
+        assert_eq!(
+            with_fifo_dir(&["t", "exec", "--exec-id", "e", "c1", "sh"], dir)[..3],
+            ["t", "exec", "--fifo-dir=/t/fifo"]
+        );
+        assert_eq!(with_fifo_dir(&["images", "ls"], dir), ["images", "ls"]);
+        assert_eq!(
+            with_fifo_dir(&["run", "--fifo-dir", "/x", "i", "c"], dir),
+            ["run", "--fifo-dir", "/x", "i", "c"]
+        );
+    }
+
+    /// A stand-in for ctr: a script that ignores the flags it is given.
+    fn fake_ctr(name: &str, body: &str) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path =
+            std::env::temp_dir().join(format!("ferrum-fake-ctr-{}-{name}", std::process::id()));
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn run_fake(name: &str, body: &str, timeout: Duration) -> CtrOutput {
+        let ctr = fake_ctr(name, body);
+        let out = run_ctr(
+            &ctr,
+            Path::new("/sock"),
+            "ns",
+            Path::new("/fifo"),
+            &["version"],
+            timeout,
+        );
+        std::fs::remove_file(ctr).unwrap();
+        out
+    }
+
+    #[test]
+    fn output_and_status_are_captured() {
+        let out = run_fake(
+            "status",
+            "echo out; echo \"$*\" >&2; exit 3",
+            Duration::from_secs(10),
+        );
+        assert_eq!((out.status, out.timed_out), (Some(3), false));
+        assert_eq!(out.stdout, "out\n");
+        assert_eq!(out.stderr, "--address /sock --namespace ns version\n");
+    }
+
+    #[test]
+    fn timeout_kills_and_reports() {
+        let started = Instant::now();
+        let out = run_fake("timeout", "exec sleep 10", Duration::from_millis(200));
+        assert!(out.timed_out && out.status.is_none(), "{out}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,14 @@
+//! End-to-end test support for ferrum: an OCI image builder (`image`) and a
+//! harness (`Env`) that runs a private containerd, plus ferrum-snapshotter, per
+//! test and removes every trace of it on drop.
+
+mod binaries;
+pub mod cleanup;
+pub mod containerd;
+pub mod ctr;
+pub mod image;
+mod procfs;
+
+pub use cleanup::Footprint;
+pub use containerd::{Env, Options};
+pub use ctr::CtrOutput;
