@@ -6,10 +6,10 @@ use crate::channel::Channel;
 use crate::error::{Context, Error, Result};
 use crate::init::{InitReply, InitRequest, ParentMessage};
 use crate::namespaces::Namespaces;
-use crate::spawn::{spawn_init, Spawned};
+use crate::spawn::{spawn_in_pid_namespace, spawn_init};
 use crate::state::{State, Status};
 use crate::{proc_stat, spec};
-use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -120,7 +120,8 @@ impl Container {
         guard.cgroup = Some(cgroup.clone());
         cgroup.join(child.pid)?;
 
-        let warnings = handshake(id, &mut child, InitRequest { id: id.into(), spec, rootfs: rootfs.clone() })?;
+        let request = InitRequest::Create { id: id.into(), spec, rootfs: rootfs.clone() };
+        let warnings = handshake(id, &mut child.channel, request)?;
         let state = State {
             id: id.into(),
             bundle: bundle.to_path_buf(),
@@ -150,19 +151,40 @@ impl Container {
                 })
             }
         };
-        channel.send(&ParentMessage::Start).ctx(&id, || "tell init to start".into())?;
-        match channel.recv::<InitReply>() {
-            // EOF: the channel closed on exec, the user's process runs.
-            Ok(None) => {}
-            Ok(Some(InitReply::Failed { message })) => return Err(Error::Init { id, message }),
-            Ok(Some(InitReply::Ready { .. })) => {
-                return Err(Error::Init { id, message: "init answered start out of turn".into() })
-            }
-            Err(e) => return Err(e).ctx(&id, || "wait for exec".into()),
-        }
+        release(&id, channel)?;
         self.channel = None;
         self.state.status = Status::Running;
         self.state.save(&self.dir).ctx(&id, || "save state".into())
+    }
+
+    /// Run `process` in the running container: a new process that joins all
+    /// its namespaces and its cgroup. Returns its pid once the user's program
+    /// runs (a missing binary or bad user fails here, with init's message).
+    pub fn exec(&self, process: &Process, stdio: Stdio) -> Result<i32> {
+        let id = &self.state.id;
+        let init = self.state.pid;
+        if !proc_stat::is_same_process(init, self.state.pid_start) {
+            return Err(Error::WrongState { id: id.clone(), status: "stopped".into(), action: "exec", needed: "running" });
+        }
+        let mut namespaces = namespaces_of(init).ctx(id, || format!("read namespaces of {init}"))?;
+        let pidns = match namespaces.iter().position(|(t, _)| *t == LinuxNamespaceType::Pid) {
+            Some(i) => {
+                let (_, path) = namespaces.remove(i);
+                Some(File::open(&path).ctx(id, || format!("open {}", path.display()))?)
+            }
+            None => None,
+        };
+        let null = File::options().read(true).write(true).open("/dev/null").ctx(id, || "open /dev/null".into())?;
+        let fds = [&stdio.stdin, &stdio.stdout, &stdio.stderr].map(|f| f.as_ref().map_or(null.as_fd(), |f| f.as_fd()));
+        let mut child = spawn_in_pid_namespace(pidns.as_ref(), fds).ctx(id, || "start exec process".into())?;
+        drop(stdio);
+        let guard = CreateGuard { pid: Some(child.pid), cgroup: None, dir: None };
+        self.cgroup().join(child.pid)?;
+        let request = InitRequest::Exec { id: id.clone(), process: process.clone(), namespaces };
+        handshake(id, &mut child.channel, request)?;
+        release(id, &mut child.channel)?;
+        guard.disarm();
+        Ok(child.pid)
     }
 
     /// Signal init, or with `all` every process of the container.
@@ -233,13 +255,51 @@ impl Container {
     }
 }
 
-fn handshake(id: &str, child: &mut Spawned, request: InitRequest) -> Result<Vec<String>> {
-    child.channel.send(&request).ctx(id, || "send spec to init".into())?;
-    match child.channel.recv::<InitReply>() {
+fn handshake(id: &str, channel: &mut Channel, request: InitRequest) -> Result<Vec<String>> {
+    channel.send(&request).ctx(id, || "send spec to init".into())?;
+    match channel.recv::<InitReply>() {
         Ok(Some(InitReply::Ready { warnings })) => Ok(warnings),
         Ok(Some(InitReply::Failed { message })) => Err(Error::Init { id: id.into(), message }),
         Ok(None) => Err(Error::Init { id: id.into(), message: "container init exited during setup".into() }),
         Err(e) => Err(e).ctx(id, || "read init's reply".into()),
+    }
+}
+
+/// The namespaces of `pid` that differ from ours: what an exec must join.
+fn namespaces_of(pid: i32) -> std::io::Result<Vec<(LinuxNamespaceType, PathBuf)>> {
+    use LinuxNamespaceType as T;
+    let mut out = Vec::new();
+    // User first: joining it decides what the others may be joined with.
+    for (typ, name) in [
+        (T::User, "user"),
+        (T::Mount, "mnt"),
+        (T::Network, "net"),
+        (T::Ipc, "ipc"),
+        (T::Uts, "uts"),
+        (T::Pid, "pid"),
+        (T::Cgroup, "cgroup"),
+        (T::Time, "time"),
+    ] {
+        let theirs = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
+        let Ok(target) = std::fs::read_link(&theirs) else { continue };
+        if std::fs::read_link(format!("/proc/self/ns/{name}")).ok().as_ref() != Some(&target) {
+            out.push((typ, theirs));
+        }
+    }
+    Ok(out)
+}
+
+/// Tell a prepared init to exec, and wait until it did: EOF on the channel
+/// (close-on-exec) means the user's process runs, a message says why not.
+fn release(id: &str, channel: &mut Channel) -> Result<()> {
+    channel.send(&ParentMessage::Start).ctx(id, || "tell init to start".into())?;
+    match channel.recv::<InitReply>() {
+        Ok(None) => Ok(()),
+        Ok(Some(InitReply::Failed { message })) => Err(Error::Init { id: id.into(), message }),
+        Ok(Some(InitReply::Ready { .. })) => {
+            Err(Error::Init { id: id.into(), message: "init answered start out of turn".into() })
+        }
+        Err(e) => Err(e).ctx(id, || "wait for exec".into()),
     }
 }
 

@@ -5,7 +5,9 @@
 //! (TaskStart before TaskExit, TaskExit before TaskDelete), so there is exactly
 //! one sender and retries keep the order.
 
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskStart};
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskStart,
+};
 use containerd_shim_protos::protobuf::well_known_types::{any::Any, timestamp::Timestamp};
 use containerd_shim_protos::protobuf::{MessageDyn, MessageField};
 use containerd_shim_protos::shim::event::Envelope;
@@ -22,6 +24,8 @@ pub fn now() -> Timestamp {
 pub enum Event {
     Create(TaskCreate),
     Start(TaskStart),
+    ExecAdded(TaskExecAdded),
+    ExecStarted(TaskExecStarted),
     Exit(TaskExit),
     Delete(TaskDelete),
 }
@@ -31,6 +35,8 @@ impl Event {
         match self {
             Event::Create(_) => "/tasks/create",
             Event::Start(_) => "/tasks/start",
+            Event::ExecAdded(_) => "/tasks/exec-added",
+            Event::ExecStarted(_) => "/tasks/exec-started",
             Event::Exit(_) => "/tasks/exit",
             Event::Delete(_) => "/tasks/delete",
         }
@@ -40,19 +46,24 @@ impl Event {
         match self {
             Event::Create(e) => e,
             Event::Start(e) => e,
+            Event::ExecAdded(e) => e,
+            Event::ExecStarted(e) => e,
             Event::Exit(e) => e,
             Event::Delete(e) => e,
         }
     }
 
-    /// containerd resolves the payload by its proto name (typeurl).
     fn to_any(&self) -> Any {
-        let m = self.message();
-        Any {
-            type_url: m.descriptor_dyn().full_name().to_string(),
-            value: m.write_to_bytes_dyn().unwrap_or_default(),
-            ..Default::default()
-        }
+        to_any(self.message())
+    }
+}
+
+/// Pack a message the way containerd's typeurl resolves it: by its proto name.
+pub fn to_any(m: &dyn MessageDyn) -> Any {
+    Any {
+        type_url: m.descriptor_dyn().full_name().to_string(),
+        value: m.write_to_bytes_dyn().unwrap_or_default(),
+        ..Default::default()
     }
 }
 

@@ -1,17 +1,19 @@
-//! A container's init process as the shim tracks it.
+//! The processes of a task as the shim tracks them: the container's init and
+//! the exec processes added to it.
 //!
-//! Its lifecycle is created -> running -> stopped -> deleted. The exit can be
-//! observed by the reaper at any moment (even while Start is still waiting for
-//! the exec to be confirmed), so the status is *derived* from two facts that are
-//! each set once — "started" and "exit" — rather than stored as a third state
-//! that could disagree with them. Transitions that must reach containerd in
-//! order (TaskStart before TaskExit) hold `lifecycle` while they publish.
+//! Both share a [`ProcessCore`]: a lifecycle of created -> running -> stopped.
+//! The exit can be observed by the reaper at any moment (even while Start still
+//! waits for the exec to be confirmed), so the status is *derived* from facts
+//! that are each set once — "started" and "exit" — rather than stored as a
+//! third state that could disagree with them. Transitions that must reach
+//! containerd in order (TaskStart before TaskExit) hold `lifecycle` while they
+//! publish.
 
 use crate::errors::{self, from_runtime, status};
 use containerd_shim_protos::api::Status;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -30,44 +32,47 @@ pub struct Stdio {
     pub stderr: String,
 }
 
-pub struct InitProcess {
-    pub id: String,
-    pub bundle: String,
-    pub pid: i32,
-    pub stdio: Stdio,
-    /// Where the shim mounted the rootfs it got in Create (unmounted on delete).
-    rootfs_mount: Option<PathBuf>,
-    container: Mutex<Option<runtime_core::Container>>,
-    started: AtomicBool,
-    pub lifecycle: tokio::sync::Mutex<()>,
-    exit: watch::Sender<Option<Exit>>,
-    stdin_copy: Mutex<Option<JoinHandle<()>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl InitProcess {
-    pub fn new(
-        container: runtime_core::Container,
-        bundle: String,
-        stdio: Stdio,
-        rootfs_mount: Option<PathBuf>,
-        stdin_copy: Option<JoinHandle<()>>,
-    ) -> InitProcess {
-        InitProcess {
-            id: container.state().id.clone(),
-            pid: container.pid(),
-            bundle,
-            stdio,
-            rootfs_mount,
-            container: Mutex::new(Some(container)),
+/// What init and exec processes have in common.
+pub struct ProcessCore {
+    /// 0 until the process exists.
+    pid: AtomicI32,
+    started: AtomicBool,
+    /// Set by the reaper as soon as the pid is collected (before `exit` is
+    /// published): from then on the pid may belong to someone else.
+    reaped: AtomicBool,
+    exit: watch::Sender<Option<Exit>>,
+    stdin_copy: Mutex<Option<JoinHandle<()>>>,
+    pub stdio: Stdio,
+    pub lifecycle: tokio::sync::Mutex<()>,
+}
+
+impl ProcessCore {
+    pub fn new(stdio: Stdio) -> ProcessCore {
+        ProcessCore {
+            pid: AtomicI32::new(0),
             started: AtomicBool::new(false),
-            lifecycle: tokio::sync::Mutex::new(()),
+            reaped: AtomicBool::new(false),
             exit: watch::channel(None).0,
-            stdin_copy: Mutex::new(stdin_copy),
+            stdin_copy: Mutex::new(None),
+            stdio,
+            lifecycle: tokio::sync::Mutex::new(()),
         }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid.load(Ordering::Acquire)
+    }
+
+    fn set_pid(&self, pid: i32) {
+        self.pid.store(pid, Ordering::Release);
+    }
+
+    fn set_stdin_copy(&self, copy: Option<JoinHandle<()>>) {
+        *lock(&self.stdin_copy) = copy;
     }
 
     pub fn status(&self) -> Status {
@@ -84,7 +89,12 @@ impl InitProcess {
         self.exit.borrow().clone()
     }
 
+    pub fn mark_reaped(&self) {
+        self.reaped.store(true, Ordering::Release);
+    }
+
     pub fn set_exited(&self, status: u32) {
+        self.mark_reaped();
         self.exit.send_replace(Some(Exit { status, at: crate::events::now() }));
         // Nothing can read stdin any more.
         self.close_stdin();
@@ -97,15 +107,51 @@ impl InitProcess {
         exit.ok().flatten().expect("exit sender outlives waiters")
     }
 
-    fn wrong_state(&self, action: &str) -> ttrpc::Error {
-        let st = format!("{:?}", self.status()).to_lowercase();
-        status(Code::FAILED_PRECONDITION, format!("container {}: cannot {action} a {st} task", self.id))
+    pub fn close_stdin(&self) {
+        if let Some(copy) = lock(&self.stdin_copy).take() {
+            copy.abort();
+        }
     }
 
-    /// Let the user's process run. The caller holds `lifecycle`.
+    fn wrong_state(&self, what: &str, action: &str) -> ttrpc::Error {
+        let st = format!("{:?}", self.status()).to_lowercase();
+        status(Code::FAILED_PRECONDITION, format!("{what}: cannot {action} a {st} process"))
+    }
+}
+
+pub struct InitProcess {
+    pub id: String,
+    pub bundle: String,
+    pub core: ProcessCore,
+    /// Where the shim mounted the rootfs it got in Create (unmounted on delete).
+    rootfs_mount: Option<PathBuf>,
+    container: Mutex<Option<runtime_core::Container>>,
+}
+
+impl InitProcess {
+    pub fn new(
+        container: runtime_core::Container,
+        bundle: String,
+        stdio: Stdio,
+        rootfs_mount: Option<PathBuf>,
+        stdin_copy: Option<JoinHandle<()>>,
+    ) -> InitProcess {
+        let core = ProcessCore::new(stdio);
+        core.set_pid(container.pid());
+        core.set_stdin_copy(stdin_copy);
+        InitProcess {
+            id: container.state().id.clone(),
+            bundle,
+            core,
+            rootfs_mount,
+            container: Mutex::new(Some(container)),
+        }
+    }
+
+    /// Let the user's process run. The caller holds `core.lifecycle`.
     pub async fn start(self: &Arc<Self>) -> ttrpc::Result<()> {
-        if self.status() != Status::CREATED {
-            return Err(self.wrong_state("start"));
+        if self.core.status() != Status::CREATED {
+            return Err(self.core.wrong_state(&format!("container {}", self.id), "start"));
         }
         let me = self.clone();
         tokio::task::spawn_blocking(move || match lock(&me.container).as_mut() {
@@ -115,12 +161,12 @@ impl InitProcess {
         .await
         .map_err(errors::internal)?
         .map_err(from_runtime)?;
-        self.started.store(true, Ordering::Release);
+        self.core.started.store(true, Ordering::Release);
         Ok(())
     }
 
     pub fn kill(&self, signal: u32, all: bool) -> ttrpc::Result<()> {
-        if self.exit().is_some() && !all {
+        if self.core.exit().is_some() && !all {
             return Err(errors::not_found(format!("container {}: process already finished", self.id)));
         }
         match lock(&self.container).as_ref() {
@@ -133,26 +179,32 @@ impl InitProcess {
         lock(&self.container).as_ref().map(|c| c.pids()).unwrap_or_default()
     }
 
-    pub fn close_stdin(&self) {
-        if let Some(copy) = lock(&self.stdin_copy).take() {
-            copy.abort();
-        }
+    /// Run an exec process in this container; returns its pid.
+    pub async fn exec(self: &Arc<Self>, spec: oci_spec::runtime::Process, stdio: runtime_core::Stdio) -> ttrpc::Result<i32> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || match lock(&me.container).as_ref() {
+            Some(c) => c.exec(&spec, stdio),
+            None => Err(runtime_core::Error::NotFound { id: me.id.clone() }),
+        })
+        .await
+        .map_err(errors::internal)?
+        .map_err(from_runtime)
     }
 
     /// Remove the container. A created (never started) one is killed first, as
     /// runc's delete does; a running one must be stopped by the caller.
     pub async fn delete(&self) -> ttrpc::Result<Exit> {
-        match self.status() {
-            Status::RUNNING => return Err(self.wrong_state("delete")),
+        match self.core.status() {
+            Status::RUNNING => return Err(self.core.wrong_state(&format!("container {}", self.id), "delete")),
             Status::CREATED => {
                 let _ = self.kill(libc::SIGKILL as u32, false);
-                tokio::time::timeout(Duration::from_secs(10), self.wait())
+                tokio::time::timeout(Duration::from_secs(10), self.core.wait())
                     .await
                     .map_err(|_| status(Code::DEADLINE_EXCEEDED, format!("container {}: init did not die", self.id)))?;
             }
             _ => {}
         }
-        let exit = self.exit().expect("stopped");
+        let exit = self.core.exit().expect("stopped");
         let container = lock(&self.container).take();
         let rootfs = self.rootfs_mount.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -168,5 +220,66 @@ impl InitProcess {
         .map_err(errors::internal)?
         .map_err(|e| status(Code::UNKNOWN, format!("delete container {}: {e:#}", self.id)))?;
         Ok(exit)
+    }
+}
+
+/// A process added to a running container with Exec; it runs at Start.
+pub struct ExecProcess {
+    pub exec_id: String,
+    pub core: ProcessCore,
+    spec: oci_spec::runtime::Process,
+}
+
+impl ExecProcess {
+    pub fn new(exec_id: String, spec: oci_spec::runtime::Process, stdio: Stdio) -> ExecProcess {
+        ExecProcess { exec_id, core: ProcessCore::new(stdio), spec }
+    }
+
+    fn what(&self, init: &InitProcess) -> String {
+        format!("exec {} in container {}", self.exec_id, init.id)
+    }
+
+    /// Start it in `init`'s container. The caller holds `core.lifecycle`.
+    pub async fn start(&self, init: &Arc<InitProcess>) -> ttrpc::Result<i32> {
+        if self.core.status() != Status::CREATED {
+            return Err(self.core.wrong_state(&self.what(init), "start"));
+        }
+        if init.core.status() != Status::RUNNING {
+            return Err(init.core.wrong_state(&format!("container {}", init.id), "exec in"));
+        }
+        let s = &self.core.stdio;
+        let opened = crate::stdio::open(&s.stdin, &s.stdout, &s.stderr)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("{}: {e:#}", self.what(init))))?;
+        self.core.set_stdin_copy(opened.stdin_copy);
+        let pid = match init.exec(self.spec.clone(), opened.stdio).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                self.core.close_stdin();
+                return Err(e);
+            }
+        };
+        self.core.set_pid(pid);
+        self.core.started.store(true, Ordering::Release);
+        Ok(pid)
+    }
+
+    pub fn kill(&self, init: &InitProcess, signal: u32) -> ttrpc::Result<()> {
+        let pid = self.core.pid();
+        if pid == 0 || self.core.reaped.load(Ordering::Acquire) {
+            return Err(errors::not_found(format!("{}: process not running", self.what(init))));
+        }
+        // Not yet reaped, so the pid is still ours.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::try_from(signal as i32).map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?,
+        )
+        .map_err(|e| status(Code::UNKNOWN, format!("{}: signal {signal}: {e}", self.what(init))))
+    }
+
+    pub fn check_deletable(&self, init: &InitProcess) -> ttrpc::Result<()> {
+        match self.core.status() {
+            Status::RUNNING => Err(self.core.wrong_state(&self.what(init), "delete")),
+            _ => Ok(()),
+        }
     }
 }

@@ -3,11 +3,13 @@
 
 use crate::errors::{self, from_runtime, status, unimplemented};
 use crate::events::{Event, Publisher};
-use crate::process::{self, InitProcess};
+use crate::process::{self, lock, ExecProcess, InitProcess, ProcessCore};
 use crate::stdio;
 use async_trait::async_trait;
 use containerd_shim_protos::api::{self, Empty, ProcessInfo};
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskStart};
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskStart,
+};
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim_async::Task;
 use runtime_core::mount::{mount_rootfs, unmount_all, RootfsMount};
@@ -23,23 +25,32 @@ use ttrpc::Code;
 /// registered it. Bounded so that strays cannot grow it forever.
 const MAX_EARLY_EXITS: usize = 1024;
 
+/// A container: its init and the exec processes added to it.
+struct TaskEntry {
+    init: Arc<InitProcess>,
+    execs: Mutex<HashMap<String, Arc<ExecProcess>>>,
+}
+
 pub struct TaskService {
     state_root: PathBuf,
-    processes: Mutex<HashMap<String, Arc<InitProcess>>>,
+    tasks: Mutex<HashMap<String, Arc<TaskEntry>>>,
     early_exits: Mutex<HashMap<i32, u32>>,
     publisher: Publisher,
     shutdown: Arc<Notify>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// The process an RPC names: the init (empty exec id) or one exec.
+enum Target {
+    Init(Arc<InitProcess>),
+    Exec(Arc<InitProcess>, Arc<ExecProcess>),
 }
 
-fn no_exec(id: &str, exec_id: &str) -> ttrpc::Result<()> {
-    if exec_id.is_empty() {
-        Ok(())
-    } else {
-        Err(errors::not_found(format!("exec {exec_id} in container {id}")))
+impl Target {
+    fn core(&self) -> &ProcessCore {
+        match self {
+            Target::Init(i) => &i.core,
+            Target::Exec(_, e) => &e.core,
+        }
     }
 }
 
@@ -47,21 +58,39 @@ impl TaskService {
     pub fn new(state_root: PathBuf, publisher: Publisher, shutdown: Arc<Notify>) -> TaskService {
         TaskService {
             state_root,
-            processes: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(HashMap::new()),
             early_exits: Mutex::new(HashMap::new()),
             publisher,
             shutdown,
         }
     }
 
-    fn get(&self, id: &str) -> ttrpc::Result<Arc<InitProcess>> {
-        lock(&self.processes).get(id).cloned().ok_or_else(|| errors::not_found(format!("container {id}")))
+    fn task(&self, id: &str) -> ttrpc::Result<Arc<TaskEntry>> {
+        lock(&self.tasks).get(id).cloned().ok_or_else(|| errors::not_found(format!("container {id}")))
+    }
+
+    fn target(&self, id: &str, exec_id: &str) -> ttrpc::Result<Target> {
+        let task = self.task(id)?;
+        if exec_id.is_empty() {
+            return Ok(Target::Init(task.init.clone()));
+        }
+        let exec = lock(&task.execs)
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| errors::not_found(format!("exec {exec_id} in container {id}")))?;
+        Ok(Target::Exec(task.init.clone(), exec))
     }
 
     /// Called by the reaper for every exit status it collects.
     pub fn on_exit(&self, pid: i32, exit_status: u32) {
-        let found = lock(&self.processes).values().find(|p| p.pid == pid).cloned();
-        let Some(p) = found else {
+        let found = lock(&self.tasks).values().find_map(|t| {
+            if t.init.core.pid() == pid {
+                return Some(Target::Init(t.init.clone()));
+            }
+            let exec = lock(&t.execs).values().find(|e| e.core.pid() == pid).cloned()?;
+            Some(Target::Exec(t.init.clone(), exec))
+        });
+        let Some(target) = found else {
             let mut early = lock(&self.early_exits);
             if early.len() >= MAX_EARLY_EXITS {
                 early.clear();
@@ -69,22 +98,35 @@ impl TaskService {
             early.insert(pid, exit_status);
             return;
         };
+        target.core().mark_reaped();
         let publisher = self.publisher.clone();
         tokio::spawn(async move {
-            // After a Start in progress has published TaskStart.
-            let _order = p.lifecycle.lock().await;
-            p.set_exited(exit_status);
-            let exit = p.exit().expect("just set");
-            crate::info!(&p.id, "init {pid} exited with status {exit_status}");
+            let core = target.core();
+            // After a Start in progress has published its start event.
+            let _order = core.lifecycle.lock().await;
+            core.set_exited(exit_status);
+            let exit = core.exit().expect("just set");
+            let (container_id, id) = match &target {
+                Target::Init(i) => (i.id.clone(), i.id.clone()),
+                Target::Exec(i, e) => (i.id.clone(), e.exec_id.clone()),
+            };
+            crate::info!(&container_id, "process {id} (pid {pid}) exited with status {exit_status}");
             publisher.publish(Event::Exit(TaskExit {
-                container_id: p.id.clone(),
-                id: p.id.clone(),
+                container_id,
+                id,
                 pid: pid as u32,
                 exit_status,
                 exited_at: MessageField::some(exit.at),
                 ..Default::default()
             }));
         });
+    }
+
+    /// An exit reaped before its pid was known to us.
+    fn claim_early_exit(&self, pid: i32) {
+        if let Some(status) = lock(&self.early_exits).remove(&pid) {
+            self.on_exit(pid, status);
+        }
     }
 
     async fn create_container(&self, req: &api::CreateTaskRequest) -> ttrpc::Result<Arc<InitProcess>> {
@@ -138,12 +180,13 @@ impl TaskService {
 #[async_trait]
 impl Task for TaskService {
     async fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> ttrpc::Result<api::CreateTaskResponse> {
-        if lock(&self.processes).contains_key(&req.id) {
+        if lock(&self.tasks).contains_key(&req.id) {
             return Err(status(Code::ALREADY_EXISTS, format!("container {} already exists", req.id)));
         }
-        let p = self.create_container(&req).await?;
-        let pid = p.pid;
-        lock(&self.processes).insert(req.id.clone(), p);
+        let init = self.create_container(&req).await?;
+        let pid = init.core.pid();
+        let entry = Arc::new(TaskEntry { init, execs: Mutex::new(HashMap::new()) });
+        lock(&self.tasks).insert(req.id.clone(), entry);
         crate::info!(&req.id, "created, init pid {pid}");
         self.publisher.publish(Event::Create(TaskCreate {
             container_id: req.id.clone(),
@@ -160,37 +203,86 @@ impl Task for TaskService {
             pid: pid as u32,
             ..Default::default()
         }));
-        if let Some(status) = lock(&self.early_exits).remove(&pid) {
-            self.on_exit(pid, status);
-        }
+        self.claim_early_exit(pid);
         Ok(api::CreateTaskResponse { pid: pid as u32, ..Default::default() })
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> ttrpc::Result<api::StartResponse> {
-        no_exec(&req.id, &req.exec_id)?;
-        let p = self.get(&req.id)?;
-        let _order = p.lifecycle.lock().await;
-        p.start().await?;
-        self.publisher.publish(Event::Start(TaskStart {
-            container_id: p.id.clone(),
-            pid: p.pid as u32,
+        let target = self.target(&req.id, &req.exec_id)?;
+        let _order = target.core().lifecycle.lock().await;
+        let pid = match &target {
+            Target::Init(init) => {
+                init.start().await?;
+                self.publisher.publish(Event::Start(TaskStart {
+                    container_id: init.id.clone(),
+                    pid: init.core.pid() as u32,
+                    ..Default::default()
+                }));
+                init.core.pid()
+            }
+            Target::Exec(init, exec) => {
+                let pid = exec.start(init).await?;
+                self.publisher.publish(Event::ExecStarted(TaskExecStarted {
+                    container_id: init.id.clone(),
+                    exec_id: exec.exec_id.clone(),
+                    pid: pid as u32,
+                    ..Default::default()
+                }));
+                self.claim_early_exit(pid);
+                pid
+            }
+        };
+        Ok(api::StartResponse { pid: pid as u32, ..Default::default() })
+    }
+
+    async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> ttrpc::Result<Empty> {
+        let task = self.task(&req.id)?;
+        if req.terminal {
+            return Err(unimplemented("a terminal for exec processes"));
+        }
+        let spec: oci_spec::runtime::Process = serde_json::from_slice(&req.spec.value)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("exec {}: invalid process spec: {e}", req.exec_id)))?;
+        if task.init.core.status() != api::Status::RUNNING {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is not running, cannot exec in it", req.id),
+            ));
+        }
+        {
+            let mut execs = lock(&task.execs);
+            if execs.contains_key(&req.exec_id) {
+                return Err(status(
+                    Code::ALREADY_EXISTS,
+                    format!("exec {} already exists in container {}", req.exec_id, req.id),
+                ));
+            }
+            let stdio = process::Stdio { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone() };
+            execs.insert(req.exec_id.clone(), Arc::new(ExecProcess::new(req.exec_id.clone(), spec, stdio)));
+        }
+        self.publisher.publish(Event::ExecAdded(TaskExecAdded {
+            container_id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
             ..Default::default()
         }));
-        Ok(api::StartResponse { pid: p.pid as u32, ..Default::default() })
+        Ok(Empty::new())
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> ttrpc::Result<api::StateResponse> {
-        no_exec(&req.id, &req.exec_id)?;
-        let p = self.get(&req.id)?;
-        let exit = p.exit();
+        let target = self.target(&req.id, &req.exec_id)?;
+        let (core, bundle) = match &target {
+            Target::Init(i) => (&i.core, i.bundle.clone()),
+            Target::Exec(i, e) => (&e.core, i.bundle.clone()),
+        };
+        let exit = core.exit();
         Ok(api::StateResponse {
-            id: p.id.clone(),
-            bundle: p.bundle.clone(),
-            pid: p.pid as u32,
-            status: p.status().into(),
-            stdin: p.stdio.stdin.clone(),
-            stdout: p.stdio.stdout.clone(),
-            stderr: p.stdio.stderr.clone(),
+            id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
+            bundle,
+            pid: core.pid() as u32,
+            status: core.status().into(),
+            stdin: core.stdio.stdin.clone(),
+            stdout: core.stdio.stdout.clone(),
+            stderr: core.stdio.stderr.clone(),
             terminal: false,
             exit_status: exit.as_ref().map_or(0, |e| e.status),
             exited_at: exit.map(|e| e.at).into(),
@@ -199,62 +291,80 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> ttrpc::Result<api::WaitResponse> {
-        no_exec(&req.id, &req.exec_id)?;
-        let p = self.get(&req.id)?;
-        let exit = p.wait().await;
+        let target = self.target(&req.id, &req.exec_id)?;
+        let exit = target.core().wait().await;
         Ok(api::WaitResponse { exit_status: exit.status, exited_at: MessageField::some(exit.at), ..Default::default() })
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<Empty> {
-        no_exec(&req.id, &req.exec_id)?;
-        crate::debug!(&req.id, "kill signal {} all {}", req.signal, req.all);
-        self.get(&req.id)?.kill(req.signal, req.all)?;
+        crate::debug!(&req.id, "kill {:?} signal {} all {}", req.exec_id, req.signal, req.all);
+        match self.target(&req.id, &req.exec_id)? {
+            Target::Init(init) => init.kill(req.signal, req.all)?,
+            Target::Exec(init, exec) => exec.kill(&init, req.signal)?,
+        }
         Ok(Empty::new())
     }
 
     async fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> ttrpc::Result<api::DeleteResponse> {
-        no_exec(&req.id, &req.exec_id)?;
-        let p = self.get(&req.id)?;
-        let exit = p.delete().await?;
-        lock(&self.processes).remove(&req.id);
-        crate::info!(&req.id, "deleted");
-        self.publisher.publish(Event::Delete(TaskDelete {
-            container_id: p.id.clone(),
-            id: p.id.clone(),
-            pid: p.pid as u32,
-            exit_status: exit.status,
-            exited_at: MessageField::some(exit.at.clone()),
-            ..Default::default()
-        }));
+        let task = self.task(&req.id)?;
+        let (pid, exit) = match self.target(&req.id, &req.exec_id)? {
+            Target::Exec(init, exec) => {
+                exec.check_deletable(&init)?;
+                lock(&task.execs).remove(&req.exec_id);
+                (exec.core.pid(), exec.core.exit())
+            }
+            Target::Init(init) => {
+                let exit = init.delete().await?;
+                lock(&self.tasks).remove(&req.id);
+                crate::info!(&req.id, "deleted");
+                // Only the init's deletion is an event (as containerd's runc shim).
+                self.publisher.publish(Event::Delete(TaskDelete {
+                    container_id: init.id.clone(),
+                    id: init.id.clone(),
+                    pid: init.core.pid() as u32,
+                    exit_status: exit.status,
+                    exited_at: MessageField::some(exit.at.clone()),
+                    ..Default::default()
+                }));
+                (init.core.pid(), Some(exit))
+            }
+        };
         Ok(api::DeleteResponse {
-            pid: p.pid as u32,
-            exit_status: exit.status,
-            exited_at: MessageField::some(exit.at),
+            pid: pid as u32,
+            exit_status: exit.as_ref().map_or(0, |e| e.status),
+            exited_at: exit.map(|e| e.at).into(),
             ..Default::default()
         })
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> ttrpc::Result<api::PidsResponse> {
-        let p = self.get(&req.id)?;
-        let processes = p
+        let task = self.task(&req.id)?;
+        let execs: HashMap<i32, String> =
+            lock(&task.execs).values().map(|e| (e.core.pid(), e.exec_id.clone())).collect();
+        let processes = task
+            .init
             .pids()
             .into_iter()
-            .map(|pid| ProcessInfo { pid: pid as u32, ..Default::default() })
+            .map(|pid| ProcessInfo {
+                pid: pid as u32,
+                // containerd shows which exec a pid belongs to, as runc's shim tells it.
+                info: execs.get(&pid).map(|exec_id| exec_details(exec_id)).into(),
+                ..Default::default()
+            })
             .collect();
         Ok(api::PidsResponse { processes, ..Default::default() })
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> ttrpc::Result<Empty> {
-        no_exec(&req.id, &req.exec_id)?;
-        let p = self.get(&req.id)?;
+        let target = self.target(&req.id, &req.exec_id)?;
         if req.stdin {
-            p.close_stdin();
+            target.core().close_stdin();
         }
         Ok(Empty::new())
     }
 
     async fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> ttrpc::Result<api::ConnectResponse> {
-        let task_pid = lock(&self.processes).get(&req.id).map_or(0, |p| p.pid as u32);
+        let task_pid = lock(&self.tasks).get(&req.id).map_or(0, |t| t.init.core.pid() as u32);
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
             task_pid,
@@ -265,7 +375,7 @@ impl Task for TaskService {
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> ttrpc::Result<Empty> {
         // A grouped shim goes on while any container of its group remains.
-        if lock(&self.processes).is_empty() {
+        if lock(&self.tasks).is_empty() {
             self.shutdown.notify_one();
         }
         Ok(Empty::new())
@@ -283,10 +393,6 @@ impl Task for TaskService {
         Err(unimplemented("checkpoint"))
     }
 
-    async fn exec(&self, _ctx: &TtrpcContext, _req: api::ExecProcessRequest) -> ttrpc::Result<Empty> {
-        Err(unimplemented("exec"))
-    }
-
     async fn resize_pty(&self, _ctx: &TtrpcContext, _req: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
         Err(unimplemented("resize pty"))
     }
@@ -298,4 +404,10 @@ impl Task for TaskService {
     async fn stats(&self, _ctx: &TtrpcContext, _req: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
         Err(unimplemented("stats"))
     }
+}
+
+/// `containerd.runc.v1.ProcessDetails` as an Any, which `ctr task ps` decodes.
+fn exec_details(exec_id: &str) -> containerd_shim_protos::protobuf::well_known_types::any::Any {
+    let details = containerd_shim_protos::shim::oci::ProcessDetails { exec_id: exec_id.into(), ..Default::default() };
+    crate::events::to_any(&details)
 }

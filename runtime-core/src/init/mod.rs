@@ -14,7 +14,7 @@ use crate::channel::Channel;
 use crate::namespaces::Namespaces;
 use crate::spawn::CHANNEL_FD;
 use nix::sched::{setns, unshare, CloneFlags};
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use serde::{Deserialize, Serialize};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
@@ -24,10 +24,12 @@ use std::path::PathBuf;
 pub const INIT_ARG: &str = "__ferrum_init__";
 
 #[derive(Serialize, Deserialize)]
-pub(crate) struct InitRequest {
-    pub id: String,
-    pub spec: Spec,
-    pub rootfs: PathBuf,
+pub(crate) enum InitRequest {
+    /// Become a new container's init.
+    Create { id: String, spec: Spec, rootfs: PathBuf },
+    /// Become a process in a running container: join its namespaces (the pid
+    /// namespace was joined by the parent at clone time).
+    Exec { id: String, process: Process, namespaces: Vec<(LinuxNamespaceType, PathBuf)> },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -78,7 +80,11 @@ fn run() -> i32 {
         _ => return 1,
     };
     let mut warnings = Vec::new();
-    let prepared = match prepare(&request, &mut warnings) {
+    let prepared = match &request {
+        InitRequest::Create { id, spec, rootfs } => prepare_container(id, spec, rootfs, &mut warnings),
+        InitRequest::Exec { id, process, namespaces } => prepare_exec(id, process, namespaces, &mut warnings),
+    };
+    let prepared = match prepared {
         Ok(p) => p,
         Err(message) => {
             let _ = channel.send(&InitReply::Failed { message });
@@ -98,12 +104,14 @@ fn run() -> i32 {
     1
 }
 
-fn prepare(req: &InitRequest, warnings: &mut Vec<String>) -> Result<process::Prepared> {
-    let spec = &req.spec;
+fn prepare_container(
+    id: &str,
+    spec: &Spec,
+    rootfs: &std::path::Path,
+    warnings: &mut Vec<String>,
+) -> Result<process::Prepared> {
     let ns = Namespaces::from_spec(spec);
-    for (typ, path) in &ns.joins {
-        join_namespace(*typ, path)?;
-    }
+    join_namespaces(&ns.joins)?;
     if ns.new_cgroup {
         // The parent placed us in our cgroup before sending the request.
         unshare(CloneFlags::CLONE_NEWCGROUP).describe(|| "unshare cgroup namespace".into())?;
@@ -114,20 +122,43 @@ fn prepare(req: &InitRequest, warnings: &mut Vec<String>) -> Result<process::Pre
     }
     // SAFETY: umask has no memory effects. Files we create get exactly their modes.
     unsafe { libc::umask(0) };
-    rootfs::setup(spec, &req.rootfs, &ns)?;
+    rootfs::setup(spec, rootfs, &ns)?;
     sysctl::apply(spec, &ns)?;
-    process::prepare(&req.id, spec, warnings)
+    let process = spec.process().as_ref().ok_or("no process section")?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    process::prepare(id, process, seccomp.is_some(), true, warnings)
 }
 
-fn join_namespace(typ: LinuxNamespaceType, path: &std::path::Path) -> Result<()> {
-    if typ == LinuxNamespaceType::Pid {
-        // setns(CLONE_NEWPID) only moves future children; joining needs a second
-        // fork, which the one-process init model does not do yet.
-        return Err("joining an existing pid namespace (linux.namespaces[].path for pid) is not supported yet".into());
+fn prepare_exec(
+    id: &str,
+    process: &Process,
+    namespaces: &[(LinuxNamespaceType, PathBuf)],
+    warnings: &mut Vec<String>,
+) -> Result<process::Prepared> {
+    join_namespaces(namespaces)?;
+    // Joining the mount namespace put us at its root; the process's cwd is
+    // relative to that, and is not created for an exec (as runc).
+    process::prepare(id, process, false, false, warnings)
+}
+
+/// Open every namespace first (a joined mount namespace changes what /proc
+/// shows), then join them in order, user namespace first.
+fn join_namespaces(joins: &[(LinuxNamespaceType, PathBuf)]) -> Result<()> {
+    let mut files = Vec::with_capacity(joins.len());
+    for (typ, path) in joins {
+        if *typ == LinuxNamespaceType::Pid {
+            // setns(CLONE_NEWPID) only moves future children: the parent clones
+            // exec processes into a running container's pid namespace instead.
+            return Err("joining an existing pid namespace (linux.namespaces[].path for pid) is not supported yet".into());
+        }
+        let file = std::fs::File::open(path).describe(|| format!("open {typ} namespace {}", path.display()))?;
+        files.push((*typ, path, file));
     }
-    let file = std::fs::File::open(path).describe(|| format!("open {typ} namespace {}", path.display()))?;
-    setns(file, CloneFlags::from_bits_truncate(typ as i32))
-        .describe(|| format!("join {typ} namespace {}", path.display()))
+    for (typ, path, file) in files {
+        setns(file, CloneFlags::from_bits_truncate(typ as i32))
+            .describe(|| format!("join {typ} namespace {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn set_names(spec: &Spec, ns: &Namespaces) -> Result<()> {

@@ -4,7 +4,7 @@
 use super::capabilities::Sets;
 use super::{Describe, Result};
 use crate::spawn::CHANNEL_FD;
-use oci_spec::runtime::{PosixRlimitType, Process, Spec};
+use oci_spec::runtime::{PosixRlimitType, Process};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -20,9 +20,16 @@ pub(super) struct Prepared {
     no_new_privs: bool,
 }
 
-pub(super) fn prepare(id: &str, spec: &Spec, warnings: &mut Vec<String>) -> Result<Prepared> {
-    let p = spec.process().as_ref().ok_or("no process section")?;
-    refuse_unsupported(spec, p)?;
+/// `create_cwd`: a container's init creates a missing cwd (as runc); an exec
+/// does not.
+pub(super) fn prepare(
+    id: &str,
+    p: &Process,
+    has_seccomp: bool,
+    create_cwd: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Prepared> {
+    refuse_unsupported(p, has_seccomp)?;
     for rl in p.rlimits().iter().flatten() {
         let resource = rlimit_resource(rl.typ());
         let lim = libc::rlimit { rlim_cur: rl.soft(), rlim_max: rl.hard() };
@@ -39,7 +46,9 @@ pub(super) fn prepare(id: &str, spec: &Spec, warnings: &mut Vec<String>) -> Resu
         }
     }
     let cwd = p.cwd();
-    std::fs::create_dir_all(cwd).describe(|| format!("create cwd {}", cwd.display()))?;
+    if create_cwd {
+        std::fs::create_dir_all(cwd).describe(|| format!("create cwd {}", cwd.display()))?;
+    }
 
     let caps = p.capabilities().as_ref().map(|c| Sets::from_spec(c, warnings));
     if let Some(caps) = &caps {
@@ -68,11 +77,11 @@ pub(super) fn prepare(id: &str, spec: &Spec, warnings: &mut Vec<String>) -> Resu
 /// Fields this runtime cannot honour yet fail the container instead of being
 /// silently dropped: running without a requested seccomp profile or tty would
 /// be a different container than the one asked for.
-fn refuse_unsupported(spec: &Spec, p: &Process) -> Result<()> {
+fn refuse_unsupported(p: &Process, has_seccomp: bool) -> Result<()> {
     if p.terminal().unwrap_or(false) {
         return Err("process.terminal (a tty for the container) is not supported yet".into());
     }
-    if spec.linux().as_ref().is_some_and(|l| l.seccomp().is_some()) {
+    if has_seccomp {
         return Err("linux.seccomp is not supported yet".into());
     }
     // With the LSM disabled runc ignores these fields; so do we.
