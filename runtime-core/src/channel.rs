@@ -4,7 +4,9 @@
 //! an error message (the `execve` failed) or EOF (the user process is running).
 
 use serde::{de::DeserializeOwned, Serialize};
-use std::io::{self, Read, Write};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 /// Largest message accepted; a spec is far smaller, this only bounds a bad peer.
@@ -45,6 +47,33 @@ impl Channel {
     }
 }
 
+impl Channel {
+    /// Pass an fd (e.g. a console's master) as one byte with SCM_RIGHTS; on a
+    /// stream socket it arrives in order with the messages around it.
+    pub(crate) fn send_fd(&mut self, fd: RawFd) -> io::Result<()> {
+        let fds = [fd];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        sendmsg::<()>(self.stream.as_raw_fd(), &[IoSlice::new(&[0])], &cmsg, MsgFlags::empty(), None)?;
+        Ok(())
+    }
+
+    pub(crate) fn recv_fd(&mut self) -> io::Result<OwnedFd> {
+        let mut byte = [0u8; 1];
+        let mut iov = [IoSliceMut::new(&mut byte)];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let msg = recvmsg::<()>(self.stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                if let Some(fd) = fds.first() {
+                    // SAFETY: the kernel just installed this fd for us.
+                    return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+                }
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::InvalidData, "expected a file descriptor"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +87,19 @@ mod tests {
         assert_eq!(got, ["x", "y"]);
         drop(a);
         assert!(b.recv::<Vec<String>>().unwrap().is_none());
+    }
+
+    #[test]
+    fn fds_travel_between_messages() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut a, mut b) = (Channel::new(a), Channel::new(b));
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        a.send(&1u32).unwrap();
+        a.send_fd(file.as_raw_fd()).unwrap();
+        a.send(&2u32).unwrap();
+        assert_eq!(b.recv::<u32>().unwrap(), Some(1));
+        let got = std::fs::File::from(b.recv_fd().unwrap());
+        assert!(got.metadata().unwrap().len() == 0, "procfs file");
+        assert_eq!(b.recv::<u32>().unwrap(), Some(2));
     }
 }

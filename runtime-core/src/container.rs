@@ -36,6 +36,15 @@ pub struct Container {
     channel: Option<Channel>,
     /// Warnings from init (runc would log them and go on).
     warnings: Vec<String>,
+    /// The console's master (process.terminal), for the caller to take.
+    console: Option<OwnedFd>,
+}
+
+/// A process started in a running container.
+pub struct ExecProcess {
+    pub pid: i32,
+    /// The console's master when the process has a terminal.
+    pub console: Option<OwnedFd>,
 }
 
 fn valid_id(id: &str) -> Result<()> {
@@ -121,7 +130,7 @@ impl Container {
         cgroup.join(child.pid)?;
 
         let request = InitRequest::Create { id: id.into(), spec, rootfs: rootfs.clone() };
-        let warnings = handshake(id, &mut child.channel, request)?;
+        let (warnings, console) = handshake(id, &mut child.channel, request)?;
         let state = State {
             id: id.into(),
             bundle: bundle.to_path_buf(),
@@ -133,7 +142,7 @@ impl Container {
         };
         state.save(&dir).ctx(id, || format!("save state in {}", dir.display()))?;
         guard.disarm();
-        Ok(Container { state, dir, channel: Some(child.channel), warnings })
+        Ok(Container { state, dir, channel: Some(child.channel), warnings, console })
     }
 
     /// Let init exec the user's process. Fails with init's own message when the
@@ -160,7 +169,7 @@ impl Container {
     /// Run `process` in the running container: a new process that joins all
     /// its namespaces and its cgroup. Returns its pid once the user's program
     /// runs (a missing binary or bad user fails here, with init's message).
-    pub fn exec(&self, process: &Process, stdio: Stdio) -> Result<i32> {
+    pub fn exec(&self, process: &Process, stdio: Stdio) -> Result<ExecProcess> {
         let id = &self.state.id;
         let init = self.state.pid;
         if !proc_stat::is_same_process(init, self.state.pid_start) {
@@ -181,10 +190,10 @@ impl Container {
         let guard = CreateGuard { pid: Some(child.pid), cgroup: None, dir: None };
         self.cgroup().join(child.pid)?;
         let request = InitRequest::Exec { id: id.clone(), process: process.clone(), namespaces };
-        handshake(id, &mut child.channel, request)?;
+        let (_, console) = handshake(id, &mut child.channel, request)?;
         release(id, &mut child.channel)?;
         guard.disarm();
-        Ok(child.pid)
+        Ok(ExecProcess { pid: child.pid, console })
     }
 
     /// Signal init, or with `all` every process of the container.
@@ -230,7 +239,7 @@ impl Container {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound { id: id.into() }),
             other => other.ctx(id, || format!("load state from {}", dir.display()))?,
         };
-        Ok(Container { state, dir, channel: None, warnings: Vec::new() })
+        Ok(Container { state, dir, channel: None, warnings: Vec::new(), console: None })
     }
 
     pub fn state(&self) -> &State {
@@ -245,6 +254,11 @@ impl Container {
         &self.warnings
     }
 
+    /// The console's master (process.terminal); only the first call gets it.
+    pub fn take_console(&mut self) -> Option<OwnedFd> {
+        self.console.take()
+    }
+
     pub fn cgroup(&self) -> Cgroup {
         Cgroup::from_dirs(self.state.cgroups.clone())
     }
@@ -255,10 +269,14 @@ impl Container {
     }
 }
 
-fn handshake(id: &str, channel: &mut Channel, request: InitRequest) -> Result<Vec<String>> {
+fn handshake(id: &str, channel: &mut Channel, request: InitRequest) -> Result<(Vec<String>, Option<OwnedFd>)> {
     channel.send(&request).ctx(id, || "send spec to init".into())?;
     match channel.recv::<InitReply>() {
-        Ok(Some(InitReply::Ready { warnings })) => Ok(warnings),
+        Ok(Some(InitReply::Ready { warnings, console: false })) => Ok((warnings, None)),
+        Ok(Some(InitReply::Ready { warnings, console: true })) => {
+            let master = channel.recv_fd().ctx(id, || "receive the console".into())?;
+            Ok((warnings, Some(master)))
+        }
         Ok(Some(InitReply::Failed { message })) => Err(Error::Init { id: id.into(), message }),
         Ok(None) => Err(Error::Init { id: id.into(), message: "container init exited during setup".into() }),
         Err(e) => Err(e).ctx(id, || "read init's reply".into()),

@@ -28,7 +28,7 @@ mod spawn;
 mod spec;
 mod state;
 
-pub use container::{Container, CreateOptions, Stdio};
+pub use container::{Container, CreateOptions, ExecProcess, Stdio};
 pub use error::{Error, Result};
 pub use spec::load_spec;
 pub use state::{State, Status};

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use crate::stdio::ProcessIo;
 use ttrpc::Code;
 
 #[derive(Clone, Debug)]
@@ -45,7 +45,7 @@ pub struct ProcessCore {
     /// published): from then on the pid may belong to someone else.
     reaped: AtomicBool,
     exit: watch::Sender<Option<Exit>>,
-    stdin_copy: Mutex<Option<JoinHandle<()>>>,
+    io: Mutex<ProcessIo>,
     pub stdio: Stdio,
     pub lifecycle: tokio::sync::Mutex<()>,
 }
@@ -57,7 +57,7 @@ impl ProcessCore {
             started: AtomicBool::new(false),
             reaped: AtomicBool::new(false),
             exit: watch::channel(None).0,
-            stdin_copy: Mutex::new(None),
+            io: Mutex::new(ProcessIo::default()),
             stdio,
             lifecycle: tokio::sync::Mutex::new(()),
         }
@@ -71,8 +71,28 @@ impl ProcessCore {
         self.pid.store(pid, Ordering::Release);
     }
 
-    fn set_stdin_copy(&self, copy: Option<JoinHandle<()>>) {
-        *lock(&self.stdin_copy) = copy;
+    fn set_io(&self, io: ProcessIo) {
+        *lock(&self.io) = io;
+    }
+
+    /// Wait (a bounded time) until a console's output is copied out, so that
+    /// the exit is published after the last output, as a client expects.
+    pub async fn drain_output(&self) {
+        let copy = lock(&self.io).output_copy.take();
+        if let Some(copy) = copy {
+            let _ = tokio::time::timeout(Duration::from_secs(2), copy).await;
+        }
+    }
+
+    pub fn has_console(&self) -> bool {
+        lock(&self.io).console.is_some()
+    }
+
+    pub fn resize(&self, width: u32, height: u32) -> std::io::Result<()> {
+        match &lock(&self.io).console {
+            Some(console) => crate::stdio::resize(console, width, height),
+            None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the process has no terminal")),
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -96,8 +116,9 @@ impl ProcessCore {
     pub fn set_exited(&self, status: u32) {
         self.mark_reaped();
         self.exit.send_replace(Some(Exit { status, at: crate::events::now() }));
-        // Nothing can read stdin any more.
+        // Nothing reads stdin or needs resizing any more.
         self.close_stdin();
+        lock(&self.io).console = None;
     }
 
     pub async fn wait(&self) -> Exit {
@@ -108,7 +129,7 @@ impl ProcessCore {
     }
 
     pub fn close_stdin(&self) {
-        if let Some(copy) = lock(&self.stdin_copy).take() {
+        if let Some(copy) = lock(&self.io).stdin_copy.take() {
             copy.abort();
         }
     }
@@ -134,11 +155,11 @@ impl InitProcess {
         bundle: String,
         stdio: Stdio,
         rootfs_mount: Option<PathBuf>,
-        stdin_copy: Option<JoinHandle<()>>,
+        io: ProcessIo,
     ) -> InitProcess {
         let core = ProcessCore::new(stdio);
         core.set_pid(container.pid());
-        core.set_stdin_copy(stdin_copy);
+        core.set_io(io);
         InitProcess {
             id: container.state().id.clone(),
             bundle,
@@ -179,8 +200,12 @@ impl InitProcess {
         lock(&self.container).as_ref().map(|c| c.pids()).unwrap_or_default()
     }
 
-    /// Run an exec process in this container; returns its pid.
-    pub async fn exec(self: &Arc<Self>, spec: oci_spec::runtime::Process, stdio: runtime_core::Stdio) -> ttrpc::Result<i32> {
+    /// Run an exec process in this container.
+    pub async fn exec(
+        self: &Arc<Self>,
+        spec: oci_spec::runtime::Process,
+        stdio: runtime_core::Stdio,
+    ) -> ttrpc::Result<runtime_core::ExecProcess> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || match lock(&me.container).as_ref() {
             Some(c) => c.exec(&spec, stdio),
@@ -248,16 +273,28 @@ impl ExecProcess {
             return Err(init.core.wrong_state(&format!("container {}", init.id), "exec in"));
         }
         let s = &self.core.stdio;
-        let opened = crate::stdio::open(&s.stdin, &s.stdout, &s.stderr)
-            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("{}: {e:#}", self.what(init))))?;
-        self.core.set_stdin_copy(opened.stdin_copy);
-        let pid = match init.exec(self.spec.clone(), opened.stdio).await {
-            Ok(pid) => pid,
+        let bad_stdio = |e: anyhow::Error| status(Code::INVALID_ARGUMENT, format!("{}: {e:#}", self.what(init)));
+        let terminal = self.spec.terminal().unwrap_or(false);
+        let stdio = if terminal {
+            crate::stdio::check_console_paths(&s.stdin, &s.stdout).map_err(bad_stdio)?;
+            runtime_core::Stdio::default()
+        } else {
+            let (stdio, io) = crate::stdio::open(&s.stdin, &s.stdout, &s.stderr).map_err(bad_stdio)?;
+            self.core.set_io(io);
+            stdio
+        };
+        let started = match init.exec(self.spec.clone(), stdio).await {
+            Ok(p) => p,
             Err(e) => {
                 self.core.close_stdin();
                 return Err(e);
             }
         };
+        if let Some(master) = started.console {
+            let io = crate::stdio::attach_console(master, &s.stdin, &s.stdout).map_err(bad_stdio)?;
+            self.core.set_io(io);
+        }
+        let pid = started.pid;
         self.core.set_pid(pid);
         self.core.started.store(true, Ordering::Release);
         Ok(pid)

@@ -102,8 +102,10 @@ impl TaskService {
         let publisher = self.publisher.clone();
         tokio::spawn(async move {
             let core = target.core();
-            // After a Start in progress has published its start event.
+            // After a Start in progress has published its start event, and
+            // after the last of a console's output.
             let _order = core.lifecycle.lock().await;
+            core.drain_output().await;
             core.set_exited(exit_status);
             let exit = core.exit().expect("just set");
             let (container_id, id) = match &target {
@@ -133,16 +135,20 @@ impl TaskService {
         if !req.checkpoint.is_empty() {
             return Err(unimplemented("restoring a checkpoint"));
         }
-        let opened = stdio::open(&req.stdin, &req.stdout, &req.stderr)
-            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("container {}: {e:#}", req.id)))?;
-        let stdin_copy = opened.stdin_copy;
+        let bad_stdio = |e: anyhow::Error| status(Code::INVALID_ARGUMENT, format!("container {}: {e:#}", req.id));
+        let (stdio, io) = if req.terminal {
+            stdio::check_console_paths(&req.stdin, &req.stdout).map_err(bad_stdio)?;
+            (runtime_core::Stdio::default(), stdio::ProcessIo::default())
+        } else {
+            stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(bad_stdio)?
+        };
         let bundle = PathBuf::from(&req.bundle);
         let mounts: Vec<RootfsMount> = req
             .rootfs
             .iter()
             .map(|m| RootfsMount { typ: m.type_.clone(), source: m.source.clone(), options: m.options.clone() })
             .collect();
-        let (id, state_root, stdio) = (req.id.clone(), self.state_root.clone(), opened.stdio);
+        let (id, state_root) = (req.id.clone(), self.state_root.clone());
         let created = tokio::task::spawn_blocking(move || {
             let rootfs = (!mounts.is_empty()).then(|| bundle.join("rootfs"));
             if let Some(target) = &rootfs {
@@ -160,20 +166,24 @@ impl TaskService {
         })
         .await
         .map_err(errors::internal)?;
-        let (container, rootfs) = match created {
+        let (mut container, rootfs) = match created {
             Ok(c) => c,
             Err(e) => {
-                if let Some(copy) = stdin_copy {
+                if let Some(copy) = io.stdin_copy {
                     copy.abort();
                 }
                 return Err(e);
             }
         };
+        let io = match container.take_console() {
+            Some(master) => stdio::attach_console(master, &req.stdin, &req.stdout).map_err(bad_stdio)?,
+            None => io,
+        };
         for w in container.warnings() {
             crate::warn!(&req.id, "{w}");
         }
         let stdio = process::Stdio { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone() };
-        Ok(Arc::new(InitProcess::new(container, req.bundle.clone(), stdio, rootfs, stdin_copy)))
+        Ok(Arc::new(InitProcess::new(container, req.bundle.clone(), stdio, rootfs, io)))
     }
 }
 
@@ -237,9 +247,6 @@ impl Task for TaskService {
 
     async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> ttrpc::Result<Empty> {
         let task = self.task(&req.id)?;
-        if req.terminal {
-            return Err(unimplemented("a terminal for exec processes"));
-        }
         let spec: oci_spec::runtime::Process = serde_json::from_slice(&req.spec.value)
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("exec {}: invalid process spec: {e}", req.exec_id)))?;
         if task.init.core.status() != api::Status::RUNNING {
@@ -283,7 +290,7 @@ impl Task for TaskService {
             stdin: core.stdio.stdin.clone(),
             stdout: core.stdio.stdout.clone(),
             stderr: core.stdio.stderr.clone(),
-            terminal: false,
+            terminal: core.has_console(),
             exit_status: exit.as_ref().map_or(0, |e| e.status),
             exited_at: exit.map(|e| e.at).into(),
             ..Default::default()
@@ -393,8 +400,13 @@ impl Task for TaskService {
         Err(unimplemented("checkpoint"))
     }
 
-    async fn resize_pty(&self, _ctx: &TtrpcContext, _req: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
-        Err(unimplemented("resize pty"))
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
+        let target = self.target(&req.id, &req.exec_id)?;
+        target
+            .core()
+            .resize(req.width, req.height)
+            .map_err(|e| status(Code::FAILED_PRECONDITION, format!("resize pty of {} {:?}: {e}", req.id, req.exec_id)))?;
+        Ok(Empty::new())
     }
 
     async fn update(&self, _ctx: &TtrpcContext, _req: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {

@@ -162,6 +162,19 @@ impl Env {
         )
     }
 
+    /// `ctr` with a terminal as its stdio (for `run -t`, `tasks exec -t`).
+    pub fn ctr_in_terminal(&self, args: &[&str]) -> CtrOutput {
+        crate::ctr::run_ctr_on(
+            crate::ctr::Terminal::Yes,
+            &self.binaries.ctr,
+            self.address(),
+            self.namespace(),
+            &self.layout.fifo,
+            args,
+            Duration::from_secs(60),
+        )
+    }
+
     /// Imports the busybox image (built once per process) into this Env's
     /// namespace, unpacked for the default snapshotter; `ctr run --snapshotter X`
     /// unpacks for X on first use. Returns the image reference.

@@ -65,6 +65,30 @@ pub(crate) fn run_ctr(
     args: &[&str],
     timeout: Duration,
 ) -> CtrOutput {
+    run_ctr_on(Terminal::No, ctr, address, namespace, fifo_dir, args, timeout)
+}
+
+/// Whether ctr runs with a terminal as its stdin/stdout (`ctr run -t` needs one).
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Terminal {
+    No,
+    /// Under util-linux's `script`, which gives it a pty; the output is the pty's.
+    Yes,
+}
+
+fn shell_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', r"'\''"))
+}
+
+pub(crate) fn run_ctr_on(
+    terminal: Terminal,
+    ctr: &Path,
+    address: &Path,
+    namespace: &str,
+    fifo_dir: &Path,
+    args: &[&str],
+    timeout: Duration,
+) -> CtrOutput {
     let args = with_fifo_dir(args, fifo_dir);
     let mut output = CtrOutput {
         args: args.clone(),
@@ -73,11 +97,25 @@ pub(crate) fn run_ctr(
         stdout: String::new(),
         stderr: String::new(),
     };
-    let child = Command::new(ctr)
-        .arg("--address")
-        .arg(address)
-        .args(["--namespace", namespace])
-        .args(&args)
+    let mut command = match terminal {
+        Terminal::No => {
+            let mut c = Command::new(ctr);
+            c.arg("--address").arg(address).args(["--namespace", namespace]).args(&args);
+            c
+        }
+        Terminal::Yes => {
+            let line: Vec<String> = [ctr.to_string_lossy().as_ref(), "--address", &address.to_string_lossy(), "--namespace", namespace]
+                .into_iter()
+                .chain(args.iter().map(String::as_str))
+                .map(shell_quote)
+                .collect();
+            let mut c = Command::new("script");
+            // -e: exit with the command's status; -q: no banner; log to /dev/null.
+            c.args(["-q", "-e", "-c", &line.join(" "), "/dev/null"]);
+            c
+        }
+    };
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

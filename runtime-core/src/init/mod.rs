@@ -4,6 +4,7 @@
 //! start and `execve`s the user's process.
 
 mod capabilities;
+mod console;
 mod devices;
 mod paths;
 mod process;
@@ -34,8 +35,9 @@ pub(crate) enum InitRequest {
 
 #[derive(Serialize, Deserialize)]
 pub(crate) enum InitReply {
-    /// Set up; `warnings` are things runc would log and go on with.
-    Ready { warnings: Vec<String> },
+    /// Set up; `warnings` are things runc would log and go on with. With
+    /// `console`, the console's master fd follows.
+    Ready { warnings: Vec<String>, console: bool },
     Failed { message: String },
 }
 
@@ -84,15 +86,22 @@ fn run() -> i32 {
         InitRequest::Create { id, spec, rootfs } => prepare_container(id, spec, rootfs, &mut warnings),
         InitRequest::Exec { id, process, namespaces } => prepare_exec(id, process, namespaces, &mut warnings),
     };
-    let prepared = match prepared {
+    let mut prepared = match prepared {
         Ok(p) => p,
         Err(message) => {
             let _ = channel.send(&InitReply::Failed { message });
             return 1;
         }
     };
-    if channel.send(&InitReply::Ready { warnings }).is_err() {
+    let console = prepared.take_console();
+    if channel.send(&InitReply::Ready { warnings, console: console.is_some() }).is_err() {
         return 1;
+    }
+    if let Some(master) = console {
+        // The master must not stay open in the container.
+        if channel.send_fd(std::os::fd::AsRawFd::as_raw_fd(&master)).is_err() {
+            return 1;
+        }
     }
     match channel.recv::<ParentMessage>() {
         Ok(Some(ParentMessage::Start)) => {}
@@ -126,7 +135,7 @@ fn prepare_container(
     sysctl::apply(spec, &ns)?;
     let process = spec.process().as_ref().ok_or("no process section")?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
-    process::prepare(id, process, seccomp.is_some(), true, warnings)
+    process::prepare(id, process, seccomp.is_some(), process::Role::Init, warnings)
 }
 
 fn prepare_exec(
@@ -138,7 +147,7 @@ fn prepare_exec(
     join_namespaces(namespaces)?;
     // Joining the mount namespace put us at its root; the process's cwd is
     // relative to that, and is not created for an exec (as runc).
-    process::prepare(id, process, false, false, warnings)
+    process::prepare(id, process, false, process::Role::Exec, warnings)
 }
 
 /// Open every namespace first (a joined mount namespace changes what /proc

@@ -2,10 +2,12 @@
 //! directory, environment and finally the exec.
 
 use super::capabilities::Sets;
+use super::console;
 use super::{Describe, Result};
 use crate::spawn::CHANNEL_FD;
 use oci_spec::runtime::{PosixRlimitType, Process};
 use std::ffi::CString;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -14,19 +16,26 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// Everything the exec needs, checked before init reports ready, so that
 /// `create` (not `start`) fails for a missing binary, as with runc.
 pub(super) struct Prepared {
+    console: Option<OwnedFd>,
     path: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
     no_new_privs: bool,
 }
 
-/// `create_cwd`: a container's init creates a missing cwd (as runc); an exec
-/// does not.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Role {
+    /// A container's init: creates a missing cwd and owns /dev/console (as runc).
+    Init,
+    /// A process joining a running container.
+    Exec,
+}
+
 pub(super) fn prepare(
     id: &str,
     p: &Process,
     has_seccomp: bool,
-    create_cwd: bool,
+    role: Role,
     warnings: &mut Vec<String>,
 ) -> Result<Prepared> {
     refuse_unsupported(p, has_seccomp)?;
@@ -46,9 +55,18 @@ pub(super) fn prepare(
         }
     }
     let cwd = p.cwd();
-    if create_cwd {
+    if role == Role::Init {
         std::fs::create_dir_all(cwd).describe(|| format!("create cwd {}", cwd.display()))?;
     }
+    let console = if p.terminal().unwrap_or(false) {
+        let c = console::create(p.console_size(), p.user().uid(), p.user().gid())?;
+        if role == Role::Init {
+            console::bind_dev_console(&c)?;
+        }
+        Some(c.master)
+    } else {
+        None
+    };
 
     let caps = p.capabilities().as_ref().map(|c| Sets::from_spec(c, warnings));
     if let Some(caps) = &caps {
@@ -67,6 +85,7 @@ pub(super) fn prepare(
     let path = lookup(&args[0], &env)?;
     let cstr = |s: &str| CString::new(s).describe(|| format!("{s:?} contains a NUL byte"));
     Ok(Prepared {
+        console,
         path: CString::new(path.as_os_str().as_bytes()).describe(|| "executable path".into())?,
         argv: args.iter().map(|a| cstr(a)).collect::<Result<_>>()?,
         envp: env.iter().map(|e| cstr(e)).collect::<Result<_>>()?,
@@ -78,9 +97,6 @@ pub(super) fn prepare(
 /// silently dropped: running without a requested seccomp profile or tty would
 /// be a different container than the one asked for.
 fn refuse_unsupported(p: &Process, has_seccomp: bool) -> Result<()> {
-    if p.terminal().unwrap_or(false) {
-        return Err("process.terminal (a tty for the container) is not supported yet".into());
-    }
     if has_seccomp {
         return Err("linux.seccomp is not supported yet".into());
     }
@@ -180,6 +196,10 @@ fn lookup(program: &str, env: &[String]) -> Result<PathBuf> {
 }
 
 impl Prepared {
+    pub(super) fn take_console(&mut self) -> Option<OwnedFd> {
+        self.console.take()
+    }
+
     /// Replace init with the user's process. Returns only on failure.
     pub(super) fn exec(&self) -> String {
         if self.no_new_privs {
