@@ -6,7 +6,7 @@ use crate::channel::Channel;
 use crate::error::{Context, Error, Result};
 use crate::init::{InitReply, InitRequest, ParentMessage};
 use crate::namespaces::Namespaces;
-use crate::spawn::{spawn_in_pid_namespace, spawn_init};
+use crate::spawn::spawn_in_pid_namespace;
 use crate::state::{State, Status};
 use crate::{proc_stat, spec};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
@@ -117,7 +117,11 @@ impl Container {
         let Stdio { stdin, stdout, stderr } = opts.stdio;
         let gated = ns.creates(LinuxNamespaceType::User);
         let fds = [&stdin, &stdout, &stderr].map(|f| f.as_ref().map_or(null.as_fd(), |f| f.as_fd()));
-        let mut child = spawn_init(ns.clone_flags, fds, gated)
+        let pidns = match &ns.pid_path {
+            Some(path) => Some(File::open(path).ctx(id, || format!("open pid namespace {}", path.display()))?),
+            None => None,
+        };
+        let mut child = spawn_in_pid_namespace(pidns.as_ref(), ns.clone_flags, fds, gated)
             .ctx(id, || "start container init".into())?;
         guard.pid = Some(child.pid);
         drop((stdin, stdout, stderr));
@@ -185,7 +189,7 @@ impl Container {
         };
         let null = File::options().read(true).write(true).open("/dev/null").ctx(id, || "open /dev/null".into())?;
         let fds = [&stdio.stdin, &stdio.stdout, &stdio.stderr].map(|f| f.as_ref().map_or(null.as_fd(), |f| f.as_fd()));
-        let mut child = spawn_in_pid_namespace(pidns.as_ref(), fds).ctx(id, || "start exec process".into())?;
+        let mut child = spawn_in_pid_namespace(pidns.as_ref(), 0, fds, false).ctx(id, || "start exec process".into())?;
         drop(stdio);
         let guard = CreateGuard { pid: Some(child.pid), cgroup: None, dir: None };
         self.cgroup().join(child.pid)?;

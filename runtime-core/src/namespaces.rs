@@ -11,8 +11,11 @@ pub(crate) struct Namespaces {
     /// container's cgroup becomes its cgroup root.
     pub clone_flags: u64,
     pub new_cgroup: bool,
-    /// Existing namespaces to join, user namespace first (joining it changes what
-    /// the others may be joined with).
+    /// An existing pid namespace: the parent clones init into it (setns on a
+    /// pid namespace only moves future children, so init cannot join itself).
+    pub pid_path: Option<PathBuf>,
+    /// Other existing namespaces, joined by init, user namespace first (joining
+    /// it changes what the others may be joined with).
     pub joins: Vec<(LinuxNamespaceType, PathBuf)>,
 }
 
@@ -22,6 +25,9 @@ impl Namespaces {
         let list = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
         for n in list {
             match (n.typ(), n.path()) {
+                (LinuxNamespaceType::Pid, Some(path)) if !path.as_os_str().is_empty() => {
+                    ns.pid_path = Some(path.clone())
+                }
                 (typ, Some(path)) if !path.as_os_str().is_empty() => {
                     ns.joins.push((typ, path.clone()))
                 }
@@ -40,6 +46,7 @@ impl Namespaces {
     pub(crate) fn has(&self, typ: LinuxNamespaceType) -> bool {
         self.creates(typ)
             || (typ == LinuxNamespaceType::Cgroup && self.new_cgroup)
+            || (typ == LinuxNamespaceType::Pid && self.pid_path.is_some())
             || self.joins.iter().any(|(t, _)| *t == typ)
     }
 }
@@ -61,10 +68,18 @@ mod tests {
             r#"[{"type":"pid"},{"type":"mount"},{"type":"network","path":"/proc/1/ns/net"},{"type":"cgroup"},{"type":"user","path":"/proc/1/ns/user"}]"#,
         ));
         assert_eq!(ns.clone_flags, libc::CLONE_NEWPID as u64 | libc::CLONE_NEWNS as u64);
+        assert_eq!(ns.pid_path, None);
         assert!(ns.new_cgroup);
         assert_eq!(ns.joins[0].0, LinuxNamespaceType::User);
         assert_eq!(ns.joins[1].0, LinuxNamespaceType::Network);
         assert!(ns.has(LinuxNamespaceType::Network) && !ns.creates(LinuxNamespaceType::Network));
         assert!(!ns.has(LinuxNamespaceType::Ipc));
+    }
+
+    #[test]
+    fn a_pid_namespace_path_is_for_the_parent() {
+        let ns = Namespaces::from_spec(&spec(r#"[{"type":"pid","path":"/proc/7/ns/pid"},{"type":"mount"}]"#));
+        assert_eq!(ns.pid_path.as_deref(), Some(std::path::Path::new("/proc/7/ns/pid")));
+        assert!(ns.joins.is_empty() && !ns.creates(LinuxNamespaceType::Pid) && ns.has(LinuxNamespaceType::Pid));
     }
 }

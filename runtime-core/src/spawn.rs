@@ -129,16 +129,22 @@ pub(crate) fn spawn_init(clone_flags: u64, stdio: [BorrowedFd; 3], gated: bool) 
     Ok(Spawned { pid: pid as i32, channel: Channel::new(parent_end), gate: gate_write })
 }
 
-/// Spawn an init inside an existing pid namespace (for an exec into a running
-/// container). setns(CLONE_NEWPID) changes the pid namespace of the calling
-/// *thread's* future children, so a short-lived thread of its own does it: no
-/// thread of the caller is ever left pointing into a container.
-pub(crate) fn spawn_in_pid_namespace(pidns: Option<&std::fs::File>, stdio: [BorrowedFd; 3]) -> io::Result<Spawned> {
-    let Some(pidns) = pidns else { return spawn_init(0, stdio, false) };
+/// Spawn an init, inside an existing pid namespace when `pidns` is given (a
+/// pod's shared pid namespace, or an exec into a running container).
+/// setns(CLONE_NEWPID) changes the pid namespace of the calling *thread's*
+/// future children, so a short-lived thread of its own does it: no thread of
+/// the caller is ever left pointing into a container.
+pub(crate) fn spawn_in_pid_namespace(
+    pidns: Option<&std::fs::File>,
+    clone_flags: u64,
+    stdio: [BorrowedFd; 3],
+    gated: bool,
+) -> io::Result<Spawned> {
+    let Some(pidns) = pidns else { return spawn_init(clone_flags, stdio, gated) };
     std::thread::scope(|s| {
         s.spawn(|| {
             nix::sched::setns(pidns, nix::sched::CloneFlags::CLONE_NEWPID)?;
-            spawn_init(0, stdio, false)
+            spawn_init(clone_flags, stdio, gated)
         })
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("exec spawner thread panicked")))

@@ -155,11 +155,9 @@ fn prepare_exec(
 fn join_namespaces(joins: &[(LinuxNamespaceType, PathBuf)]) -> Result<()> {
     let mut files = Vec::with_capacity(joins.len());
     for (typ, path) in joins {
-        if *typ == LinuxNamespaceType::Pid {
-            // setns(CLONE_NEWPID) only moves future children: the parent clones
-            // exec processes into a running container's pid namespace instead.
-            return Err("joining an existing pid namespace (linux.namespaces[].path for pid) is not supported yet".into());
-        }
+        // The parent cloned us into the pid namespace already (setns on one
+        // only moves future children).
+        debug_assert!(*typ != LinuxNamespaceType::Pid);
         let file = std::fs::File::open(path).describe(|| format!("open {typ} namespace {}", path.display()))?;
         files.push((*typ, path, file));
     }

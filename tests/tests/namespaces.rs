@@ -1,0 +1,42 @@
+//! Namespaces through ctr -> containerd -> ferrum: new ones per container, and
+//! joining another container's (as pod containers join their sandbox's).
+
+use std::time::Duration;
+
+use ferrum_tests::Env;
+
+const RUNTIME: &str = "io.containerd.ferrum.v2";
+const GRACE: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_container_joins_another_ones_pid_and_network_namespaces() {
+    let env = Env::start().expect("starting containerd with ferrum");
+    let image = env.import_busybox().expect("importing busybox");
+    env.ctr(&["run", "-d", "--runtime", RUNTIME, "--snapshotter", "ferrum", &image, "sandbox", "sleep", "600"])
+        .assert_ok();
+    let ls = env.ctr(&["tasks", "ls"]);
+    let pid: i32 = ls
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("sandbox"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no pid for sandbox: {ls}"));
+    let net = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+
+    let pid_ns = format!("pid:/proc/{pid}/ns/pid");
+    let net_ns = format!("network:/proc/{pid}/ns/net");
+    let out = env.ctr(&[
+        "run", "--rm", "--runtime", RUNTIME, "--snapshotter", "ferrum", "--with-ns", &pid_ns, "--with-ns", &net_ns,
+        &image, "app", "sh", "-c", "echo me=$$; cat /proc/1/comm; readlink /proc/self/ns/net",
+    ]);
+    out.assert_ok();
+    // Not pid 1: the sandbox's sleep is init of the shared pid namespace.
+    assert!(out.stdout.starts_with("me=2\nsleep\n"), "{out}");
+    assert!(out.stdout.contains(&*net.to_string_lossy()), "shares the sandbox's network: {out}");
+
+    env.ctr(&["tasks", "kill", "--signal", "SIGKILL", "sandbox"]).assert_ok();
+    std::thread::sleep(Duration::from_millis(300));
+    env.ctr(&["tasks", "delete", "sandbox"]).assert_ok();
+    env.ctr(&["containers", "rm", "sandbox"]).assert_ok();
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
