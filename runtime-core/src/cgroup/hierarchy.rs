@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Hierarchy {
+    /// Controllers as /proc/self/cgroup names them ("cpu,cpuacct",
+    /// "name=systemd"); empty for the v2 hierarchy.
+    pub key: String,
     pub mountpoint: PathBuf,
     /// The cgroup at the root of this mount (not "/" inside a cgroup namespace).
     pub mount_root: PathBuf,
@@ -56,8 +59,9 @@ pub(super) fn parse(mountinfo: &str, own_cgroups: &str) -> Vec<Hierarchy> {
             continue;
         }
         let Some(own) = own_cgroup(own_cgroups, &key) else { continue };
-        seen.push(key);
+        seen.push(key.clone());
         out.push(Hierarchy {
+            key,
             mountpoint: unescape(fields[4]).into(),
             mount_root: unescape(fields[3]).into(),
             own: own.into(),

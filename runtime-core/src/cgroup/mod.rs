@@ -101,6 +101,37 @@ impl Cgroup {
     }
 }
 
+/// How a container sees one hierarchy under its /sys/fs/cgroup.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Visible {
+    /// Entry name under /sys/fs/cgroup (the host's: "cpu", "memory", "unified"...).
+    pub name: String,
+    /// The caller's own cgroup in it, on the host.
+    pub own_dir: PathBuf,
+    /// "cgroup" or "cgroup2", and the data for mounting it afresh.
+    pub fstype: &'static str,
+    pub data: String,
+}
+
+/// The hierarchies of this host with the caller's own cgroup in each: what a
+/// container's `cgroup` mount shows. Read before unsharing a cgroup namespace.
+pub(crate) fn visible_hierarchies() -> std::io::Result<Vec<Visible>> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let own = std::fs::read_to_string("/proc/self/cgroup")?;
+    Ok(hierarchy::parse(&mountinfo, &own)
+        .into_iter()
+        .map(|h| {
+            let name = h.mountpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let (fstype, data) = match h.key.as_str() {
+                "" => ("cgroup2", String::new()),
+                k if k.starts_with("name=") => ("cgroup", format!("none,{k}")),
+                k => ("cgroup", k.to_string()),
+            };
+            Visible { name, own_dir: h.mountpoint.join(h.own_path()), fstype, data }
+        })
+        .collect())
+}
+
 fn is_v2_dir(dir: &Path) -> bool {
     dir.join("cgroup.controllers").exists()
 }

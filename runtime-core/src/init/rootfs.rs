@@ -76,9 +76,7 @@ fn mount_one(root: &OwnedFd, m: &Mount, ns: &Namespaces) -> Result<()> {
     }
     match typ.as_str() {
         "cgroup" if crate::cgroup::is_pure_v2() => typ = "cgroup2".into(),
-        "cgroup" => {
-            return Err(describe(&"cgroup v1 hierarchies inside the container are not supported yet"));
-        }
+        "cgroup" => return mount_cgroup_v1(root, dest, &opts, ns).map_err(|e| describe(&e)),
         // Without a network namespace of its own, /sys would expose the host's
         // network devices writable: runc makes it read-only, and so do we.
         "sysfs" if !ns.creates(LinuxNamespaceType::Network) => opts.flags |= MsFlags::MS_RDONLY,
@@ -95,6 +93,38 @@ fn mount_one(root: &OwnedFd, m: &Mount, ns: &Namespaces) -> Result<()> {
         Ok(MountTarget { path: fd_path(&fd), _fd: Some(fd) })
     };
     mount_with(&typ, &source, &fd_path(&target), &opts, &reopen).map_err(|e| describe(&e))
+}
+
+/// A `cgroup` mount on a v1 or hybrid host (as runc): a tmpfs holding one entry
+/// per hierarchy. With a cgroup namespace of its own the container gets fresh
+/// cgroup mounts (the kernel roots them at its cgroup); without, bind mounts of
+/// its own cgroup directories, so it never sees the host's tree.
+fn mount_cgroup_v1(root: &OwnedFd, dest: &Path, opts: &MountOptions, ns: &Namespaces) -> std::io::Result<()> {
+    let hierarchies = crate::cgroup::visible_hierarchies()?;
+    let base = create_in_root(root.as_fd(), dest, Leaf::Dir, 0o755)?;
+    let tmpfs_flags = opts.flags & !MsFlags::MS_RDONLY;
+    mount(Some("tmpfs"), &fd_path(&base), Some("tmpfs"), tmpfs_flags, Some("mode=755"))?;
+    let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+    for h in &hierarchies {
+        let sub = create_in_root(root.as_fd(), &dest.join(&h.name), Leaf::Dir, 0o755)?;
+        let target = fd_path(&sub);
+        if ns.has(LinuxNamespaceType::Cgroup) {
+            mount(Some("cgroup"), &target, Some(h.fstype), flags, Some(h.data.as_str()))?;
+        } else {
+            let reopen = || {
+                let fd = open_in_root(root.as_fd(), &dest.join(&h.name))?;
+                Ok(MountTarget { path: fd_path(&fd), _fd: Some(fd) })
+            };
+            let bind = MountOptions { flags: flags | MsFlags::MS_BIND | MsFlags::MS_REC, ..Default::default() };
+            mount_with("none", &h.own_dir, &target, &bind, &reopen)?;
+        }
+    }
+    if opts.flags.contains(MsFlags::MS_RDONLY) {
+        let top = open_in_root(root.as_fd(), dest)?;
+        let remount = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | tmpfs_flags;
+        mount(None::<&str>, &fd_path(&top), None::<&str>, remount, Some("mode=755"))?;
+    }
+    Ok(())
 }
 
 /// pivot_root(".", ".") stacks the old root under the new one; unmounting "."

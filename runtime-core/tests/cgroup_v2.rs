@@ -1,0 +1,200 @@
+//! Cgroup placement against the real kernel: `Cgroup::resolve`, `join`,
+//! `procs`, `kill_all`, `remove`, on whatever cgroup layout this host has.
+//!
+//! - pure cgroup v2 (most users; in CI the User-Mode Linux lane,
+//!   scripts/uml/test-lane, which sets FERRUM_EXPECT_PURE_V2=1 so a guest that
+//!   is not pure v2 fails instead of silently testing the other path): one
+//!   directory, in the single unified hierarchy;
+//! - v1 or hybrid (this CI host): one directory per mounted hierarchy.
+//!
+//! Everything is made under a parent of the test's own, `ferrum-test-<pid>`,
+//! and removed by a guard also when an assertion fails. Needs root.
+
+use runtime_core::cgroup::{is_pure_v2, Cgroup};
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Kills and reaps the child, then removes the cgroups (leaf first) and their
+/// parents, whatever the test got to.
+struct Cleanup {
+    child: Option<libc::pid_t>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.take() {
+            // SAFETY: plain syscalls on our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        for dir in &self.dirs {
+            // Busy for a moment after the last process died.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while dir.exists() && std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if dir.exists() {
+                eprintln!("cgroup_v2 cleanup: could not remove {}", dir.display());
+            }
+        }
+    }
+}
+
+/// A child that only waits to be killed. After fork in a multi-threaded test
+/// process it calls nothing but async-signal-safe pause().
+fn fork_waiting_child() -> libc::pid_t {
+    // SAFETY: the child runs only pause() until it is killed.
+    match unsafe { libc::fork() } {
+        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+        0 => loop {
+            unsafe { libc::pause() };
+        },
+        pid => pid,
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Mountpoints of the cgroup hierarchies, one per hierarchy (st_dev of the
+/// mount tells bind mounts of the same hierarchy apart), read independently
+/// of runtime-core's own mountinfo parser.
+fn hierarchy_mountpoints() -> BTreeSet<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut devs = BTreeSet::new();
+    let mut out = BTreeSet::new();
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let sep = fields.iter().position(|f| *f == "-").unwrap();
+        if matches!(fields[sep + 1], "cgroup" | "cgroup2") && devs.insert(fields[2].to_string()) {
+            out.insert(PathBuf::from(fields[4]));
+        }
+    }
+    out
+}
+
+/// Waits for `pid` (our child) and returns how it ended.
+fn reap(pid: libc::pid_t) -> libc::c_int {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child, status is a valid out pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
+    status
+}
+
+#[test]
+fn cgroup_join_procs_kill_remove() {
+    if !is_root() {
+        assert!(std::env::var("CI").is_err(), "cgroup_v2 needs root, and CI runs as root");
+        eprintln!("skipped: cgroup_v2 needs root");
+        return;
+    }
+    let pure_v2 = is_pure_v2();
+    if std::env::var("FERRUM_EXPECT_PURE_V2").as_deref() == Ok("1") {
+        assert!(pure_v2, "FERRUM_EXPECT_PURE_V2=1 but /sys/fs/cgroup is not cgroup2");
+    }
+
+    let parent = format!("ferrum-test-{}", std::process::id());
+    let cgroups_path = PathBuf::from(format!("/{parent}/c1"));
+    let cg = Cgroup::resolve(Some(&cgroups_path), "c1").expect("resolve");
+    // Removed leaf first, then the parent of each.
+    let mut guard = Cleanup { child: None, dirs: cg.dirs().to_vec() };
+    guard.dirs.extend(cg.dirs().iter().map(|d| d.parent().unwrap().to_path_buf()));
+
+    let mountpoints = hierarchy_mountpoints();
+    if pure_v2 {
+        // One hierarchy, and the path taken from its root (absolute cgroupsPath).
+        assert_eq!(mountpoints, BTreeSet::from([PathBuf::from("/sys/fs/cgroup")]));
+        assert_eq!(cg.dirs(), [Path::new("/sys/fs/cgroup").join(&parent).join("c1")]);
+    } else {
+        // One directory per hierarchy: every v1 controller (and the v2 one on a
+        // hybrid host), each under its own mountpoint.
+        let got: BTreeSet<PathBuf> =
+            cg.dirs().iter().map(|d| mountpoint_of(d, &format!("{parent}/c1"))).collect();
+        assert_eq!(got, mountpoints, "dirs: {:?}", cg.dirs());
+        assert_eq!(cg.dirs().len(), mountpoints.len(), "one dir per hierarchy: {:?}", cg.dirs());
+    }
+
+    let child = fork_waiting_child();
+    guard.child = Some(child);
+    cg.join(child).expect("join");
+
+    // The kernel's view: the child is in our cgroup in every hierarchy.
+    for dir in cg.dirs() {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        assert_eq!(procs.trim(), child.to_string(), "{}/cgroup.procs", dir.display());
+    }
+    let own = std::fs::read_to_string(format!("/proc/{child}/cgroup")).unwrap();
+    let want = format!("/{parent}/c1");
+    if pure_v2 {
+        assert_eq!(own.trim(), format!("0::{want}"));
+        // Same device as the root: a cgroup of the v2 hierarchy, not a stray dir.
+        let dev = |p: &Path| std::fs::metadata(p).unwrap().dev();
+        assert_eq!(dev(&cg.dirs()[0]), dev(Path::new("/sys/fs/cgroup")));
+        assert!(cg.dirs()[0].join("cgroup.controllers").exists());
+    } else {
+        let placed = own.lines().filter(|l| l.ends_with(&want)).count();
+        assert_eq!(placed, cg.dirs().len(), "/proc/{child}/cgroup:\n{own}");
+        // A v1 cpuset cgroup takes no tasks until cpus/mems are filled in.
+        for dir in cg.dirs().iter().filter(|d| d.join("cpuset.cpus").exists() && !d.join("cgroup.controllers").exists()) {
+            let cpus = std::fs::read_to_string(dir.join("cpuset.cpus")).unwrap();
+            assert!(!cpus.trim().is_empty(), "{}/cpuset.cpus is empty", dir.display());
+        }
+    }
+    assert_eq!(cg.procs(), [child]);
+
+    cg.kill_all(Duration::from_secs(5));
+    assert_eq!(cg.procs(), Vec::<i32>::new(), "kill_all left processes");
+    let status = reap(child);
+    guard.child = None;
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "child ended with status {status:#x}, not SIGKILL"
+    );
+
+    cg.remove().expect("remove");
+    for dir in cg.dirs() {
+        assert!(!dir.exists(), "{} still exists after remove", dir.display());
+    }
+    // The parents are the guard's (runtime-core removes only the leaf).
+    drop(guard);
+    for dir in cg.dirs() {
+        assert!(!dir.parent().unwrap().exists(), "{} left behind", dir.parent().unwrap().display());
+    }
+}
+
+/// `remove` of a cgroup that still has a process fails instead of pretending.
+#[test]
+fn remove_of_a_busy_cgroup_fails() {
+    if !is_root() {
+        assert!(std::env::var("CI").is_err(), "cgroup_v2 needs root, and CI runs as root");
+        eprintln!("skipped: cgroup_v2 needs root");
+        return;
+    }
+    let parent = format!("ferrum-test-{}-busy", std::process::id());
+    let cg = Cgroup::resolve(Some(Path::new(&format!("/{parent}/c1"))), "c1").expect("resolve");
+    let mut guard = Cleanup { child: None, dirs: cg.dirs().to_vec() };
+    guard.dirs.extend(cg.dirs().iter().map(|d| d.parent().unwrap().to_path_buf()));
+
+    let child = fork_waiting_child();
+    guard.child = Some(child);
+    cg.join(child).expect("join");
+    let err = cg.remove().expect_err("remove of a cgroup with a live process");
+    assert!(err.to_string().contains("c1"), "error names the cgroup: {err}");
+    assert_eq!(cg.procs(), [child], "a failed remove must leave the process where it was");
+}
+
+/// The hierarchy's mountpoint of a cgroup dir: `/sys/fs/cgroup/memory/ferrum-test-1/c1`
+/// less `ferrum-test-1/c1`.
+fn mountpoint_of(dir: &Path, cgroup: &str) -> PathBuf {
+    let s = dir.to_str().unwrap();
+    let stripped = s.strip_suffix(cgroup).unwrap_or_else(|| panic!("{s} does not end in {cgroup}"));
+    PathBuf::from(stripped.trim_end_matches('/'))
+}
