@@ -193,7 +193,9 @@ impl Container {
         drop(stdio);
         let guard = CreateGuard { pid: Some(child.pid), cgroup: None, dir: None };
         self.cgroup().join(child.pid)?;
-        let request = InitRequest::Exec { id: id.clone(), process: process.clone(), namespaces };
+        // The container's seccomp profile applies to its execs too (as runc).
+        let seccomp = spec::load_spec(&self.state.bundle)?.linux().as_ref().and_then(|l| l.seccomp().clone());
+        let request = InitRequest::Exec { id: id.clone(), process: process.clone(), namespaces, seccomp };
         let (_, console) = handshake(id, &mut child.channel, request)?;
         release(id, &mut child.channel)?;
         guard.disarm();

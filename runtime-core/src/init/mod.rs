@@ -9,13 +9,14 @@ mod devices;
 mod paths;
 mod process;
 mod rootfs;
+mod seccomp;
 mod sysctl;
 
 use crate::channel::Channel;
 use crate::namespaces::Namespaces;
 use crate::spawn::CHANNEL_FD;
 use nix::sched::{setns, unshare, CloneFlags};
-use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process, Spec};
 use serde::{Deserialize, Serialize};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
@@ -30,7 +31,13 @@ pub(crate) enum InitRequest {
     Create { id: String, spec: Spec, rootfs: PathBuf },
     /// Become a process in a running container: join its namespaces (the pid
     /// namespace was joined by the parent at clone time).
-    Exec { id: String, process: Process, namespaces: Vec<(LinuxNamespaceType, PathBuf)> },
+    /// `seccomp` is the container's profile, which applies to its execs too.
+    Exec {
+        id: String,
+        process: Process,
+        namespaces: Vec<(LinuxNamespaceType, PathBuf)>,
+        seccomp: Option<LinuxSeccomp>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -84,7 +91,9 @@ fn run() -> i32 {
     let mut warnings = Vec::new();
     let prepared = match &request {
         InitRequest::Create { id, spec, rootfs } => prepare_container(id, spec, rootfs, &mut warnings),
-        InitRequest::Exec { id, process, namespaces } => prepare_exec(id, process, namespaces, &mut warnings),
+        InitRequest::Exec { id, process, namespaces, seccomp } => {
+            prepare_exec(id, process, namespaces, seccomp.as_ref(), &mut warnings)
+        }
     };
     let mut prepared = match prepared {
         Ok(p) => p,
@@ -135,19 +144,20 @@ fn prepare_container(
     sysctl::apply(spec, &ns)?;
     let process = spec.process().as_ref().ok_or("no process section")?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
-    process::prepare(id, process, seccomp.is_some(), process::Role::Init, warnings)
+    process::prepare(id, process, seccomp, process::Role::Init, warnings)
 }
 
 fn prepare_exec(
     id: &str,
     process: &Process,
     namespaces: &[(LinuxNamespaceType, PathBuf)],
+    seccomp: Option<&LinuxSeccomp>,
     warnings: &mut Vec<String>,
 ) -> Result<process::Prepared> {
     join_namespaces(namespaces)?;
     // Joining the mount namespace put us at its root; the process's cwd is
     // relative to that, and is not created for an exec (as runc).
-    process::prepare(id, process, false, process::Role::Exec, warnings)
+    process::prepare(id, process, seccomp, process::Role::Exec, warnings)
 }
 
 /// Open every namespace first (a joined mount namespace changes what /proc

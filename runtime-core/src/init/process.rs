@@ -2,10 +2,11 @@
 //! directory, environment and finally the exec.
 
 use super::capabilities::Sets;
-use super::console;
+use super::{console, seccomp};
+use libseccomp::ScmpFilterContext;
 use super::{Describe, Result};
 use crate::spawn::CHANNEL_FD;
-use oci_spec::runtime::{PosixRlimitType, Process};
+use oci_spec::runtime::{LinuxSeccomp, PosixRlimitType, Process};
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -17,6 +18,8 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// `create` (not `start`) fails for a missing binary, as with runc.
 pub(super) struct Prepared {
     console: Option<OwnedFd>,
+    /// A filter to load right before the exec (with no_new_privs set).
+    seccomp: Option<ScmpFilterContext>,
     path: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
@@ -34,11 +37,13 @@ pub(super) enum Role {
 pub(super) fn prepare(
     id: &str,
     p: &Process,
-    has_seccomp: bool,
+    seccomp: Option<&LinuxSeccomp>,
     role: Role,
     warnings: &mut Vec<String>,
 ) -> Result<Prepared> {
-    refuse_unsupported(p, has_seccomp)?;
+    refuse_unsupported(p)?;
+    let filter = seccomp.map(seccomp::build).transpose()?;
+    let no_new_privs = p.no_new_privileges().unwrap_or(false);
     for rl in p.rlimits().iter().flatten() {
         let resource = rlimit_resource(rl.typ());
         let lim = libc::rlimit { rlim_cur: rl.soft(), rlim_max: rl.hard() };
@@ -68,6 +73,16 @@ pub(super) fn prepare(
         None
     };
 
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while
+    // we still have it (the profile must then allow what follows, as with
+    // runc). With no_new_privs, as late as possible, right before the exec.
+    let filter = match filter {
+        Some(f) if !no_new_privs => {
+            seccomp::load(&f)?;
+            None
+        }
+        other => other,
+    };
     let caps = p.capabilities().as_ref().map(|c| Sets::from_spec(c, warnings));
     if let Some(caps) = &caps {
         caps.apply_bounding()?;
@@ -89,17 +104,15 @@ pub(super) fn prepare(
         path: CString::new(path.as_os_str().as_bytes()).describe(|| "executable path".into())?,
         argv: args.iter().map(|a| cstr(a)).collect::<Result<_>>()?,
         envp: env.iter().map(|e| cstr(e)).collect::<Result<_>>()?,
-        no_new_privs: p.no_new_privileges().unwrap_or(false),
+        no_new_privs,
+        seccomp: filter,
     })
 }
 
 /// Fields this runtime cannot honour yet fail the container instead of being
 /// silently dropped: running without a requested seccomp profile or tty would
 /// be a different container than the one asked for.
-fn refuse_unsupported(p: &Process, has_seccomp: bool) -> Result<()> {
-    if has_seccomp {
-        return Err("linux.seccomp is not supported yet".into());
-    }
+fn refuse_unsupported(p: &Process) -> Result<()> {
     // With the LSM disabled runc ignores these fields; so do we.
     if p.apparmor_profile().is_some() && lsm_enabled("/sys/module/apparmor/parameters/enabled") {
         return Err("process.apparmorProfile is not supported yet".into());
@@ -206,6 +219,11 @@ impl Prepared {
             // SAFETY: prctl with integer arguments.
             if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
                 return format!("set no_new_privs: {}", std::io::Error::last_os_error());
+            }
+        }
+        if let Some(filter) = &self.seccomp {
+            if let Err(e) = seccomp::load(filter) {
+                return e;
             }
         }
         reset_signals();
