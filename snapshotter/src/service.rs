@@ -1,0 +1,209 @@
+//! containerd's `Snapshots` gRPC service over [`Snapshotter`]: converts
+//! messages, runs each call on the blocking pool and maps errors to the status
+//! codes containerd's proxy client turns back into its errdefs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferrum_protos::snapshots::v1 as api;
+use ferrum_protos::snapshots::v1::snapshots_server::Snapshots;
+use tonic::{Code, Request, Response, Status};
+
+use crate::filter::Filter;
+use crate::snapshotter::{self, Snapshotter};
+use crate::store::{self, Info, Kind, Labels};
+
+/// Infos per List message: keeps each well under gRPC's 4 MiB message limit
+/// even with many labels.
+const LIST_BATCH: usize = 100;
+
+pub struct SnapshotService {
+    snapshotter: Arc<Snapshotter>,
+}
+
+impl SnapshotService {
+    pub fn new(snapshotter: Arc<Snapshotter>) -> Self {
+        SnapshotService { snapshotter }
+    }
+
+    /// Runs a blocking snapshotter call off the async threads.
+    async fn call<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Snapshotter) -> snapshotter::Result<T> + Send + 'static,
+    {
+        let snapshotter = Arc::clone(&self.snapshotter);
+        tokio::task::spawn_blocking(move || f(&snapshotter))
+            .await
+            .map_err(|err| Status::internal(format!("snapshot operation failed: {err}")))?
+            .map_err(status)
+    }
+}
+
+fn status(err: snapshotter::Error) -> Status {
+    use snapshotter::Error as E;
+    use store::Error as S;
+    let code = match &err {
+        E::Store(S::NotFound(_)) => Code::NotFound,
+        E::Store(S::AlreadyExists(_)) | E::TargetExists { .. } => Code::AlreadyExists,
+        E::Store(S::EmptyKey | S::ParentNotCommitted { .. } | S::Immutable { .. }) => {
+            Code::InvalidArgument
+        }
+        E::Store(S::NotActive { .. } | S::NoMounts(_) | S::HasChildren(_)) => {
+            Code::FailedPrecondition
+        }
+        E::Store(S::Replaced(_)) => Code::Aborted,
+        E::Store(S::Corrupt { .. } | S::Db(_)) | E::Layout(_) | E::Usage(_) => Code::Internal,
+    };
+    Status::new(code, err.to_string())
+}
+
+fn labels(map: HashMap<String, String>) -> Labels {
+    map.into_iter().collect()
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn info(info: Info) -> api::Info {
+    let kind = match info.kind {
+        Kind::View => api::Kind::View,
+        Kind::Active => api::Kind::Active,
+        Kind::Committed => api::Kind::Committed,
+    };
+    api::Info {
+        name: info.name,
+        parent: info.parent,
+        kind: kind.into(),
+        created_at: Some(timestamp(info.created)),
+        updated_at: Some(timestamp(info.updated)),
+        labels: info.labels.into_iter().collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl Snapshots for SnapshotService {
+    async fn prepare(
+        &self,
+        request: Request<api::PrepareSnapshotRequest>,
+    ) -> Result<Response<api::PrepareSnapshotResponse>, Status> {
+        let r = request.into_inner();
+        let mounts = self
+            .call(move |s| s.prepare(&r.key, &r.parent, labels(r.labels)))
+            .await?;
+        Ok(Response::new(api::PrepareSnapshotResponse { mounts }))
+    }
+
+    async fn view(
+        &self,
+        request: Request<api::ViewSnapshotRequest>,
+    ) -> Result<Response<api::ViewSnapshotResponse>, Status> {
+        let r = request.into_inner();
+        let mounts = self
+            .call(move |s| s.view(&r.key, &r.parent, labels(r.labels)))
+            .await?;
+        Ok(Response::new(api::ViewSnapshotResponse { mounts }))
+    }
+
+    async fn mounts(
+        &self,
+        request: Request<api::MountsRequest>,
+    ) -> Result<Response<api::MountsResponse>, Status> {
+        let r = request.into_inner();
+        let mounts = self.call(move |s| s.mounts(&r.key)).await?;
+        Ok(Response::new(api::MountsResponse { mounts }))
+    }
+
+    async fn commit(
+        &self,
+        request: Request<api::CommitSnapshotRequest>,
+    ) -> Result<Response<()>, Status> {
+        let r = request.into_inner();
+        self.call(move |s| s.commit(&r.name, &r.key, labels(r.labels)))
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<api::RemoveSnapshotRequest>,
+    ) -> Result<Response<()>, Status> {
+        let r = request.into_inner();
+        self.call(move |s| s.remove(&r.key)).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn stat(
+        &self,
+        request: Request<api::StatSnapshotRequest>,
+    ) -> Result<Response<api::StatSnapshotResponse>, Status> {
+        let r = request.into_inner();
+        let found = self.call(move |s| s.stat(&r.key)).await?;
+        Ok(Response::new(api::StatSnapshotResponse {
+            info: Some(info(found)),
+        }))
+    }
+
+    async fn update(
+        &self,
+        request: Request<api::UpdateSnapshotRequest>,
+    ) -> Result<Response<api::UpdateSnapshotResponse>, Status> {
+        let r = request.into_inner();
+        let wanted = r
+            .info
+            .ok_or_else(|| Status::invalid_argument("update request has no info"))?;
+        let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let updated = self
+            .call(move |s| s.update(&wanted.name, &labels(wanted.labels), &paths))
+            .await?;
+        Ok(Response::new(api::UpdateSnapshotResponse {
+            info: Some(info(updated)),
+        }))
+    }
+
+    type ListStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<api::ListSnapshotsResponse, Status>>>;
+
+    async fn list(
+        &self,
+        request: Request<api::ListSnapshotsRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
+        let filter = Filter::parse(&request.into_inner().filters)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let infos = self.call(move |s| s.list(&filter)).await?;
+        let mut batches = Vec::new();
+        let mut infos = infos.into_iter().map(info).peekable();
+        while infos.peek().is_some() {
+            batches.push(Ok(api::ListSnapshotsResponse {
+                info: infos.by_ref().take(LIST_BATCH).collect(),
+            }));
+        }
+        Ok(Response::new(tokio_stream::iter(batches)))
+    }
+
+    async fn usage(
+        &self,
+        request: Request<api::UsageRequest>,
+    ) -> Result<Response<api::UsageResponse>, Status> {
+        let r = request.into_inner();
+        let usage = self.call(move |s| s.usage(&r.key)).await?;
+        Ok(Response::new(api::UsageResponse {
+            size: usage.size,
+            inodes: usage.inodes,
+        }))
+    }
+
+    async fn cleanup(
+        &self,
+        _request: Request<api::CleanupRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.call(Snapshotter::cleanup).await?;
+        Ok(Response::new(()))
+    }
+}
