@@ -202,6 +202,15 @@ impl Container {
         Ok(ExecProcess { pid: child.pid, console })
     }
 
+    /// Freeze every process of the container (cgroup freezer).
+    pub fn pause(&self) -> Result<()> {
+        self.cgroup().freeze(true)
+    }
+
+    pub fn resume(&self) -> Result<()> {
+        self.cgroup().freeze(false)
+    }
+
     /// Signal init, or with `all` every process of the container.
     pub fn kill(&self, signal: i32, all: bool) -> Result<()> {
         let id = &self.state.id;
@@ -210,6 +219,7 @@ impl Container {
                 // SAFETY: kill(2).
                 unsafe { libc::kill(pid, signal) };
             }
+            self.thaw_for_sigkill(signal);
             return Ok(());
         }
         if !proc_stat::is_same_process(self.state.pid, self.state.pid_start) {
@@ -220,7 +230,17 @@ impl Container {
             nix::sys::signal::Signal::try_from(signal)
                 .map_err(|e| Error::Sys { id: id.clone(), what: format!("signal {signal}"), source: e.into() })?,
         )
-        .ctx(id, || format!("signal {signal} to {}", self.state.pid))
+        .ctx(id, || format!("signal {signal} to {}", self.state.pid))?;
+        self.thaw_for_sigkill(signal);
+        Ok(())
+    }
+
+    /// A frozen process does not die of SIGKILL until thawed: a kill of a
+    /// paused container thaws it (as runc), so that it really goes away.
+    fn thaw_for_sigkill(&self, signal: i32) {
+        if signal == libc::SIGKILL {
+            let _ = self.cgroup().freeze(false);
+        }
     }
 
     /// Remove the container: whatever still runs in it is killed, its cgroup and
@@ -231,6 +251,9 @@ impl Container {
             unsafe { libc::kill(self.state.pid, libc::SIGKILL) };
         }
         let cgroup = self.cgroup();
+        cgroup.kill_all(Duration::from_millis(100));
+        // A frozen (paused) process only dies once thawed.
+        let _ = cgroup.freeze(false);
         cgroup.kill_all(Duration::from_secs(5));
         cgroup.remove()?;
         std::fs::remove_dir_all(&self.dir).ctx(&self.state.id, || format!("remove {}", self.dir.display()))

@@ -149,7 +149,6 @@ fn cgroup_join_procs_kill_remove() {
         }
     }
     assert_eq!(cg.procs(), [child]);
-    if std::env::var("INJECT").is_ok() { panic!("injected failure after join"); }
 
     cg.kill_all(Duration::from_secs(5));
     assert_eq!(cg.procs(), Vec::<i32>::new(), "kill_all left processes");

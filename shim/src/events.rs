@@ -6,7 +6,7 @@
 //! one sender and retries keep the order.
 
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::{any::Any, timestamp::Timestamp};
 use containerd_shim_protos::protobuf::{MessageDyn, MessageField};
@@ -28,6 +28,8 @@ pub enum Event {
     ExecStarted(TaskExecStarted),
     Exit(TaskExit),
     Delete(TaskDelete),
+    Paused(TaskPaused),
+    Resumed(TaskResumed),
 }
 
 impl Event {
@@ -39,6 +41,8 @@ impl Event {
             Event::ExecStarted(_) => "/tasks/exec-started",
             Event::Exit(_) => "/tasks/exit",
             Event::Delete(_) => "/tasks/delete",
+            Event::Paused(_) => "/tasks/paused",
+            Event::Resumed(_) => "/tasks/resumed",
         }
     }
 
@@ -50,6 +54,8 @@ impl Event {
             Event::ExecStarted(e) => e,
             Event::Exit(e) => e,
             Event::Delete(e) => e,
+            Event::Paused(e) => e,
+            Event::Resumed(e) => e,
         }
     }
 

@@ -44,6 +44,8 @@ pub struct ProcessCore {
     /// Set by the reaper as soon as the pid is collected (before `exit` is
     /// published): from then on the pid may belong to someone else.
     reaped: AtomicBool,
+    /// The container's cgroup is frozen (its execs are in it, so theirs too).
+    paused: AtomicBool,
     exit: watch::Sender<Option<Exit>>,
     io: Mutex<ProcessIo>,
     pub stdio: Stdio,
@@ -56,6 +58,7 @@ impl ProcessCore {
             pid: AtomicI32::new(0),
             started: AtomicBool::new(false),
             reaped: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             exit: watch::channel(None).0,
             io: Mutex::new(ProcessIo::default()),
             stdio,
@@ -98,6 +101,8 @@ impl ProcessCore {
     pub fn status(&self) -> Status {
         if self.exit.borrow().is_some() {
             Status::STOPPED
+        } else if self.paused.load(Ordering::Acquire) {
+            Status::PAUSED
         } else if self.started.load(Ordering::Acquire) {
             Status::RUNNING
         } else {
@@ -113,12 +118,14 @@ impl ProcessCore {
         self.reaped.store(true, Ordering::Release);
     }
 
-    pub fn set_exited(&self, status: u32) {
+    pub fn set_exited(&self, status: u32) -> Exit {
         self.mark_reaped();
-        self.exit.send_replace(Some(Exit { status, at: crate::events::now() }));
+        let exit = Exit { status, at: crate::events::now() };
+        self.exit.send_replace(Some(exit.clone()));
         // Nothing reads stdin or needs resizing any more.
         self.close_stdin();
         lock(&self.io).console = None;
+        exit
     }
 
     pub async fn wait(&self) -> Exit {
@@ -191,9 +198,34 @@ impl InitProcess {
             return Err(errors::not_found(format!("container {}: process already finished", self.id)));
         }
         match lock(&self.container).as_ref() {
-            Some(c) => c.kill(signal as i32, all).map_err(from_runtime),
-            None => Err(errors::not_found(format!("container {}", self.id))),
+            Some(c) => c.kill(signal as i32, all).map_err(from_runtime)?,
+            None => return Err(errors::not_found(format!("container {}", self.id))),
         }
+        // runtime-core thaws a paused container for SIGKILL.
+        if signal == libc::SIGKILL as u32 {
+            self.core.paused.store(false, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Freeze or thaw the container.
+    pub async fn set_paused(self: &Arc<Self>, paused: bool) -> ttrpc::Result<()> {
+        let action = if paused { "pause" } else { "resume" };
+        let needed = if paused { Status::RUNNING } else { Status::PAUSED };
+        if self.core.status() != needed {
+            return Err(self.core.wrong_state(&format!("container {}", self.id), action));
+        }
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || match lock(&me.container).as_ref() {
+            Some(c) if paused => c.pause(),
+            Some(c) => c.resume(),
+            None => Err(runtime_core::Error::NotFound { id: me.id.clone() }),
+        })
+        .await
+        .map_err(errors::internal)?
+        .map_err(from_runtime)?;
+        self.core.paused.store(paused, Ordering::Release);
+        Ok(())
     }
 
     pub fn pids(&self) -> Vec<i32> {
@@ -220,7 +252,9 @@ impl InitProcess {
     /// runc's delete does; a running one must be stopped by the caller.
     pub async fn delete(&self) -> ttrpc::Result<Exit> {
         match self.core.status() {
-            Status::RUNNING => return Err(self.core.wrong_state(&format!("container {}", self.id), "delete")),
+            Status::RUNNING | Status::PAUSED => {
+                return Err(self.core.wrong_state(&format!("container {}", self.id), "delete"))
+            }
             Status::CREATED => {
                 let _ = self.kill(libc::SIGKILL as u32, false);
                 tokio::time::timeout(Duration::from_secs(10), self.core.wait())
@@ -229,7 +263,7 @@ impl InitProcess {
             }
             _ => {}
         }
-        let exit = self.core.exit().expect("stopped");
+        let exit = self.core.exit().ok_or_else(|| self.core.wrong_state(&format!("container {}", self.id), "delete"))?;
         let container = lock(&self.container).take();
         let rootfs = self.rootfs_mount.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {

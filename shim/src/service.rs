@@ -8,7 +8,7 @@ use crate::stdio;
 use async_trait::async_trait;
 use containerd_shim_protos::api::{self, Empty, ProcessInfo};
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim_async::Task;
@@ -106,8 +106,7 @@ impl TaskService {
             // after the last of a console's output.
             let _order = core.lifecycle.lock().await;
             core.drain_output().await;
-            core.set_exited(exit_status);
-            let exit = core.exit().expect("just set");
+            let exit = core.set_exited(exit_status);
             let (container_id, id) = match &target {
                 Target::Init(i) => (i.id.clone(), i.id.clone()),
                 Target::Exec(i, e) => (i.id.clone(), e.exec_id.clone()),
@@ -388,12 +387,18 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> ttrpc::Result<Empty> {
-        Err(unimplemented("pause"))
+    async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> ttrpc::Result<Empty> {
+        let init = self.task(&req.id)?.init.clone();
+        init.set_paused(true).await?;
+        self.publisher.publish(Event::Paused(TaskPaused { container_id: req.id.clone(), ..Default::default() }));
+        Ok(Empty::new())
     }
 
-    async fn resume(&self, _ctx: &TtrpcContext, _req: api::ResumeRequest) -> ttrpc::Result<Empty> {
-        Err(unimplemented("resume"))
+    async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> ttrpc::Result<Empty> {
+        let init = self.task(&req.id)?.init.clone();
+        init.set_paused(false).await?;
+        self.publisher.publish(Event::Resumed(TaskResumed { container_id: req.id.clone(), ..Default::default() }));
+        Ok(Empty::new())
     }
 
     async fn checkpoint(&self, _ctx: &TtrpcContext, _req: api::CheckpointTaskRequest) -> ttrpc::Result<Empty> {

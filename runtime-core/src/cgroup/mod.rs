@@ -57,16 +57,28 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Pids of every process in the cgroup.
+    /// Pids of every process in the cgroup, sub-cgroups included (a container
+    /// may make its own, e.g. with systemd inside).
     pub fn procs(&self) -> Vec<i32> {
         let Some(dir) = self.dirs.first() else { return Vec::new() };
-        std::fs::read_to_string(dir.join("cgroup.procs"))
-            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
+        let mut pids = Vec::new();
+        for d in subtree(dir) {
+            if let Ok(s) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                pids.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+        pids
     }
 
-    /// SIGKILL everything in the cgroup and wait (up to `timeout`) until it is empty.
+    /// SIGKILL everything in the cgroup and its sub-cgroups and wait (up to
+    /// `timeout`) until it is empty. On v2, cgroup.kill does the whole subtree
+    /// at once and cannot miss a process forked meanwhile.
     pub fn kill_all(&self, timeout: Duration) {
+        for dir in &self.dirs {
+            if dir.join("cgroup.kill").exists() {
+                let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+            }
+        }
         let deadline = Instant::now() + timeout;
         loop {
             let procs = self.procs();
@@ -81,10 +93,48 @@ impl Cgroup {
         }
     }
 
+    /// Freeze (or thaw) every process of the cgroup and wait until the kernel
+    /// says it is done: v1's freezer where it is mounted, else v2's cgroup.freeze.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        let (dir, file, value, done): (&PathBuf, &str, &str, Box<dyn Fn(&Path) -> bool>) =
+            if let Some(dir) = self.dirs.iter().find(|d| d.join("freezer.state").exists()) {
+                let want = if frozen { "FROZEN" } else { "THAWED" };
+                let check = move |d: &Path| {
+                    std::fs::read_to_string(d.join("freezer.state")).map(|s| s.trim() == want).unwrap_or(false)
+                };
+                (dir, "freezer.state", want, Box::new(check))
+            } else if let Some(dir) = self.dirs.iter().find(|d| d.join("cgroup.freeze").exists()) {
+                let want = if frozen { "frozen 1" } else { "frozen 0" };
+                let check = move |d: &Path| {
+                    std::fs::read_to_string(d.join("cgroup.events")).map(|s| s.lines().any(|l| l == want)).unwrap_or(false)
+                };
+                (dir, "cgroup.freeze", if frozen { "1" } else { "0" }, Box::new(check))
+            } else {
+                let path = self.dirs.first().cloned().unwrap_or_default();
+                return Err(cg_err(&path, "freeze")(io::Error::new(io::ErrorKind::Unsupported, "no freezer")));
+            };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // v1 may stay FREEZING while a task is in an uninterruptible
+            // sleep; writing the state again retries the freeze.
+            std::fs::write(dir.join(file), value).map_err(cg_err(dir, format!("write {value} to {file}")))?;
+            if done(dir) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let e = io::Error::new(io::ErrorKind::TimedOut, format!("{file} did not reach {value}"));
+                return Err(cg_err(dir, "freeze")(e));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Remove the directories. A cgroup is busy for a moment after its last
     /// process died (until the exit is fully processed), hence the retries.
     pub fn remove(&self) -> Result<()> {
-        for dir in &self.dirs {
+        // Sub-cgroups first, deepest first: rmdir refuses a cgroup with children.
+        let all: Vec<PathBuf> = self.dirs.iter().flat_map(|d| subtree(d).into_iter().rev()).collect();
+        for dir in &all {
             let deadline = Instant::now() + Duration::from_secs(2);
             loop {
                 match std::fs::remove_dir(dir) {
@@ -130,6 +180,19 @@ pub(crate) fn visible_hierarchies() -> std::io::Result<Vec<Visible>> {
             Visible { name, own_dir: h.mountpoint.join(h.own_path()), fstype, data }
         })
         .collect())
+}
+
+/// `dir` and every cgroup below it, parents before children.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(entries) = std::fs::read_dir(&out[i]) {
+            out.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+        }
+        i += 1;
+    }
+    out
 }
 
 fn is_v2_dir(dir: &Path) -> bool {

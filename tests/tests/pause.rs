@@ -1,0 +1,49 @@
+//! Pause and resume through ctr -> containerd -> ferrum (the cgroup freezer).
+
+use std::time::{Duration, Instant};
+
+use ferrum_tests::Env;
+
+const RUNTIME: &str = "io.containerd.ferrum.v2";
+const GRACE: Duration = Duration::from_secs(5);
+
+fn status(env: &Env, id: &str) -> String {
+    let out = env.ctr(&["tasks", "ls"]);
+    out.stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn pause_resume_and_force_delete_of_a_paused_task() {
+    let env = Env::start().expect("starting containerd with ferrum");
+    let image = env.import_busybox().expect("importing busybox");
+    std::thread::scope(|s| {
+        let events = s.spawn(|| env.ctr_timeout(&["events"], Duration::from_secs(6)));
+        std::thread::sleep(Duration::from_millis(500));
+        env.ctr(&["run", "-d", "--runtime", RUNTIME, "--snapshotter", "ferrum", &image, "c1", "sleep", "600"])
+            .assert_ok();
+        env.ctr(&["tasks", "pause", "c1"]).assert_ok();
+        assert_eq!(status(&env, "c1"), "PAUSED");
+        // A paused task cannot be deleted without force, and says why.
+        let refused = env.ctr(&["tasks", "delete", "c1"]);
+        assert!(!refused.success() && refused.stderr.contains("paused"), "{refused}");
+        env.ctr(&["tasks", "resume", "c1"]).assert_ok();
+        assert_eq!(status(&env, "c1"), "RUNNING");
+        let out = events.join().unwrap();
+        for topic in ["/tasks/paused", "/tasks/resumed"] {
+            assert!(out.stdout.lines().any(|l| l.contains(topic) && l.contains("c1")), "no {topic}: {out}");
+        }
+    });
+
+    // Force-deleting a paused task kills it: SIGKILL thaws the freezer.
+    env.ctr(&["tasks", "pause", "c1"]).assert_ok();
+    let start = Instant::now();
+    env.ctr(&["tasks", "delete", "--force", "c1"]).assert_ok();
+    assert!(start.elapsed() < Duration::from_secs(5), "force delete took {:?}", start.elapsed());
+    env.ctr(&["containers", "rm", "c1"]).assert_ok();
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
