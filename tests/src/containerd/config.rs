@@ -108,6 +108,9 @@ mod tests {
         assert_eq!(Schema::from_version_output(debian), Some(Schema::V2));
         let upstream2 = "containerd github.com/containerd/containerd/v2 v2.1.9 abcdef";
         assert_eq!(Schema::from_version_output(upstream2), Some(Schema::V3));
+        // Debian sid's 2.1.9+ds1-5, as scripts/install-containerd2 fetches it.
+        let sid = "containerd github.com/containerd/containerd/v2 2.1.9+unknown ";
+        assert_eq!(Schema::from_version_output(sid), Some(Schema::V3));
         assert_eq!(
             Schema::from_version_output(
                 "containerd github.com/containerd/containerd/v2 2.1.9~ds1-1"
