@@ -19,7 +19,10 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use crate::new_mount_api::{FsContext, MOUNT_ATTR_RDONLY};
 use std::sync::OnceLock;
 
 static INIT_EXE: OnceLock<OwnedFd> = OnceLock::new();
@@ -34,77 +37,30 @@ pub(crate) fn init_exe() -> io::Result<RawFd> {
     Ok(INIT_EXE.get_or_init(|| fd).as_raw_fd())
 }
 
-fn cstr(s: &str) -> io::Result<CString> {
-    CString::new(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
-}
-
-fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-// Constants of the new mount API (linux/mount.h); not all are in libc.
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
-
 /// The empty second layer. Layers must not overlap, so it cannot be "/".
 const EMPTY_LAYER: &str = "/run/ferrum/empty";
 
 fn detached_readonly_view(exe: &Path) -> io::Result<OwnedFd> {
     let dir = exe.parent().ok_or_else(|| io::Error::other("executable has no directory"))?;
-    std::fs::create_dir_all(EMPTY_LAYER)?;
     let name = exe.file_name().ok_or_else(|| io::Error::other("executable has no name"))?;
-    let fs_name = cstr("overlay")?;
-    // SAFETY: plain syscalls with valid NUL-terminated strings; every returned fd
-    // is immediately owned.
-    unsafe {
-        let fs = check(libc::syscall(libc::SYS_fsopen, fs_name.as_ptr(), FSOPEN_CLOEXEC))?;
-        let fs = OwnedFd::from_raw_fd(fs as RawFd);
-        let key = cstr("lowerdir")?;
-        let value = cstr(&format!("{}:{EMPTY_LAYER}", dir.display()))?;
-        check(libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_SET_STRING,
-            key.as_ptr(),
-            value.as_ptr(),
-            0,
-        ))?;
-        check(libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_char>(),
-            0,
-        ))?;
-        let mnt = check(libc::syscall(
-            libc::SYS_fsmount,
-            fs.as_raw_fd(),
-            FSMOUNT_CLOEXEC,
-            MOUNT_ATTR_RDONLY,
-        ))?;
-        let mnt = OwnedFd::from_raw_fd(mnt as RawFd);
-        let name = cstr(&name.to_string_lossy())?;
-        let file = libc::openat(mnt.as_raw_fd(), name.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
-        if file < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // The open file pins the detached mount; the mount fd itself can go.
-        Ok(OwnedFd::from_raw_fd(file))
+    std::fs::create_dir_all(EMPTY_LAYER)?;
+    let fs = FsContext::open("overlay")?;
+    fs.set("lowerdir", &format!("{}:{EMPTY_LAYER}", dir.display()))?;
+    let mnt = fs.mount(MOUNT_ATTR_RDONLY)?;
+    let name = CString::new(name.as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: openat relative to the mount fd; the file fd is owned at once.
+    let file = unsafe { libc::openat(mnt.as_raw_fd(), name.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if file < 0 {
+        return Err(io::Error::last_os_error());
     }
+    // The open file pins the detached mount; the mount fd itself can go.
+    Ok(unsafe { OwnedFd::from_raw_fd(file) })
 }
 
 const MFD_EXEC: libc::c_uint = 0x10;
 
 fn sealed_copy(exe: &Path) -> io::Result<OwnedFd> {
-    let name = cstr("ferrum-init")?;
+    let name = CString::new("ferrum-init").expect("static");
     let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     // SAFETY: memfd_create with a valid name; the fd is owned at once.
     let fd = unsafe {

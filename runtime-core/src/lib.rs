@@ -23,6 +23,7 @@ pub mod init;
 mod init_exe;
 pub mod mount;
 mod namespaces;
+mod new_mount_api;
 mod proc_stat;
 mod spawn;
 mod spec;

@@ -180,12 +180,21 @@ pub struct RootfsMount {
     pub options: Vec<String>,
 }
 
+/// mount(2) takes at most a page of options.
+const MAX_MOUNT_DATA: usize = 4095;
+
 /// Mount the layers of a root filesystem on `target`, in order.
 pub fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> io::Result<()> {
     for (i, m) in mounts.iter().enumerate() {
         let opts = MountOptions::parse(&m.options);
         let typ = if m.typ == "bind" { "none" } else { m.typ.as_str() };
-        mount_with(typ, Path::new(&m.source), target, &opts, &|| Ok(MountTarget::plain(target))).map_err(|e| {
+        let too_long = opts.data_string().is_some_and(|d| d.len() > MAX_MOUNT_DATA);
+        let mounted = if typ == "overlay" && too_long {
+            mount_overlay_by_parts(&opts, target)
+        } else {
+            mount_with(typ, Path::new(&m.source), target, &opts, &|| Ok(MountTarget::plain(target)))
+        };
+        mounted.map_err(|e| {
             let _ = unmount_all(target);
             io::Error::new(
                 e.kind(),
@@ -194,6 +203,37 @@ pub fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> io::Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// An overlay of many layers (a 128-layer image's lowerdir list exceeds the
+/// page mount(2) takes): hand the layers to the kernel one by one with
+/// fsconfig's "lowerdir+" (Linux 6.8+), with no limit on their number.
+fn mount_overlay_by_parts(opts: &MountOptions, target: &Path) -> io::Result<()> {
+    use crate::new_mount_api::*;
+    let fs = FsContext::open("overlay")?;
+    for option in &opts.data {
+        match option.split_once('=') {
+            Some(("lowerdir", layers)) => {
+                for layer in layers.split(':') {
+                    fs.set("lowerdir+", layer)?;
+                }
+            }
+            Some((key, value)) => fs.set(key, value)?,
+            None => fs.flag(option)?,
+        }
+    }
+    let mut attrs = 0;
+    for (flag, attr) in [
+        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+    ] {
+        if opts.flags.contains(flag) {
+            attrs |= attr;
+        }
+    }
+    attach(&fs.mount(attrs)?, target)
 }
 
 /// Unmount everything stacked on `target` (lazily, so a busy mount cannot wedge
@@ -232,6 +272,38 @@ mod tests {
         assert!(o.is_bind() && o.flags.contains(MsFlags::MS_REC));
         assert_eq!(o.bind_remount_flags(), MsFlags::MS_RDONLY);
         assert_eq!(MountOptions::parse(&["rbind", "rw"]).bind_remount_flags(), MsFlags::empty());
+    }
+
+    #[test]
+    fn an_overlay_of_many_layers_mounts() {
+        if !crate::test_support::have_root("mounting an overlay") {
+            return;
+        }
+        let base = std::env::temp_dir().join(format!("ferrum-many-layers-{}", std::process::id()));
+        let layer = |i: usize| base.join(format!("layer-with-a-long-name-to-fill-the-option-page-{i:04}"));
+        let mut lowers = Vec::new();
+        for i in 0..140 {
+            std::fs::create_dir_all(layer(i)).unwrap();
+            std::fs::write(layer(i).join(format!("f{i}")), "x").unwrap();
+            lowers.push(layer(i).display().to_string());
+        }
+        let (upper, work, target) = (base.join("upper"), base.join("work"), base.join("target"));
+        for d in [&upper, &work, &target] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let options = vec![
+            format!("workdir={}", work.display()),
+            format!("upperdir={}", upper.display()),
+            format!("lowerdir={}", lowers.join(":")),
+        ];
+        assert!(options[2].len() > MAX_MOUNT_DATA);
+        let m = RootfsMount { typ: "overlay".into(), source: "overlay".into(), options };
+        let mounted = mount_rootfs(&[m], &target);
+        let seen = (0..140).all(|i| target.join(format!("f{i}")).exists());
+        unmount_all(&target).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+        mounted.unwrap();
+        assert!(seen, "every layer is visible");
     }
 
     #[test]

@@ -180,13 +180,29 @@ impl Env {
     /// unpacks for X on first use. Returns the image reference.
     pub fn import_busybox(&self) -> Result<String> {
         let tar = busybox_tar(&self.binaries.busybox)?;
-        let path = self.root_dir().join("busybox.tar");
-        fs::write(&path, tar.as_slice()).with_context(|| format!("writing {}", path.display()))?;
+        self.import_tar("busybox", &tar)?;
+        Ok(DEFAULT_IMAGE.to_string())
+    }
+
+    /// Imports an image made with [`crate::image::ImageBuilder`] (named by its
+    /// builder); `file` names the tar in the temp dir.
+    pub fn import_image(&self, file: &str, image: &crate::image::ImageBuilder) -> Result<()> {
+        self.import_tar(file, &image.to_tar()?)
+    }
+
+    /// Where the image builder finds busybox on this machine.
+    pub fn busybox_path(&self) -> &Path {
+        &self.binaries.busybox
+    }
+
+    fn import_tar(&self, file: &str, tar: &[u8]) -> Result<()> {
+        let path = self.root_dir().join(format!("{file}.tar"));
+        fs::write(&path, tar).with_context(|| format!("writing {}", path.display()))?;
         let out = self.ctr(&["images", "import", &path.display().to_string()]);
         if !out.success() {
-            bail!("importing the busybox image failed\n{out}");
+            bail!("importing {file} failed\n{out}");
         }
-        Ok(DEFAULT_IMAGE.to_string())
+        Ok(())
     }
 
     /// Mounts under the temp dir, live shims of this containerd, container cgroups

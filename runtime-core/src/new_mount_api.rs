@@ -1,0 +1,88 @@
+//! Thin wrappers over Linux's new mount API (fsopen/fsconfig/fsmount/
+//! move_mount), which libc does not wrap. Used where mount(2) cannot do the
+//! job: detached mounts (init_exe) and overlays whose options exceed a page.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+// linux/mount.h
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+pub(crate) const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
+pub(crate) const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+pub(crate) const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+pub(crate) const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A filesystem context being configured.
+pub(crate) struct FsContext(OwnedFd);
+
+impl FsContext {
+    pub(crate) fn open(fstype: &str) -> io::Result<FsContext> {
+        let name = cstr(fstype)?;
+        // SAFETY: fsopen with a valid name; the fd is owned at once.
+        let fd = check(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) })?;
+        Ok(FsContext(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+    }
+
+    fn config(&self, cmd: libc::c_uint, key: Option<&str>, value: Option<&str>) -> io::Result<()> {
+        let key = key.map(cstr).transpose()?;
+        let value = value.map(cstr).transpose()?;
+        let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+        // SAFETY: fsconfig with NUL-terminated strings or nulls, as the command wants.
+        check(unsafe { libc::syscall(libc::SYS_fsconfig, self.0.as_raw_fd(), cmd, ptr(&key), ptr(&value), 0) })
+            .map(drop)
+            .map_err(|e| io::Error::new(e.kind(), format!("fsconfig {}: {e}", key.as_ref().map_or("create".into(), |k| k.to_string_lossy()))))
+    }
+
+    pub(crate) fn set(&self, key: &str, value: &str) -> io::Result<()> {
+        self.config(FSCONFIG_SET_STRING, Some(key), Some(value))
+    }
+
+    pub(crate) fn flag(&self, key: &str) -> io::Result<()> {
+        self.config(FSCONFIG_SET_FLAG, Some(key), None)
+    }
+
+    /// Create the filesystem and a detached mount of it.
+    pub(crate) fn mount(self, attrs: libc::c_uint) -> io::Result<OwnedFd> {
+        self.config(FSCONFIG_CMD_CREATE, None, None)?;
+        // SAFETY: fsmount on our context; the fd is owned at once.
+        let fd = check(unsafe { libc::syscall(libc::SYS_fsmount, self.0.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })?;
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+}
+
+/// Attach a detached mount at `target`.
+pub(crate) fn attach(mount: &OwnedFd, target: &Path) -> io::Result<()> {
+    let empty = cstr("")?;
+    let target = cstr(&target.to_string_lossy())?;
+    // SAFETY: move_mount from our mount fd to a NUL-terminated path.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
