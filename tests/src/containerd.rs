@@ -127,6 +127,13 @@ impl Env {
         Ok(env)
     }
 
+    /// Stop containerd (SIGTERM, by PID) and start it again on the same root,
+    /// state and sockets, as a node's containerd restarts under running tasks.
+    pub fn restart_containerd(&mut self) -> Result<()> {
+        stop(&self.footprint, self.containerd.take(), "containerd");
+        self.start_containerd()
+    }
+
     pub fn namespace(&self) -> &str {
         self.footprint.namespace()
     }
