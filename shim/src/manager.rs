@@ -8,7 +8,9 @@
 use crate::args::Flags;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
-use std::io::Write;
+use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
+use containerd_shim_protos::protobuf::Message;
+use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -43,39 +45,107 @@ fn group_of(bundle: &Path, id: &str) -> String {
         .unwrap_or_else(|| id.to_string())
 }
 
-fn socket_path(flags: &Flags, group: &str) -> PathBuf {
+fn socket_name(flags: &Flags, group: &str) -> String {
     let mut h = Sha256::new();
     for part in [flags.address.as_str(), flags.namespace.as_str(), group] {
         h.update(part.as_bytes());
         h.update([0]);
     }
     let digest = h.finalize();
-    let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    Path::new(SOCKET_DIR).join(name)
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How the calling containerd bootstraps its shims.
+enum Bootstrap {
+    /// containerd 1.x: a bare address on stdout, task API v2.
+    Address,
+    /// containerd 2.0–2.2 (sets MAX_SHIM_VERSION): JSON on stdout.
+    Json,
+    /// containerd 2.3+: BootstrapParams on stdin, BootstrapResult on stdout.
+    Params(Box<BootstrapParams>),
+}
+
+impl Bootstrap {
+    fn detect() -> Result<Bootstrap> {
+        let mut input = Vec::new();
+        // Older containerds give /dev/null (or an empty pipe); never wait on a terminal.
+        if !std::io::stdin().is_terminal() {
+            std::io::stdin().read_to_end(&mut input).context("read bootstrap parameters from stdin")?;
+        }
+        if !input.is_empty() {
+            let params = BootstrapParams::parse_from_bytes(&input).context("stdin is not BootstrapParams")?;
+            return Ok(Bootstrap::Params(Box::new(params)));
+        }
+        Ok(if std::env::var_os("MAX_SHIM_VERSION").is_some() { Bootstrap::Json } else { Bootstrap::Address })
+    }
+
+    /// Tell containerd where the shim is. Versions 3 mean task API v3.
+    fn reply(&self, address: &str) -> Result<()> {
+        let out = match self {
+            Bootstrap::Address => address.as_bytes().to_vec(),
+            Bootstrap::Json => {
+                serde_json::json!({ "version": 3, "address": address, "protocol": "ttrpc" }).to_string().into_bytes()
+            }
+            Bootstrap::Params(_) => {
+                BootstrapResult { version: 3, address: address.into(), protocol: "ttrpc".into(), ..Default::default() }
+                    .write_to_bytes()?
+            }
+        };
+        let mut stdout = std::io::stdout();
+        stdout.write_all(&out)?;
+        stdout.flush()?;
+        Ok(())
+    }
 }
 
 pub fn start(flags: &Flags) -> Result<()> {
+    let bootstrap = Bootstrap::detect()?;
+    let mut flags = flags.clone();
+    let mut socket_dir = PathBuf::from(SOCKET_DIR);
+    let mut ttrpc_address = None;
+    if let Bootstrap::Params(p) = &bootstrap {
+        // The parameters win over flags and environment where they say something.
+        if !p.namespace.is_empty() {
+            flags.namespace = p.namespace.clone();
+        }
+        if !p.containerd_grpc_address.is_empty() {
+            flags.address = p.containerd_grpc_address.trim_start_matches("unix://").into();
+        }
+        if !p.containerd_ttrpc_address.is_empty() {
+            ttrpc_address = Some(p.containerd_ttrpc_address.trim_start_matches("unix://").to_string());
+        }
+        if let Some(dir) = p.socket_dir.as_deref().filter(|d| !d.is_empty()) {
+            socket_dir = dir.into();
+        }
+    }
+    let flags = &flags;
     let bundle = std::env::current_dir().context("bundle (working directory)")?;
     let group = group_of(&bundle, &flags.id);
-    let socket = socket_path(flags, &group);
+    let socket = socket_dir.join(socket_name(flags, &group));
     let address = format!("unix://{}", socket.display());
 
     let running = UnixStream::connect(&socket).is_ok();
     if !running {
         // A dead shim's socket file; bind would fail on it.
         let _ = std::fs::remove_file(&socket);
-        std::fs::create_dir_all(SOCKET_DIR).with_context(|| format!("create {SOCKET_DIR}"))?;
+        std::fs::create_dir_all(&socket_dir).with_context(|| format!("create {}", socket_dir.display()))?;
         let listener = UnixListener::bind(&socket).with_context(|| format!("listen on {}", socket.display()))?;
-        if let Err(e) = spawn_daemon(flags, &bundle, &listener, &socket) {
+        if let Err(e) = spawn_daemon(flags, &bundle, &listener, &socket, ttrpc_address.as_deref()) {
             let _ = std::fs::remove_file(&socket);
             return Err(e);
         }
     }
     std::fs::write(bundle.join("address"), &address).context("write address file")?;
-    reply(&address)
+    bootstrap.reply(&address)
 }
 
-fn spawn_daemon(flags: &Flags, bundle: &Path, listener: &UnixListener, socket: &Path) -> Result<()> {
+fn spawn_daemon(
+    flags: &Flags,
+    bundle: &Path,
+    listener: &UnixListener,
+    socket: &Path,
+    ttrpc_address: Option<&str>,
+) -> Result<()> {
     let exe = std::env::current_exe().context("find own executable")?;
     let listen_fd = listener.as_raw_fd();
     let mut cmd = Command::new(exe);
@@ -86,6 +156,9 @@ fn spawn_daemon(flags: &Flags, bundle: &Path, listener: &UnixListener, socket: &
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    if let Some(address) = ttrpc_address {
+        cmd.env("TTRPC_ADDRESS", address);
+    }
     // SAFETY: `start` is single-threaded; the closure only makes raw syscalls.
     unsafe {
         cmd.pre_exec(move || {
@@ -103,20 +176,6 @@ fn spawn_daemon(flags: &Flags, bundle: &Path, listener: &UnixListener, socket: &
     }
     // The daemon is reparented (setsid, we exit); containerd watches it by address.
     cmd.spawn().context("start shim daemon")?;
-    Ok(())
-}
-
-/// containerd 1.x wants the bare address; 2.x (which sets MAX_SHIM_VERSION)
-/// takes a JSON reply and uses task API v3 when it says version 3.
-fn reply(address: &str) -> Result<()> {
-    let out = if std::env::var_os("MAX_SHIM_VERSION").is_some() {
-        serde_json::json!({ "version": 3, "address": address, "protocol": "ttrpc" }).to_string()
-    } else {
-        address.to_string()
-    };
-    let mut stdout = std::io::stdout();
-    stdout.write_all(out.as_bytes())?;
-    stdout.flush()?;
     Ok(())
 }
 
@@ -178,9 +237,9 @@ mod tests {
     #[test]
     fn socket_paths_fit_and_differ_per_containerd() {
         let mut f = Flags::parse(["-namespace", "n", "-id", "x", "-address", "/a"].map(String::from)).unwrap();
-        let a = socket_path(&f, "x");
+        let a = Path::new(SOCKET_DIR).join(socket_name(&f, "x"));
         f.address = "/b".into();
-        assert_ne!(a, socket_path(&f, "x"));
+        assert_ne!(a, Path::new(SOCKET_DIR).join(socket_name(&f, "x")));
         assert!(a.as_os_str().len() < 108);
     }
 }

@@ -16,6 +16,16 @@ pub(crate) const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/
 
 pub(crate) const SNAPSHOTTER: &str = "ferrum-snapshotter";
 
+/// Where ferrum's own binaries are: FERRUM_BIN_DIR, else the workspace's target/debug.
+fn ferrum_bin_dir() -> PathBuf {
+    env::var_os("FERRUM_BIN_DIR").map_or_else(|| PathBuf::from(WORKSPACE_BIN_DIR), PathBuf::from)
+}
+
+/// One of ferrum's own binaries.
+pub fn ferrum_binary(name: &str) -> PathBuf {
+    ferrum_bin_dir().join(name)
+}
+
 #[derive(Debug)]
 pub(crate) struct Binaries {
     pub containerd: PathBuf,
@@ -65,8 +75,7 @@ impl Binaries {
             ));
         }
 
-        let ferrum_dir = env::var_os("FERRUM_BIN_DIR")
-            .map_or_else(|| PathBuf::from(WORKSPACE_BIN_DIR), PathBuf::from);
+        let ferrum_dir = ferrum_bin_dir();
         let ferrum_dir = ferrum_dir.canonicalize().unwrap_or(ferrum_dir);
         let snapshotter = if want_snapshotter {
             let found = executable(&ferrum_dir.join(SNAPSHOTTER));

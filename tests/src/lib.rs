@@ -9,6 +9,7 @@ pub mod ctr;
 pub mod image;
 mod procfs;
 
+pub use binaries::ferrum_binary;
 pub use cleanup::Footprint;
 pub use containerd::{Env, Options};
 pub use ctr::CtrOutput;
