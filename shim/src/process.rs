@@ -181,14 +181,7 @@ impl InitProcess {
         if self.core.status() != Status::CREATED {
             return Err(self.core.wrong_state(&format!("container {}", self.id), "start"));
         }
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || match lock(&me.container).as_mut() {
-            Some(c) => c.start(),
-            None => Err(runtime_core::Error::NotFound { id: me.id.clone() }),
-        })
-        .await
-        .map_err(errors::internal)?
-        .map_err(from_runtime)?;
+        self.on_container(|c| c.start()).await?;
         self.core.started.store(true, Ordering::Release);
         Ok(())
     }
@@ -215,15 +208,7 @@ impl InitProcess {
         if self.core.status() != needed {
             return Err(self.core.wrong_state(&format!("container {}", self.id), action));
         }
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || match lock(&me.container).as_ref() {
-            Some(c) if paused => c.pause(),
-            Some(c) => c.resume(),
-            None => Err(runtime_core::Error::NotFound { id: me.id.clone() }),
-        })
-        .await
-        .map_err(errors::internal)?
-        .map_err(from_runtime)?;
+        self.on_container(move |c| if paused { c.pause() } else { c.resume() }).await?;
         self.core.paused.store(paused, Ordering::Release);
         Ok(())
     }
@@ -238,9 +223,17 @@ impl InitProcess {
         spec: oci_spec::runtime::Process,
         stdio: runtime_core::Stdio,
     ) -> ttrpc::Result<runtime_core::ExecProcess> {
+        self.on_container(move |c| c.exec(&spec, stdio)).await
+    }
+
+    /// Run blocking runtime work on the container, off the shim's one thread.
+    async fn on_container<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&mut runtime_core::Container) -> runtime_core::Result<T> + Send + 'static,
+    ) -> ttrpc::Result<T> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || match lock(&me.container).as_ref() {
-            Some(c) => c.exec(&spec, stdio),
+        tokio::task::spawn_blocking(move || match lock(&me.container).as_mut() {
+            Some(c) => work(c),
             None => Err(runtime_core::Error::NotFound { id: me.id.clone() }),
         })
         .await

@@ -113,9 +113,22 @@ impl Footprint {
 
     /// Shims are daemons: they outlive containerd unless killed. containerd also
     /// runs `shim … delete` for shims that died, so this runs again once containerd
-    /// has stopped.
+    /// has stopped. It sweeps until no shim shows up for a moment: a `shim delete`
+    /// containerd forked just before it stopped shows its command line only once
+    /// it has exec'd.
     pub(crate) fn kill_shims(&self) {
-        for shim in self.shims() {
+        let mut quiet_sweeps = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while quiet_sweeps < 3 && std::time::Instant::now() < deadline {
+            let shims = self.shims();
+            quiet_sweeps = if shims.is_empty() { quiet_sweeps + 1 } else { 0 };
+            self.kill_shim_processes(shims);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    fn kill_shim_processes(&self, shims: Vec<Process>) {
+        for shim in shims {
             let sockets = procfs::bound_socket_paths(shim.pid);
             self.signal(shim.pid, &format!("shim {}", shim.describe()));
             for socket in sockets.iter().filter(|s| !s.starts_with(&self.root)) {

@@ -89,6 +89,9 @@ impl Layout {
 /// by their cgroups, so keep ctr's default cgroup path (`/<namespace>/<id>`). Drop
 /// kills every task and shim, stops the daemons and removes every mount, cgroup
 /// and file the Env made, also when the test panicked.
+/// containerd's name for ferrum's runtime (the shim binary containerd-shim-ferrum-v2).
+pub const FERRUM_RUNTIME: &str = "io.containerd.ferrum.v2";
+
 pub struct Env {
     footprint: Footprint,
     layout: Layout,
@@ -127,6 +130,38 @@ impl Env {
         Ok(env)
     }
 
+    /// For tests: an Env with the busybox image imported, or a panic saying why not.
+    pub fn with_busybox() -> (Env, String) {
+        let env = Env::start().expect("starting containerd with ferrum");
+        let image = env.import_busybox().expect("importing busybox");
+        (env, image)
+    }
+
+    /// `ctr run --runtime <ferrum> --snapshotter ferrum FLAGS… IMAGE ID ARGS…`
+    pub fn run_on_ferrum(&self, flags: &[&str], image: &str, id: &str, args: &[&str]) -> CtrOutput {
+        let mut a = vec!["run", "--runtime", FERRUM_RUNTIME, "--snapshotter", "ferrum"];
+        a.extend_from_slice(flags);
+        a.extend_from_slice(&[image, id]);
+        a.extend_from_slice(args);
+        self.ctr_timeout(&a, Duration::from_secs(120))
+    }
+
+    /// SIGKILL task `id`, delete it once it has stopped and remove its
+    /// container; panics if any step fails.
+    pub fn remove_task(&self, id: &str) {
+        self.ctr(&["tasks", "kill", "--signal", "SIGKILL", id]).assert_ok();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let deleted = self.ctr(&["tasks", "delete", id]);
+            if deleted.success() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "task {id} could not be deleted: {deleted}");
+            thread::sleep(Duration::from_millis(50));
+        }
+        self.ctr(&["containers", "rm", id]).assert_ok();
+    }
+
     /// Stop containerd (SIGTERM, by PID) and start it again on the same root,
     /// state and sockets, as a node's containerd restarts under running tasks.
     pub fn restart_containerd(&mut self) -> Result<()> {
@@ -160,6 +195,7 @@ impl Env {
 
     pub fn ctr_timeout(&self, args: &[&str], timeout: Duration) -> CtrOutput {
         run_ctr(
+            crate::ctr::Terminal::No,
             &self.binaries.ctr,
             self.address(),
             self.namespace(),
@@ -171,7 +207,7 @@ impl Env {
 
     /// `ctr` with a terminal as its stdio (for `run -t`, `tasks exec -t`).
     pub fn ctr_in_terminal(&self, args: &[&str]) -> CtrOutput {
-        crate::ctr::run_ctr_on(
+        run_ctr(
             crate::ctr::Terminal::Yes,
             &self.binaries.ctr,
             self.address(),

@@ -55,19 +55,6 @@ impl fmt::Display for CtrOutput {
     }
 }
 
-/// Runs `ctr -a ADDRESS -n NAMESPACE ARGS…`, killing it after `timeout`. Never
-/// fails: a ctr that cannot even be spawned is reported as a failed output.
-pub(crate) fn run_ctr(
-    ctr: &Path,
-    address: &Path,
-    namespace: &str,
-    fifo_dir: &Path,
-    args: &[&str],
-    timeout: Duration,
-) -> CtrOutput {
-    run_ctr_on(Terminal::No, ctr, address, namespace, fifo_dir, args, timeout)
-}
-
 /// Whether ctr runs with a terminal as its stdin/stdout (`ctr run -t` needs one).
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Terminal {
@@ -80,7 +67,9 @@ fn shell_quote(arg: &str) -> String {
     format!("'{}'", arg.replace('\'', r"'\''"))
 }
 
-pub(crate) fn run_ctr_on(
+/// Runs `ctr -a ADDRESS -n NAMESPACE ARGS…`, killing it after `timeout`. Never
+/// fails: a ctr that cannot even be spawned is reported as a failed output.
+pub(crate) fn run_ctr(
     terminal: Terminal,
     ctr: &Path,
     address: &Path,
@@ -222,6 +211,7 @@ mod tests {
     fn run_fake(name: &str, body: &str, timeout: Duration) -> CtrOutput {
         let ctr = fake_ctr(name, body);
         let out = run_ctr(
+            Terminal::No,
             &ctr,
             Path::new("/sock"),
             "ns",

@@ -11,5 +11,5 @@ mod procfs;
 
 pub use binaries::ferrum_binary;
 pub use cleanup::Footprint;
-pub use containerd::{Env, Options};
+pub use containerd::{Env, Options, FERRUM_RUNTIME};
 pub use ctr::CtrOutput;

@@ -6,26 +6,17 @@ use std::time::{Duration, Instant};
 
 use ferrum_tests::Env;
 
-const RUNTIME: &str = "io.containerd.ferrum.v2";
 const GRACE: Duration = Duration::from_secs(5);
 
 /// A running container `c1` (sleep) on ferrum.
 fn running() -> Env {
-    let env = Env::start().expect("starting containerd with ferrum");
-    let image = env.import_busybox().expect("importing busybox");
-    env.ctr(&["run", "-d", "--runtime", RUNTIME, "--snapshotter", "ferrum", &image, "c1", "sleep", "600"])
-        .assert_ok();
+    let (env, image) = Env::with_busybox();
+    env.run_on_ferrum(&["-d"], &image, "c1", &["sleep", "600"]).assert_ok();
     env
 }
 
 fn stop_and_remove(env: &Env) {
-    env.ctr(&["tasks", "kill", "--signal", "SIGKILL", "c1"]).assert_ok();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.ctr(&["tasks", "delete", "c1"]).success() {
-        assert!(Instant::now() < deadline, "task c1 could not be deleted");
-        thread::sleep(Duration::from_millis(50));
-    }
-    env.ctr(&["containers", "rm", "c1"]).assert_ok();
+    env.remove_task("c1");
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
 

@@ -1,24 +1,19 @@
 //! One shim per pod: containers with the same sandbox id share a ferrum shim,
 //! which exits once the last of them is deleted.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferrum_tests::Env;
 
-const RUNTIME: &str = "io.containerd.ferrum.v2";
 const GRACE: Duration = Duration::from_secs(5);
 
 #[test]
 fn containers_of_one_sandbox_share_one_shim() {
-    let env = Env::start().expect("starting containerd with ferrum");
-    let image = env.import_busybox().expect("importing busybox");
+    let (env, image) = Env::with_busybox();
     let ids = ["pod-a", "pod-b", "pod-c"];
     for id in ids {
-        env.ctr(&[
-            "run", "-d", "--runtime", RUNTIME, "--snapshotter", "ferrum",
-            "--annotation", "io.kubernetes.cri.sandbox-id=pod1", &image, id, "sleep", "600",
-        ])
-        .assert_ok();
+        let flags = ["-d", "--annotation", "io.kubernetes.cri.sandbox-id=pod1"];
+        env.run_on_ferrum(&flags, &image, id, &["sleep", "600"]).assert_ok();
     }
     // containerd keeps the address `start` answered in each task's bundle.
     let bundles = env.root_dir().join("state/io.containerd.runtime.v2.task").join(env.namespace());
@@ -32,13 +27,7 @@ fn containers_of_one_sandbox_share_one_shim() {
 
     // Deleting all but one leaves the shim serving the last.
     for (n, id) in ids.iter().enumerate() {
-        env.ctr(&["tasks", "kill", "--signal", "SIGKILL", id]).assert_ok();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !env.ctr(&["tasks", "delete", id]).success() {
-            assert!(Instant::now() < deadline, "{id} could not be deleted");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        env.ctr(&["containers", "rm", id]).assert_ok();
+        env.remove_task(id);
         let alive = std::path::Path::new(&format!("/proc/{shim}")).exists();
         if n + 1 < ids.len() {
             assert!(alive, "the shim exited with containers left");

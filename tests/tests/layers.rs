@@ -6,14 +6,10 @@ use std::time::Duration;
 use ferrum_tests::image::{busybox_layer, ImageBuilder, Layer};
 use ferrum_tests::Env;
 
-const RUNTIME: &str = "io.containerd.ferrum.v2";
 const GRACE: Duration = Duration::from_secs(5);
 
 fn run(env: &Env, image: &str, script: &str) -> ferrum_tests::CtrOutput {
-    env.ctr_timeout(
-        &["run", "--rm", "--runtime", RUNTIME, "--snapshotter", "ferrum", image, "c1", "sh", "-c", script],
-        Duration::from_secs(120),
-    )
+    env.run_on_ferrum(&["--rm"], image, "c1", &["sh", "-c", script])
 }
 
 #[test]

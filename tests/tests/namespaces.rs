@@ -5,15 +5,12 @@ use std::time::Duration;
 
 use ferrum_tests::Env;
 
-const RUNTIME: &str = "io.containerd.ferrum.v2";
 const GRACE: Duration = Duration::from_secs(5);
 
 #[test]
 fn a_container_joins_another_ones_pid_and_network_namespaces() {
-    let env = Env::start().expect("starting containerd with ferrum");
-    let image = env.import_busybox().expect("importing busybox");
-    env.ctr(&["run", "-d", "--runtime", RUNTIME, "--snapshotter", "ferrum", &image, "sandbox", "sleep", "600"])
-        .assert_ok();
+    let (env, image) = Env::with_busybox();
+    env.run_on_ferrum(&["-d"], &image, "sandbox", &["sleep", "600"]).assert_ok();
     let ls = env.ctr(&["tasks", "ls"]);
     let pid: i32 = ls
         .stdout
@@ -25,18 +22,13 @@ fn a_container_joins_another_ones_pid_and_network_namespaces() {
 
     let pid_ns = format!("pid:/proc/{pid}/ns/pid");
     let net_ns = format!("network:/proc/{pid}/ns/net");
-    let out = env.ctr(&[
-        "run", "--rm", "--runtime", RUNTIME, "--snapshotter", "ferrum", "--with-ns", &pid_ns, "--with-ns", &net_ns,
-        &image, "app", "sh", "-c", "echo me=$$; cat /proc/1/comm; readlink /proc/self/ns/net",
-    ]);
+    let flags = ["--rm", "--with-ns", &pid_ns, "--with-ns", &net_ns];
+    let out = env.run_on_ferrum(&flags, &image, "app", &["sh", "-c", "echo me=$$; cat /proc/1/comm; readlink /proc/self/ns/net"]);
     out.assert_ok();
     // Not pid 1: the sandbox's sleep is init of the shared pid namespace.
     assert!(out.stdout.starts_with("me=2\nsleep\n"), "{out}");
     assert!(out.stdout.contains(&*net.to_string_lossy()), "shares the sandbox's network: {out}");
 
-    env.ctr(&["tasks", "kill", "--signal", "SIGKILL", "sandbox"]).assert_ok();
-    std::thread::sleep(Duration::from_millis(300));
-    env.ctr(&["tasks", "delete", "sandbox"]).assert_ok();
-    env.ctr(&["containers", "rm", "sandbox"]).assert_ok();
+    env.remove_task("sandbox");
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }

@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use ferrum_tests::Env;
 
-const RUNTIME: &str = "io.containerd.ferrum.v2";
 const GRACE: Duration = Duration::from_secs(5);
 
 fn status(env: &Env, id: &str) -> String {
@@ -19,13 +18,11 @@ fn status(env: &Env, id: &str) -> String {
 
 #[test]
 fn pause_resume_and_force_delete_of_a_paused_task() {
-    let env = Env::start().expect("starting containerd with ferrum");
-    let image = env.import_busybox().expect("importing busybox");
+    let (env, image) = Env::with_busybox();
     std::thread::scope(|s| {
         let events = s.spawn(|| env.ctr_timeout(&["events"], Duration::from_secs(6)));
         std::thread::sleep(Duration::from_millis(500));
-        env.ctr(&["run", "-d", "--runtime", RUNTIME, "--snapshotter", "ferrum", &image, "c1", "sleep", "600"])
-            .assert_ok();
+        env.run_on_ferrum(&["-d"], &image, "c1", &["sleep", "600"]).assert_ok();
         env.ctr(&["tasks", "pause", "c1"]).assert_ok();
         assert_eq!(status(&env, "c1"), "PAUSED");
         // A paused task cannot be deleted without force, and says why.

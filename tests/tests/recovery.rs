@@ -6,13 +6,11 @@ use std::time::{Duration, Instant};
 
 use ferrum_tests::Env;
 
-const RUNTIME: &str = "io.containerd.ferrum.v2";
 const GRACE: Duration = Duration::from_secs(5);
 
 fn running(env: &Env) {
     let image = env.import_busybox().expect("importing busybox");
-    env.ctr(&["run", "-d", "--runtime", RUNTIME, "--snapshotter", "ferrum", &image, "c1", "sleep", "600"])
-        .assert_ok();
+    env.run_on_ferrum(&["-d"], &image, "c1", &["sleep", "600"]).assert_ok();
 }
 
 fn task_line(env: &Env) -> Option<String> {
@@ -33,13 +31,7 @@ fn containerd_restarts_under_a_running_task() {
     let out = env.ctr(&["tasks", "exec", "--exec-id", "after", "c1", "echo", "still-here"]);
     out.assert_ok();
     assert_eq!(out.stdout, "still-here\n", "{out}");
-    env.ctr(&["tasks", "kill", "--signal", "SIGKILL", "c1"]).assert_ok();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.ctr(&["tasks", "delete", "c1"]).success() {
-        assert!(Instant::now() < deadline, "c1 could not be deleted after the restart");
-        thread::sleep(Duration::from_millis(50));
-    }
-    env.ctr(&["containers", "rm", "c1"]).assert_ok();
+    env.remove_task("c1");
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
 

@@ -5,16 +5,13 @@ use std::time::Duration;
 
 use ferrum_tests::{CtrOutput, Env};
 
-const RUNTIME: &str = "io.containerd.ferrum.v2";
 const GRACE: Duration = Duration::from_secs(5);
 
 fn run_script(extra: &[&str], script: &str) -> CtrOutput {
-    let env = Env::start().expect("starting containerd with ferrum");
-    let image = env.import_busybox().expect("importing busybox");
-    let mut args = vec!["run", "--rm", "--runtime", RUNTIME, "--snapshotter", "ferrum"];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&[&image, "c1", "sh", "-c", script]);
-    let out = env.ctr(&args);
+    let (env, image) = Env::with_busybox();
+    let mut flags = vec!["--rm"];
+    flags.extend_from_slice(extra);
+    let out = env.run_on_ferrum(&flags, &image, "c1", &["sh", "-c", script]);
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
     out
 }

@@ -6,23 +6,14 @@ use std::time::{Duration, Instant};
 
 use ferrum_tests::{CtrOutput, Env};
 
-const RUNTIME: &str = "io.containerd.ferrum.v2";
 const GRACE: Duration = Duration::from_secs(5);
 
 fn env() -> (Env, String) {
-    let env = Env::start().expect("starting containerd with ferrum");
-    let image = env.import_busybox().expect("importing busybox");
-    (env, image)
+    Env::with_busybox()
 }
 
-/// `ctr run --runtime ferrum --snapshotter ferrum <extra…> IMAGE ID ARGS…`
-fn run(env: &Env, image: &str, extra: &[&str], id: &str, args: &[&str]) -> CtrOutput {
-    let mut a = vec!["run", "--runtime", RUNTIME, "--snapshotter", "ferrum"];
-    a.extend_from_slice(extra);
-    a.push(image);
-    a.push(id);
-    a.extend_from_slice(args);
-    env.ctr(&a)
+fn run(env: &Env, image: &str, flags: &[&str], id: &str, args: &[&str]) -> CtrOutput {
+    env.run_on_ferrum(flags, image, id, args)
 }
 
 fn assert_clean(env: &Env) {
@@ -113,10 +104,7 @@ fn killing_a_detached_task_by_sigkill_and_deleting_leaves_nothing() {
     let (env, image) = env();
     run(&env, &image, &["-d"], "d1", &["sleep", "600"]).assert_ok();
     wait_status(&env, "d1", "RUNNING");
-    env.ctr(&["tasks", "kill", "--signal", "SIGKILL", "d1"]).assert_ok();
-    wait_status(&env, "d1", "STOPPED");
-    env.ctr(&["tasks", "delete", "d1"]).assert_ok();
-    env.ctr(&["containers", "rm", "d1"]).assert_ok();
+    env.remove_task("d1");
     assert_clean(&env);
 }
 

@@ -3,23 +3,16 @@
 
 use std::time::Duration;
 
-use ferrum_tests::Env;
+use ferrum_tests::{Env, FERRUM_RUNTIME};
 
-const RUNTIME: &str = "io.containerd.ferrum.v2";
 const GRACE: Duration = Duration::from_secs(5);
-
-fn env() -> (Env, String) {
-    let env = Env::start().expect("starting containerd with ferrum");
-    let image = env.import_busybox().expect("importing busybox");
-    (env, image)
-}
 
 #[test]
 fn run_with_a_terminal() {
-    let (env, image) = env();
+    let (env, image) = Env::with_busybox();
     let script = "tty; test -t 0 && test -t 1 && echo both-ttys; ls -l /dev/console; exit 4";
     let out = env.ctr_in_terminal(&[
-        "run", "--rm", "-t", "--runtime", RUNTIME, "--snapshotter", "ferrum", &image, "t1", "sh", "-c", script,
+        "run", "--rm", "-t", "--runtime", FERRUM_RUNTIME, "--snapshotter", "ferrum", &image, "t1", "sh", "-c", script,
     ]);
     out.assert_exit(4);
     assert!(out.stdout.contains("/dev/pts/0"), "the console is the container's pts 0: {out}");
@@ -31,9 +24,8 @@ fn run_with_a_terminal() {
 
 #[test]
 fn exec_with_a_terminal_in_a_container_without_one() {
-    let (env, image) = env();
-    env.ctr(&["run", "-d", "--runtime", RUNTIME, "--snapshotter", "ferrum", &image, "c1", "sleep", "600"])
-        .assert_ok();
+    let (env, image) = Env::with_busybox();
+    env.run_on_ferrum(&["-d"], &image, "c1", &["sleep", "600"]).assert_ok();
     let out = env.ctr_in_terminal(&["tasks", "exec", "-t", "--exec-id", "e1", "c1", "sh", "-c", "tty; exit 3"]);
     out.assert_exit(3);
     assert!(out.stdout.contains("/dev/pts/"), "{out}");
@@ -41,9 +33,6 @@ fn exec_with_a_terminal_in_a_container_without_one() {
     let plain = env.ctr(&["tasks", "exec", "--exec-id", "e2", "c1", "sh", "-c", "tty || echo no-tty"]);
     assert!(plain.stdout.contains("no-tty"), "{plain}");
 
-    env.ctr(&["tasks", "kill", "--signal", "SIGKILL", "c1"]).assert_ok();
-    std::thread::sleep(Duration::from_millis(300));
-    env.ctr(&["tasks", "delete", "c1"]).assert_ok();
-    env.ctr(&["containers", "rm", "c1"]).assert_ok();
+    env.remove_task("c1");
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
