@@ -55,7 +55,12 @@ async fn serve(flags: &Flags) -> Result<()> {
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_else(|_| format!("{}.ttrpc", flags.address));
     let publisher = Publisher::start(ttrpc_address, flags.namespace.clone());
     let shutdown = Arc::new(Notify::new());
-    let service = Arc::new(TaskService::new(state_root(&flags.namespace), publisher, shutdown.clone()));
+    let service = Arc::new(TaskService::new(
+        flags.namespace.clone(),
+        state_root(&flags.namespace),
+        publisher,
+        shutdown.clone(),
+    ));
 
     let mut services = create_task(service.clone());
     let v2 = create_task(service.clone())

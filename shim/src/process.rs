@@ -292,7 +292,7 @@ impl ExecProcess {
     }
 
     /// Start it in `init`'s container. The caller holds `core.lifecycle`.
-    pub async fn start(&self, init: &Arc<InitProcess>) -> ttrpc::Result<i32> {
+    pub async fn start(&self, init: &Arc<InitProcess>, namespace: &str) -> ttrpc::Result<i32> {
         if self.core.status() != Status::CREATED {
             return Err(self.core.wrong_state(&self.what(init), "start"));
         }
@@ -306,7 +306,8 @@ impl ExecProcess {
             crate::stdio::check_console_paths(&s.stdin, &s.stdout).map_err(bad_stdio)?;
             runtime_core::Stdio::default()
         } else {
-            let (stdio, io) = crate::stdio::open(&s.stdin, &s.stdout, &s.stderr).map_err(bad_stdio)?;
+            let owner = crate::stdio::Owner { id: &init.id, namespace };
+            let (stdio, io) = crate::stdio::open(&s.stdin, &s.stdout, &s.stderr, &owner).await.map_err(bad_stdio)?;
             self.core.set_io(io);
             stdio
         };

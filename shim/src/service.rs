@@ -32,6 +32,7 @@ struct TaskEntry {
 }
 
 pub struct TaskService {
+    namespace: String,
     state_root: PathBuf,
     tasks: Mutex<HashMap<String, Arc<TaskEntry>>>,
     early_exits: Mutex<HashMap<i32, u32>>,
@@ -55,8 +56,9 @@ impl Target {
 }
 
 impl TaskService {
-    pub fn new(state_root: PathBuf, publisher: Publisher, shutdown: Arc<Notify>) -> TaskService {
+    pub fn new(namespace: String, state_root: PathBuf, publisher: Publisher, shutdown: Arc<Notify>) -> TaskService {
         TaskService {
+            namespace,
             state_root,
             tasks: Mutex::new(HashMap::new()),
             early_exits: Mutex::new(HashMap::new()),
@@ -139,7 +141,8 @@ impl TaskService {
             stdio::check_console_paths(&req.stdin, &req.stdout).map_err(bad_stdio)?;
             (runtime_core::Stdio::default(), stdio::ProcessIo::default())
         } else {
-            stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(bad_stdio)?
+            let owner = stdio::Owner { id: &req.id, namespace: &self.namespace };
+            stdio::open(&req.stdin, &req.stdout, &req.stderr, &owner).await.map_err(bad_stdio)?
         };
         let bundle = PathBuf::from(&req.bundle);
         let mounts: Vec<RootfsMount> = req
@@ -230,7 +233,7 @@ impl Task for TaskService {
                 init.core.pid()
             }
             Target::Exec(init, exec) => {
-                let pid = exec.start(init).await?;
+                let pid = exec.start(init, &self.namespace).await?;
                 self.publisher.publish(Event::ExecStarted(TaskExecStarted {
                     container_id: init.id.clone(),
                     exec_id: exec.exec_id.clone(),

@@ -9,6 +9,12 @@
 //! because the process must see EOF when the client's input ends or CloseIO is
 //! called, which a shared FIFO cannot give.
 //!
+//! `file://PATH` appends both outputs to a file, handed over directly too.
+//! `binary://PATH?k=v` runs a logging binary as containerd's runc shim does:
+//! the process's stdout and stderr are pipes whose read ends the binary gets as
+//! fds 3 and 4; it closes fd 5 once it is ready, and learns whose output it is
+//! from CONTAINER_ID and CONTAINER_NAMESPACE.
+//!
 //! With a terminal, the process's stdio is the pty slave made inside the
 //! container; the shim copies between the master and the FIFOs.
 
@@ -17,6 +23,7 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -33,16 +40,124 @@ pub struct ProcessIo {
     pub console: Option<Arc<OwnedFd>>,
 }
 
+/// Who a process's output belongs to, for a logging binary.
+pub struct Owner<'a> {
+    pub id: &'a str,
+    pub namespace: &'a str,
+}
+
+/// How long a logging binary may take to say it is ready.
+const LOGGER_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn check_scheme(path: &str) -> Result<()> {
     if let Some((scheme, _)) = path.split_once("://") {
-        bail!("stdio {path:?}: the {scheme}:// scheme is not supported yet");
+        bail!("stdio {path:?}: the {scheme}:// scheme is not supported here");
     }
     Ok(())
+}
+
+/// `binary:///path/to/logger?key=value&flag` -> the program and its arguments
+/// (each key, then its value when it has one), percent-decoded.
+fn parse_binary_uri(uri: &str) -> Result<(String, Vec<String>)> {
+    let rest = uri.strip_prefix("binary://").context("not a binary:// URI")?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if !path.starts_with('/') {
+        bail!("logging binary {uri:?}: the path must be absolute");
+    }
+    let mut args = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        args.push(percent_decode(key));
+        if !value.is_empty() {
+            args.push(percent_decode(value));
+        }
+    }
+    Ok((percent_decode(path), args))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Start the logging binary; returns the write ends for the process's stdout
+/// and stderr once the binary said it is ready.
+async fn spawn_logger(uri: &str, owner: &Owner<'_>) -> Result<(OwnedFd, OwnedFd)> {
+    let (program, args) = parse_binary_uri(uri)?;
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("logging pipe");
+    let ((out_r, out_w), (err_r, err_w), (ready_r, ready_w)) = (pipe()?, pipe()?, pipe()?);
+    // Sources above 5, so that no dup2 in the child overwrites one still to copy.
+    let high = |fd: &OwnedFd| -> Result<OwnedFd> {
+        // SAFETY: F_DUPFD_CLOEXEC returns a new fd that we own.
+        let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+        if new < 0 {
+            return Err(std::io::Error::last_os_error()).context("logging pipe");
+        }
+        Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(new) })
+    };
+    let sources = [high(&out_r)?, high(&err_r)?, high(&ready_w)?];
+    let raw: Vec<i32> = sources.iter().map(|f| f.as_raw_fd()).collect();
+    drop((out_r, err_r, ready_w));
+    let mut cmd = std::process::Command::new(&program);
+    cmd.args(&args)
+        .env("CONTAINER_ID", owner.id)
+        .env("CONTAINER_NAMESPACE", owner.namespace)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: the closure only calls dup2 (async-signal-safe) on fds prepared above.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            for (target, src) in raw.iter().enumerate() {
+                if libc::dup2(*src, target as i32 + 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    // The reaper collects its exit; nothing waits on it here.
+    cmd.spawn().with_context(|| format!("start logging binary {program}"))?;
+    drop(sources);
+    let mut ready = pipe::Receiver::from_owned_fd(ready_r).context("logging ready pipe")?;
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(LOGGER_READY_TIMEOUT, ready.read(&mut byte))
+        .await
+        .map_err(|_| anyhow::anyhow!("logging binary {program} did not get ready in {LOGGER_READY_TIMEOUT:?}"))?
+        .with_context(|| format!("wait for logging binary {program}"))?;
+    Ok((out_w, err_w))
+}
+
+fn open_file(path: &str) -> Result<OwnedFd> {
+    let file = OpenOptions::new().append(true).create(true).mode(0o640).open(path);
+    Ok(file.with_context(|| format!("open {path}"))?.into())
 }
 
 fn open_output(path: &str) -> Result<Option<OwnedFd>> {
     if path.is_empty() {
         return Ok(None);
+    }
+    if let Some(file) = path.strip_prefix("file://") {
+        return open_file(file).map(Some);
     }
     check_scheme(path)?;
     let is_fifo = std::fs::metadata(path).map(|m| m.file_type().is_fifo()).unwrap_or(false);
@@ -69,9 +184,17 @@ fn open_input(path: &str) -> Result<Option<pipe::Receiver>> {
 }
 
 /// Stdio for a process without a terminal.
-pub fn open(stdin: &str, stdout: &str, stderr: &str) -> Result<(runtime_core::Stdio, ProcessIo)> {
-    let stdout = open_output(stdout)?;
-    let stderr = open_output(stderr)?;
+pub async fn open(stdin: &str, stdout: &str, stderr: &str, owner: &Owner<'_>) -> Result<(runtime_core::Stdio, ProcessIo)> {
+    let (stdout, stderr) = if stdout.starts_with("binary://") {
+        // containerd names the same binary for both outputs: one logger gets both.
+        if !stderr.is_empty() && stderr != stdout {
+            bail!("stdout {stdout:?} and stderr {stderr:?} name different logging binaries");
+        }
+        let (out, err) = spawn_logger(stdout, owner).await?;
+        (Some(out), Some(err))
+    } else {
+        (open_output(stdout)?, open_output(stderr)?)
+    };
     let mut io = ProcessIo::default();
     let stdin = match open_input(stdin)? {
         None => None,
@@ -184,5 +307,18 @@ fn write(fd: &OwnedFd, buf: &[u8]) -> std::io::Result<usize> {
         Err(std::io::Error::last_os_error())
     } else {
         Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_uris_become_program_and_arguments() {
+        let (program, args) = parse_binary_uri("binary:///usr/bin/log%20ger?id=c1&path=%2Fvar%2Flog&flag").unwrap();
+        assert_eq!(program, "/usr/bin/log ger");
+        assert_eq!(args, ["id", "c1", "path", "/var/log", "flag"]);
+        assert!(parse_binary_uri("binary://relative/logger").unwrap_err().to_string().contains("absolute"));
     }
 }
