@@ -50,7 +50,7 @@ impl Flags {
                 None => (flag, None),
             };
             match name {
-                "debug" => f.debug = inline.map_or(true, |v| v != "false"),
+                "debug" => f.debug = inline.is_none_or(|v| v != "false"),
                 "v" | "version" => f.action = Action::Version,
                 "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" => {
                     let value = match inline {

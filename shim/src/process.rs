@@ -319,8 +319,15 @@ impl ExecProcess {
             }
         };
         if let Some(master) = started.console {
-            let io = crate::stdio::attach_console(master, &s.stdin, &s.stdout).map_err(bad_stdio)?;
-            self.core.set_io(io);
+            match crate::stdio::attach_console(master, &s.stdin, &s.stdout) {
+                Ok(io) => self.core.set_io(io),
+                Err(e) => {
+                    // Nobody could ever read its terminal: it must not run on.
+                    // SAFETY: kill(2) of our own unreaped child.
+                    unsafe { libc::kill(started.pid, libc::SIGKILL) };
+                    return Err(bad_stdio(e));
+                }
+            }
         }
         let pid = started.pid;
         self.core.set_pid(pid);

@@ -178,8 +178,22 @@ impl TaskService {
             }
         };
         let io = match container.take_console() {
-            Some(master) => stdio::attach_console(master, &req.stdin, &req.stdout).map_err(bad_stdio)?,
             None => io,
+            Some(master) => match stdio::attach_console(master, &req.stdin, &req.stdout) {
+                Ok(io) => io,
+                Err(e) => {
+                    // The container exists already: undo it, or its init, cgroup
+                    // and rootfs mount would outlive the failed Create.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let _ = container.delete();
+                        if let Some(target) = rootfs {
+                            let _ = unmount_all(&target);
+                        }
+                    })
+                    .await;
+                    return Err(bad_stdio(e));
+                }
+            },
         };
         for w in container.warnings() {
             crate::warn!(&req.id, "{w}");

@@ -96,29 +96,23 @@ impl Cgroup {
     /// Freeze (or thaw) every process of the cgroup and wait until the kernel
     /// says it is done: v1's freezer where it is mounted, else v2's cgroup.freeze.
     pub fn freeze(&self, frozen: bool) -> Result<()> {
-        let (dir, file, value, done): (&PathBuf, &str, &str, Box<dyn Fn(&Path) -> bool>) =
-            if let Some(dir) = self.dirs.iter().find(|d| d.join("freezer.state").exists()) {
-                let want = if frozen { "FROZEN" } else { "THAWED" };
-                let check = move |d: &Path| {
-                    std::fs::read_to_string(d.join("freezer.state")).map(|s| s.trim() == want).unwrap_or(false)
-                };
-                (dir, "freezer.state", want, Box::new(check))
-            } else if let Some(dir) = self.dirs.iter().find(|d| d.join("cgroup.freeze").exists()) {
-                let want = if frozen { "frozen 1" } else { "frozen 0" };
-                let check = move |d: &Path| {
-                    std::fs::read_to_string(d.join("cgroup.events")).map(|s| s.lines().any(|l| l == want)).unwrap_or(false)
-                };
-                (dir, "cgroup.freeze", if frozen { "1" } else { "0" }, Box::new(check))
-            } else {
-                let path = self.dirs.first().cloned().unwrap_or_default();
-                return Err(cg_err(&path, "freeze")(io::Error::new(io::ErrorKind::Unsupported, "no freezer")));
-            };
+        let freezer = self
+            .dirs
+            .iter()
+            .find(|d| d.join("freezer.state").exists())
+            .map(|d| Freezer::V1(d))
+            .or_else(|| self.dirs.iter().find(|d| d.join("cgroup.freeze").exists()).map(|d| Freezer::V2(d)));
+        let Some(freezer) = freezer else {
+            let path = self.dirs.first().cloned().unwrap_or_default();
+            return Err(cg_err(&path, "freeze")(io::Error::new(io::ErrorKind::Unsupported, "no freezer")));
+        };
+        let (dir, file, value) = freezer.request(frozen);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             // v1 may stay FREEZING while a task is in an uninterruptible
             // sleep; writing the state again retries the freeze.
             std::fs::write(dir.join(file), value).map_err(cg_err(dir, format!("write {value} to {file}")))?;
-            if done(dir) {
+            if freezer.reached(frozen) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -180,6 +174,38 @@ pub(crate) fn visible_hierarchies() -> std::io::Result<Vec<Visible>> {
             Visible { name, own_dir: h.mountpoint.join(h.own_path()), fstype, data }
         })
         .collect())
+}
+
+enum Freezer<'a> {
+    V1(&'a Path),
+    V2(&'a Path),
+}
+
+impl Freezer<'_> {
+    /// The directory, file and value that ask for the state.
+    fn request(&self, frozen: bool) -> (&Path, &'static str, &'static str) {
+        match (self, frozen) {
+            (Freezer::V1(d), true) => (d, "freezer.state", "FROZEN"),
+            (Freezer::V1(d), false) => (d, "freezer.state", "THAWED"),
+            (Freezer::V2(d), true) => (d, "cgroup.freeze", "1"),
+            (Freezer::V2(d), false) => (d, "cgroup.freeze", "0"),
+        }
+    }
+
+    /// Whether the kernel reports the state reached (v1 reads back the state,
+    /// v2 reports it in cgroup.events).
+    fn reached(&self, frozen: bool) -> bool {
+        let (file, want) = match (self, frozen) {
+            (Freezer::V1(_), true) => ("freezer.state", "FROZEN"),
+            (Freezer::V1(_), false) => ("freezer.state", "THAWED"),
+            (Freezer::V2(_), true) => ("cgroup.events", "frozen 1"),
+            (Freezer::V2(_), false) => ("cgroup.events", "frozen 0"),
+        };
+        let dir = match self {
+            Freezer::V1(d) | Freezer::V2(d) => d,
+        };
+        std::fs::read_to_string(dir.join(file)).map(|s| s.lines().any(|l| l.trim() == want)).unwrap_or(false)
+    }
 }
 
 /// `dir` and every cgroup below it, parents before children.

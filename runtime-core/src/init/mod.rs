@@ -25,6 +25,8 @@ use std::path::PathBuf;
 /// argv[1] that makes our binary act as a container's init.
 pub const INIT_ARG: &str = "__ferrum_init__";
 
+// One message per container, serialized at once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize)]
 pub(crate) enum InitRequest {
     /// Become a new container's init.
