@@ -202,6 +202,11 @@ impl Container {
         Ok(ExecProcess { pid: child.pid, console })
     }
 
+    /// Usage figures of the container's cgroup.
+    pub fn stats(&self) -> crate::cgroup::CgroupStats {
+        self.cgroup().stats()
+    }
+
     /// Freeze every process of the container (cgroup freezer).
     pub fn pause(&self) -> Result<()> {
         self.cgroup().freeze(true)

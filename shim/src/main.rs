@@ -10,6 +10,7 @@ mod errors;
 mod events;
 mod logger;
 mod manager;
+mod metrics;
 mod process;
 mod reaper;
 mod service;

@@ -213,6 +213,10 @@ impl InitProcess {
         Ok(())
     }
 
+    pub async fn stats(self: &Arc<Self>) -> ttrpc::Result<runtime_core::cgroup::CgroupStats> {
+        self.on_container(|c| Ok(c.stats())).await
+    }
+
     pub fn pids(&self) -> Vec<i32> {
         lock(&self.container).as_ref().map(|c| c.pids()).unwrap_or_default()
     }

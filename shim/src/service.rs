@@ -435,8 +435,9 @@ impl Task for TaskService {
         Err(unimplemented("update"))
     }
 
-    async fn stats(&self, _ctx: &TtrpcContext, _req: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
-        Err(unimplemented("stats"))
+    async fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
+        let stats = self.task(&req.id)?.init.stats().await?;
+        Ok(api::StatsResponse { stats: MessageField::some(crate::metrics::to_any(&stats)), ..Default::default() })
     }
 }
 

@@ -7,6 +7,7 @@
 //! paths from the caller's own cgroup, empty meaning `<caller's cgroup>/<id>`.
 
 mod hierarchy;
+mod stats;
 
 use crate::error::{Error, Result};
 use std::io;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use hierarchy::is_pure_v2;
+pub use stats::CgroupStats;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cgroup {

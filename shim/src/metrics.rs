@@ -1,0 +1,143 @@
+//! runtime-core's cgroup figures as containerd's own metrics types
+//! (`io.containerd.cgroups.v1.Metrics` / `.v2.Metrics`), which `ctr task
+//! metrics` and the CRI's ContainerStats decode.
+
+use containerd_shim_protos::cgroups::metrics as v1;
+use containerd_shim_protos::cgroups_v2::metrics as v2;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::MessageField;
+use runtime_core::cgroup::CgroupStats;
+
+pub fn to_any(s: &CgroupStats) -> Any {
+    if s.unified {
+        crate::events::to_any(&to_v2(s))
+    } else {
+        crate::events::to_any(&to_v1(s))
+    }
+}
+
+fn to_v1(s: &CgroupStats) -> v1::Metrics {
+    let m = |k: &str| s.memory_stat.get(k).copied().unwrap_or(0);
+    v1::Metrics {
+        pids: MessageField::some(v1::PidsStat { current: s.pids_current, limit: s.pids_limit, ..Default::default() }),
+        cpu: MessageField::some(v1::CPUStat {
+            usage: MessageField::some(v1::CPUUsage {
+                total: s.cpu_usage_ns,
+                kernel: s.cpu_system_ns,
+                user: s.cpu_user_ns,
+                per_cpu: s.cpu_per_cpu_ns.clone(),
+                ..Default::default()
+            }),
+            throttling: MessageField::some(v1::Throttle {
+                periods: s.cpu_periods,
+                throttled_periods: s.cpu_throttled_periods,
+                throttled_time: s.cpu_throttled_ns,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        memory: MessageField::some(v1::MemoryStat {
+            cache: m("cache"),
+            rss: m("rss"),
+            rss_huge: m("rss_huge"),
+            mapped_file: m("mapped_file"),
+            dirty: m("dirty"),
+            writeback: m("writeback"),
+            pg_pg_in: m("pgpgin"),
+            pg_pg_out: m("pgpgout"),
+            pg_fault: m("pgfault"),
+            pg_maj_fault: m("pgmajfault"),
+            inactive_anon: m("inactive_anon"),
+            active_anon: m("active_anon"),
+            inactive_file: m("inactive_file"),
+            active_file: m("active_file"),
+            unevictable: m("unevictable"),
+            hierarchical_memory_limit: m("hierarchical_memory_limit"),
+            hierarchical_swap_limit: m("hierarchical_memsw_limit"),
+            total_cache: m("total_cache"),
+            total_rss: m("total_rss"),
+            total_rss_huge: m("total_rss_huge"),
+            total_mapped_file: m("total_mapped_file"),
+            total_dirty: m("total_dirty"),
+            total_writeback: m("total_writeback"),
+            total_pg_pg_in: m("total_pgpgin"),
+            total_pg_pg_out: m("total_pgpgout"),
+            total_pg_fault: m("total_pgfault"),
+            total_pg_maj_fault: m("total_pgmajfault"),
+            total_inactive_anon: m("total_inactive_anon"),
+            total_active_anon: m("total_active_anon"),
+            total_inactive_file: m("total_inactive_file"),
+            total_active_file: m("total_active_file"),
+            total_unevictable: m("total_unevictable"),
+            usage: MessageField::some(v1::MemoryEntry {
+                limit: s.memory_limit,
+                usage: s.memory_usage,
+                max: s.memory_max_usage,
+                failcnt: s.memory_failcnt,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn to_v2(s: &CgroupStats) -> v2::Metrics {
+    let m = |k: &str| s.memory_stat.get(k).copied().unwrap_or(0);
+    v2::Metrics {
+        pids: MessageField::some(v2::PidsStat { current: s.pids_current, limit: s.pids_limit, ..Default::default() }),
+        cpu: MessageField::some(v2::CPUStat {
+            usage_usec: s.cpu_usage_ns / 1000,
+            user_usec: s.cpu_user_ns / 1000,
+            system_usec: s.cpu_system_ns / 1000,
+            nr_periods: s.cpu_periods,
+            nr_throttled: s.cpu_throttled_periods,
+            throttled_usec: s.cpu_throttled_ns / 1000,
+            ..Default::default()
+        }),
+        memory: MessageField::some(v2::MemoryStat {
+            anon: m("anon"),
+            file: m("file"),
+            kernel_stack: m("kernel_stack"),
+            slab: m("slab"),
+            sock: m("sock"),
+            shmem: m("shmem"),
+            file_mapped: m("file_mapped"),
+            file_dirty: m("file_dirty"),
+            file_writeback: m("file_writeback"),
+            anon_thp: m("anon_thp"),
+            inactive_anon: m("inactive_anon"),
+            active_anon: m("active_anon"),
+            inactive_file: m("inactive_file"),
+            active_file: m("active_file"),
+            unevictable: m("unevictable"),
+            slab_reclaimable: m("slab_reclaimable"),
+            slab_unreclaimable: m("slab_unreclaimable"),
+            pgfault: m("pgfault"),
+            pgmajfault: m("pgmajfault"),
+            usage: s.memory_usage,
+            usage_limit: s.memory_limit,
+            max_usage: s.memory_max_usage,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_and_v2_figures_land_in_containerds_types() {
+        let mut s = CgroupStats { memory_usage: 4096, cpu_usage_ns: 2_000_000, pids_current: 3, ..Default::default() };
+        s.memory_stat.insert("rss".into(), 1024);
+        let any = to_any(&s);
+        assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
+        let m = to_v1(&s);
+        assert_eq!((m.memory.usage.usage, m.memory.rss, m.pids.current), (4096, 1024, 3));
+        s.unified = true;
+        assert_eq!(to_any(&s).type_url, "io.containerd.cgroups.v2.Metrics");
+        assert_eq!(to_v2(&s).cpu.usage_usec, 2000);
+    }
+}
