@@ -131,10 +131,17 @@ impl Container {
         }
         child.release().ctx(id, || "release init".into())?;
         guard.cgroup = Some(cgroup.clone());
-        cgroup.join(child.pid)?;
+        cgroup.create()?;
+        // Limits before the process is in: it never runs unconstrained.
+        let mut warnings = match spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            Some(r) => cgroup.apply(r)?,
+            None => Vec::new(),
+        };
+        cgroup.add(child.pid)?;
 
         let request = InitRequest::Create { id: id.into(), spec, rootfs: rootfs.clone() };
-        let (warnings, console) = handshake(id, &mut child.channel, request)?;
+        let (init_warnings, console) = handshake(id, &mut child.channel, request)?;
+        warnings.extend(init_warnings);
         let state = State {
             id: id.into(),
             bundle: bundle.to_path_buf(),
@@ -200,6 +207,12 @@ impl Container {
         release(id, &mut child.channel)?;
         guard.disarm();
         Ok(ExecProcess { pid: child.pid, console })
+    }
+
+    /// Apply new resources to the running container (Task.Update). Returns
+    /// warnings about what could not be applied.
+    pub fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<Vec<String>> {
+        self.cgroup().apply(resources)
     }
 
     /// Usage figures of the container's cgroup.

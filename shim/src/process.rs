@@ -213,6 +213,11 @@ impl InitProcess {
         Ok(())
     }
 
+    /// New resources for the running container; returns what could not be applied.
+    pub async fn update(self: &Arc<Self>, resources: oci_spec::runtime::LinuxResources) -> ttrpc::Result<Vec<String>> {
+        self.on_container(move |c| c.update(&resources)).await
+    }
+
     pub async fn stats(self: &Arc<Self>) -> ttrpc::Result<runtime_core::cgroup::CgroupStats> {
         self.on_container(|c| Ok(c.stats())).await
     }

@@ -431,8 +431,15 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn update(&self, _ctx: &TtrpcContext, _req: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
-        Err(unimplemented("update"))
+    async fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        let init = self.task(&req.id)?.init.clone();
+        // containerd sends the OCI LinuxResources as JSON in the Any.
+        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&req.resources.value)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("container {}: invalid resources: {e}", req.id)))?;
+        for w in init.update(resources).await? {
+            crate::warn!(&req.id, "{w}");
+        }
+        Ok(Empty::new())
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {

@@ -7,6 +7,7 @@
 //! paths from the caller's own cgroup, empty meaning `<caller's cgroup>/<id>`.
 
 mod hierarchy;
+mod resources;
 mod stats;
 
 use crate::error::{Error, Result};
@@ -46,17 +47,35 @@ impl Cgroup {
         &self.dirs
     }
 
-    /// Create the directories and move `pid` into them.
-    pub fn join(&self, pid: i32) -> Result<()> {
+    /// Create the directories (a v1 cpuset one ready to take tasks).
+    pub fn create(&self) -> Result<()> {
         for dir in &self.dirs {
             std::fs::create_dir_all(dir).map_err(cg_err(dir, "create"))?;
             if dir.join("cpuset.cpus").exists() && !is_v2_dir(dir) {
                 inherit_cpuset(dir)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Move `pid` into the (existing) directories.
+    pub fn add(&self, pid: i32) -> Result<()> {
+        for dir in &self.dirs {
             std::fs::write(dir.join("cgroup.procs"), pid.to_string())
                 .map_err(cg_err(dir, format!("add pid {pid}")))?;
         }
         Ok(())
+    }
+
+    /// Create the directories and move `pid` into them.
+    pub fn join(&self, pid: i32) -> Result<()> {
+        self.create()?;
+        self.add(pid)
+    }
+
+    /// The first of the directories that has `file` (finds a v1 controller's).
+    fn dir_with(&self, file: &str) -> Option<&PathBuf> {
+        self.dirs.iter().find(|d| d.join(file).exists())
     }
 
     /// Pids of every process in the cgroup, sub-cgroups included (a container

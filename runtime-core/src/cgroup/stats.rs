@@ -4,7 +4,7 @@
 
 use super::Cgroup;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct CgroupStats {
@@ -50,10 +50,6 @@ fn keyed(dir: &Path, file: &str) -> BTreeMap<String, u64> {
 }
 
 impl Cgroup {
-    fn dir_with(&self, file: &str) -> Option<&PathBuf> {
-        self.dirs.iter().find(|d| d.join(file).exists())
-    }
-
     pub fn stats(&self) -> CgroupStats {
         if super::is_pure_v2() {
             self.stats_v2()
