@@ -11,7 +11,7 @@ use crate::state::{State, Status};
 use crate::{proc_stat, spec};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -113,18 +113,16 @@ impl Container {
         let cgroup = cgroup?;
         let rootfs = spec::rootfs_path(bundle, &spec);
 
-        let null = File::options().read(true).write(true).open("/dev/null").ctx(id, || "open /dev/null".into())?;
-        let Stdio { stdin, stdout, stderr } = opts.stdio;
         let gated = ns.creates(LinuxNamespaceType::User);
-        let fds = [&stdin, &stdout, &stderr].map(|f| f.as_ref().map_or(null.as_fd(), |f| f.as_fd()));
         let pidns = match &ns.pid_path {
             Some(path) => Some(File::open(path).ctx(id, || format!("open pid namespace {}", path.display()))?),
             None => None,
         };
-        let mut child = spawn_in_pid_namespace(pidns.as_ref(), ns.clone_flags, fds, gated)
+        let mut child = spawn_in_pid_namespace(pidns.as_ref(), ns.clone_flags, &opts.stdio, gated)
             .ctx(id, || "start container init".into())?;
         guard.pid = Some(child.pid);
-        drop((stdin, stdout, stderr));
+        // Only the init holds the container's stdio from here on.
+        drop(opts.stdio);
 
         if gated {
             write_id_maps(id, child.pid, &spec)?;
@@ -194,12 +192,12 @@ impl Container {
             }
             None => None,
         };
-        let null = File::options().read(true).write(true).open("/dev/null").ctx(id, || "open /dev/null".into())?;
-        let fds = [&stdio.stdin, &stdio.stdout, &stdio.stderr].map(|f| f.as_ref().map_or(null.as_fd(), |f| f.as_fd()));
-        let mut child = spawn_in_pid_namespace(pidns.as_ref(), 0, fds, false).ctx(id, || "start exec process".into())?;
+        let mut child =
+            spawn_in_pid_namespace(pidns.as_ref(), 0, &stdio, false).ctx(id, || "start exec process".into())?;
         drop(stdio);
         let guard = CreateGuard { pid: Some(child.pid), cgroup: None, dir: None };
-        self.cgroup().join(child.pid)?;
+        // The container's cgroup exists (and is set up): just move in.
+        self.cgroup().add(child.pid)?;
         // The container's seccomp profile applies to its execs too (as runc).
         let seccomp = spec::load_spec(&self.state.bundle)?.linux().as_ref().and_then(|l| l.seccomp().clone());
         let request = InitRequest::Exec { id: id.clone(), process: process.clone(), namespaces, seccomp };

@@ -20,9 +20,6 @@ pub enum Error {
     #[error("container {id}: {message}")]
     Init { id: String, message: String },
 
-    #[error("container {id}: {what} is not supported yet")]
-    Unsupported { id: String, what: String },
-
     #[error("container {id} does not exist")]
     NotFound { id: String },
 

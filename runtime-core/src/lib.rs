@@ -40,14 +40,10 @@ mod test_support;
 /// Measurement hooks for `examples/process_model.rs`; not an API.
 #[doc(hidden)]
 pub mod process_model {
-    use std::os::fd::AsFd;
-
     /// Spawn an init the way `Container::create` does (no namespaces), let it
     /// start up, and reap it. Returns once it has exited.
     pub fn spawn_reexec_and_reap() -> std::io::Result<()> {
-        let null = std::fs::File::options().read(true).write(true).open("/dev/null")?;
-        let fd = null.as_fd();
-        let child = crate::spawn::spawn_init(0, [fd, fd, fd], false)?;
+        let child = crate::spawn::spawn_in_pid_namespace(None, 0, &crate::Stdio::default(), false)?;
         // Closing the channel makes init exit as soon as it is running.
         let pid = child.pid;
         drop(child);

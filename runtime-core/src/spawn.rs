@@ -7,7 +7,8 @@ use crate::channel::Channel;
 use crate::init::INIT_ARG;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use crate::container::Stdio;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 /// `struct clone_args` of linux/sched.h (CLONE_ARGS_SIZE_VER2).
@@ -61,7 +62,16 @@ fn dup_high(fd: BorrowedFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
-pub(crate) fn spawn_init(clone_flags: u64, stdio: [BorrowedFd; 3], gated: bool) -> io::Result<Spawned> {
+/// The init's fds 0-2: the given stdio, /dev/null where there is none.
+fn stdio_sources(stdio: &Stdio, null: &std::fs::File) -> io::Result<Vec<OwnedFd>> {
+    [&stdio.stdin, &stdio.stdout, &stdio.stderr]
+        .map(|f| f.as_ref().map_or(null.as_fd(), |f| f.as_fd()))
+        .into_iter()
+        .map(dup_high)
+        .collect()
+}
+
+fn spawn_init(clone_flags: u64, stdio: &Stdio, gated: bool) -> io::Result<Spawned> {
     let exe = crate::init_exe::init_exe()?;
     let (parent_end, child_end) = UnixStream::pair()?;
     let (gate_read, gate_write) = if gated {
@@ -73,13 +83,11 @@ pub(crate) fn spawn_init(clone_flags: u64, stdio: [BorrowedFd; 3], gated: bool) 
 
     // Sources above every target fd, so that no dup2 in the child overwrites a
     // source still to be copied; dup2 also clears close-on-exec on the targets.
-    let mut sources = Vec::with_capacity(5);
-    for fd in stdio {
-        sources.push(dup_high(fd)?);
-    }
-    sources.push(dup_high(std::os::fd::AsFd::as_fd(&child_end))?);
+    let null = std::fs::File::options().read(true).write(true).open("/dev/null")?;
+    let mut sources = stdio_sources(stdio, &null)?;
+    sources.push(dup_high(child_end.as_fd())?);
     if let Some(r) = &gate_read {
-        sources.push(dup_high(std::os::fd::AsFd::as_fd(r))?);
+        sources.push(dup_high(r.as_fd())?);
     }
     let source_fds: Vec<RawFd> = sources.iter().map(|f| f.as_raw_fd()).collect();
     let gate_fd: RawFd = if gated { 4 } else { -1 };
@@ -137,7 +145,7 @@ pub(crate) fn spawn_init(clone_flags: u64, stdio: [BorrowedFd; 3], gated: bool) 
 pub(crate) fn spawn_in_pid_namespace(
     pidns: Option<&std::fs::File>,
     clone_flags: u64,
-    stdio: [BorrowedFd; 3],
+    stdio: &Stdio,
     gated: bool,
 ) -> io::Result<Spawned> {
     let Some(pidns) = pidns else { return spawn_init(clone_flags, stdio, gated) };

@@ -23,7 +23,6 @@ pub fn from_runtime(e: Error) -> ttrpc::Error {
         Error::AlreadyExists { .. } => Code::ALREADY_EXISTS,
         Error::WrongState { .. } => Code::FAILED_PRECONDITION,
         Error::InvalidSpec { .. } => Code::INVALID_ARGUMENT,
-        Error::Unsupported { .. } => Code::UNIMPLEMENTED,
         _ => Code::UNKNOWN,
     };
     status(code, e.to_string())
