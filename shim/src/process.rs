@@ -176,10 +176,14 @@ impl InitProcess {
         }
     }
 
+    fn wrong_state(&self, action: &str) -> ttrpc::Error {
+        self.core.wrong_state(&format!("container {}", self.id), action)
+    }
+
     /// Let the user's process run. The caller holds `core.lifecycle`.
     pub async fn start(self: &Arc<Self>) -> ttrpc::Result<()> {
         if self.core.status() != Status::CREATED {
-            return Err(self.core.wrong_state(&format!("container {}", self.id), "start"));
+            return Err(self.wrong_state("start"));
         }
         self.on_container(|c| c.start()).await?;
         self.core.started.store(true, Ordering::Release);
@@ -206,7 +210,7 @@ impl InitProcess {
         let action = if paused { "pause" } else { "resume" };
         let needed = if paused { Status::RUNNING } else { Status::PAUSED };
         if self.core.status() != needed {
-            return Err(self.core.wrong_state(&format!("container {}", self.id), action));
+            return Err(self.wrong_state(action));
         }
         self.on_container(move |c| if paused { c.pause() } else { c.resume() }).await?;
         self.core.paused.store(paused, Ordering::Release);
@@ -255,7 +259,7 @@ impl InitProcess {
     pub async fn delete(&self) -> ttrpc::Result<Exit> {
         match self.core.status() {
             Status::RUNNING | Status::PAUSED => {
-                return Err(self.core.wrong_state(&format!("container {}", self.id), "delete"))
+                return Err(self.wrong_state("delete"))
             }
             Status::CREATED => {
                 let _ = self.kill(libc::SIGKILL as u32, false);
@@ -265,7 +269,7 @@ impl InitProcess {
             }
             _ => {}
         }
-        let exit = self.core.exit().ok_or_else(|| self.core.wrong_state(&format!("container {}", self.id), "delete"))?;
+        let exit = self.core.exit().ok_or_else(|| self.wrong_state("delete"))?;
         let container = lock(&self.container).take();
         let rootfs = self.rootfs_mount.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -306,7 +310,7 @@ impl ExecProcess {
             return Err(self.core.wrong_state(&self.what(init), "start"));
         }
         if init.core.status() != Status::RUNNING {
-            return Err(init.core.wrong_state(&format!("container {}", init.id), "exec in"));
+            return Err(init.wrong_state("exec in"));
         }
         let s = &self.core.stdio;
         let bad_stdio = |e: anyhow::Error| status(Code::INVALID_ARGUMENT, format!("{}: {e:#}", self.what(init)));
