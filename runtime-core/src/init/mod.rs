@@ -144,6 +144,7 @@ fn prepare_container(
     unsafe { libc::umask(0) };
     rootfs::setup(spec, rootfs, &ns)?;
     sysctl::apply(spec, &ns)?;
+    rootfs::protect(spec)?;
     let process = spec.process().as_ref().ok_or("no process section")?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
     process::prepare(id, process, seccomp, process::Role::Init, warnings)

@@ -31,6 +31,13 @@ pub(super) fn setup(spec: &Spec, rootfs: &Path, ns: &Namespaces) -> Result<()> {
     if let Some(p) = propagation {
         mount(None::<&str>, "/", None::<&str>, p, None::<&str>).describe(|| "set rootfsPropagation".into())?;
     }
+    Ok(())
+}
+
+/// After `setup` and whatever still writes to /proc (sysctls): masked and
+/// read-only paths, then the read-only root. CRI pods list /proc/sys among the
+/// read-only paths and set network sysctls, so the order matters (as in runc).
+pub(super) fn protect(spec: &Spec) -> Result<()> {
     if let Some(linux) = spec.linux() {
         for p in linux.masked_paths().iter().flatten() {
             mask(Path::new(p))?;
