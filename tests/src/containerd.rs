@@ -19,7 +19,9 @@ use crate::binaries::{Binaries, SNAPSHOTTER};
 use crate::cleanup::Footprint;
 use crate::ctr::{run_ctr, wait_until, CtrOutput};
 use crate::image::{busybox_image, DEFAULT_IMAGE};
-use config::{ConfigPaths, Schema};
+use config::ConfigPaths;
+pub(crate) use config::quoted;
+pub use config::Schema;
 
 const CTR_TIMEOUT: Duration = Duration::from_secs(60);
 const CONTAINERD_READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -222,15 +224,20 @@ impl Env {
     /// namespace, unpacked for the default snapshotter; `ctr run --snapshotter X`
     /// unpacks for X on first use. Returns the image reference.
     pub fn import_busybox(&self) -> Result<String> {
+        self.import_busybox_into(self.namespace())
+    }
+
+    /// `import_busybox` into containerd namespace `namespace`.
+    pub fn import_busybox_into(&self, namespace: &str) -> Result<String> {
         let tar = busybox_tar(&self.binaries.busybox)?;
-        self.import_tar("busybox", &tar)?;
+        self.import_tar_into(namespace, "busybox", &tar)?;
         Ok(DEFAULT_IMAGE.to_string())
     }
 
     /// Imports an image made with [`crate::image::ImageBuilder`] (named by its
     /// builder); `file` names the tar in the temp dir.
     pub fn import_image(&self, file: &str, image: &crate::image::ImageBuilder) -> Result<()> {
-        self.import_tar(file, &image.to_tar()?)
+        self.import_image_into(self.namespace(), file, image)
     }
 
     /// Where the image builder finds busybox on this machine.
@@ -238,10 +245,24 @@ impl Env {
         &self.binaries.busybox
     }
 
-    fn import_tar(&self, file: &str, tar: &[u8]) -> Result<()> {
+    /// Imports an image into containerd namespace `namespace` rather than the
+    /// Env's own: the CRI plugin sees only `k8s.io`.
+    pub fn import_image_into(&self, namespace: &str, file: &str, image: &crate::image::ImageBuilder) -> Result<()> {
+        self.import_tar_into(namespace, file, &image.to_tar()?)
+    }
+
+    fn import_tar_into(&self, namespace: &str, file: &str, tar: &[u8]) -> Result<()> {
         let path = self.root_dir().join(format!("{file}.tar"));
         fs::write(&path, tar).with_context(|| format!("writing {}", path.display()))?;
-        let out = self.ctr(&["images", "import", &path.display().to_string()]);
+        let out = run_ctr(
+            crate::ctr::Terminal::No,
+            &self.binaries.ctr,
+            self.address(),
+            namespace,
+            &self.layout.fifo,
+            &["images", "import", &path.display().to_string()],
+            CTR_TIMEOUT,
+        );
         if !out.success() {
             bail!("importing {file} failed\n{out}");
         }
@@ -437,6 +458,12 @@ fn create_temp_dir() -> Result<(PathBuf, String)> {
             Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
         }
     }
+}
+
+/// The config schema the containerd the tests run (FERRUM_CONTAINERD_DIR or
+/// PATH) reads, for callers that write config sections of their own.
+pub fn containerd_config_schema() -> Result<Schema> {
+    containerd_schema(&Binaries::locate(false)?.containerd)
 }
 
 fn containerd_schema(containerd: &Path) -> Result<Schema> {

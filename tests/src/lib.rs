@@ -5,6 +5,7 @@
 mod binaries;
 pub mod cleanup;
 pub mod containerd;
+pub mod cri;
 pub mod ctr;
 pub mod image;
 mod procfs;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 /// The config schema: `version = 2` for containerd 1.x, `version = 3` for 2.x.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Schema {
+pub enum Schema {
     V2,
     V3,
 }
@@ -82,7 +82,7 @@ pub(crate) fn render(schema: Schema, paths: &ConfigPaths, cri: bool, extra: &str
 
 /// A TOML basic string. Test paths are plain ASCII; quotes and backslashes are
 /// still escaped so an odd TMPDIR cannot break the file.
-fn quoted(path: &Path) -> String {
+pub(crate) fn quoted(path: &Path) -> String {
     let raw = path.display().to_string();
     format!("\"{}\"", raw.replace('\\', "\\\\").replace('"', "\\\""))
 }

@@ -1,0 +1,158 @@
+//! The CRI plugin's sections of config.toml: runtime handlers `ferrum` and
+//! `runc`, the local pause image, the test CNI, everything inside the Env.
+//! containerd 1.x (`version = 2`) has one plugin `io.containerd.grpc.v1.cri`;
+//! 2.x (`version = 3`) splits it into `io.containerd.cri.v1.images` and
+//! `io.containerd.cri.v1.runtime`.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use crate::containerd::{quoted, Schema};
+
+pub(crate) struct CriPaths<'a> {
+    pub pause_image: &'a str,
+    /// runc's `--root` for the runc handler: its state then lives in the Env.
+    pub runc_root: &'a Path,
+    pub cni_bin: &'a Path,
+    pub cni_conf: &'a Path,
+}
+
+/// What the `ferrum` handler gets besides its runtime type.
+#[derive(Debug, Clone, Default)]
+pub struct FerrumHandler {
+    /// Lines of the handler's `options` table (`SystemdCgroup = false`…); containerd
+    /// hands them to the shim as the TOML `config_body` of runtimeoptions.Options.
+    pub options: Vec<String>,
+    /// The handler's own snapshotter (containerd 2.x only: 1.6 has no such key).
+    pub snapshotter: Option<String>,
+}
+
+pub(crate) fn render(schema: Schema, paths: &CriPaths, ferrum: &FerrumHandler) -> String {
+    let (runtime_plugin, images_plugin) = match schema {
+        Schema::V2 => ("io.containerd.grpc.v1.cri", "io.containerd.grpc.v1.cri"),
+        Schema::V3 => (
+            "io.containerd.cri.v1.runtime",
+            "io.containerd.cri.v1.images",
+        ),
+    };
+    let mut toml = String::new();
+    let runtime = format!("plugins.\"{runtime_plugin}\"");
+    // No CAP_SYS_RESOURCE here: runc fails a container whose oom_score_adj it
+    // cannot lower unless the CRI keeps it at containerd's own. Network
+    // namespaces are mounted inside the Env's state dir, so cleanup finds them.
+    let _ = writeln!(
+        toml,
+        "[{runtime}]\n  restrict_oom_score_adj = true\n  netns_mounts_under_state_dir = true\n  enable_selinux = false"
+    );
+    match schema {
+        Schema::V2 => {
+            let _ = writeln!(toml, "  sandbox_image = \"{}\"", paths.pause_image);
+        }
+        Schema::V3 => {
+            let _ = writeln!(toml, "  enable_cdi = false");
+            let _ = writeln!(
+                toml,
+                "\n[plugins.\"{images_plugin}\"]\n  snapshotter = \"overlayfs\"\n\
+                 [plugins.\"{images_plugin}\".pinned_images]\n  sandbox = \"{}\"",
+                paths.pause_image
+            );
+        }
+    }
+    let containerd = format!("{runtime}.containerd");
+    let _ = writeln!(toml, "\n[{containerd}]\n  default_runtime_name = \"runc\"");
+    if schema == Schema::V2 {
+        let _ = writeln!(toml, "  snapshotter = \"overlayfs\"");
+    }
+    let _ = writeln!(
+        toml,
+        "\n[{containerd}.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
+         [{containerd}.runtimes.runc.options]\n  Root = {}",
+        quoted(paths.runc_root)
+    );
+    let _ = writeln!(
+        toml,
+        "\n[{containerd}.runtimes.ferrum]\n  runtime_type = \"{}\"",
+        crate::FERRUM_RUNTIME
+    );
+    if let Some(snapshotter) = &ferrum.snapshotter {
+        let _ = writeln!(toml, "  snapshotter = \"{snapshotter}\"");
+    }
+    if !ferrum.options.is_empty() {
+        let _ = writeln!(toml, "[{containerd}.runtimes.ferrum.options]");
+        for line in &ferrum.options {
+            let _ = writeln!(toml, "  {line}");
+        }
+    }
+    let bin = quoted(paths.cni_bin);
+    let bin_key = match schema {
+        Schema::V2 => format!("bin_dir = {bin}"),
+        Schema::V3 => format!("bin_dirs = [{bin}]"),
+    };
+    let _ = writeln!(
+        toml,
+        "\n[{runtime}.cni]\n  {bin_key}\n  conf_dir = {}",
+        quoted(paths.cni_conf)
+    );
+    if schema == Schema::V3 {
+        // NRI would open /var/run/nri/nri.sock on the host.
+        let _ = writeln!(
+            toml,
+            "\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true"
+        );
+    }
+    toml
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths() -> CriPaths<'static> {
+        CriPaths {
+            pause_image: "localhost/pause:local",
+            runc_root: Path::new("/t/runc"),
+            cni_bin: Path::new("/t/cni/bin"),
+            cni_conf: Path::new("/t/cni/conf"),
+        }
+    }
+
+    #[test]
+    fn v2_has_one_plugin_and_both_handlers() {
+        let ferrum = FerrumHandler {
+            options: vec!["SystemdCgroup = false".into()],
+            snapshotter: None,
+        };
+        let toml = render(Schema::V2, &paths(), &ferrum);
+        assert!(!toml.contains("io.containerd.cri.v1"), "{toml}");
+        assert!(
+            toml.contains("sandbox_image = \"localhost/pause:local\""),
+            "{toml}"
+        );
+        assert!(toml.contains(
+            "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.ferrum]\n  runtime_type = \"io.containerd.ferrum.v2\"\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.ferrum.options]\n  SystemdCgroup = false"
+        ), "{toml}");
+        assert!(
+            toml.contains("runtimes.runc.options]\n  Root = \"/t/runc\""),
+            "{toml}"
+        );
+        assert!(toml.contains("bin_dir = \"/t/cni/bin\""), "{toml}");
+    }
+
+    #[test]
+    fn v3_splits_images_and_runtime() {
+        let ferrum = FerrumHandler {
+            options: Vec::new(),
+            snapshotter: Some("ferrum".into()),
+        };
+        let toml = render(Schema::V3, &paths(), &ferrum);
+        assert!(!toml.contains("grpc.v1.cri"), "{toml}");
+        assert!(
+            toml.contains("pinned_images]\n  sandbox = \"localhost/pause:local\""),
+            "{toml}"
+        );
+        assert!(toml.contains("runtimes.ferrum]\n  runtime_type = \"io.containerd.ferrum.v2\"\n  snapshotter = \"ferrum\""), "{toml}");
+        assert!(!toml.contains("runtimes.ferrum.options"), "{toml}");
+        assert!(toml.contains("bin_dirs = [\"/t/cni/bin\"]"), "{toml}");
+    }
+}
