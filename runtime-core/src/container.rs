@@ -4,6 +4,7 @@
 use crate::cgroup::Cgroup;
 use crate::channel::Channel;
 use crate::error::{Context, Error, Result};
+use crate::hooks::{self, HookKind, HookState};
 use crate::init::{InitReply, InitRequest, ParentMessage};
 use crate::namespaces::Namespaces;
 use crate::spawn::spawn_in_pid_namespace;
@@ -137,8 +138,14 @@ impl Container {
         };
         cgroup.add(child.pid)?;
 
-        let request = InitRequest::Create { id: id.into(), spec, rootfs: rootfs.clone() };
-        let (init_warnings, console) = handshake(id, &mut child.channel, request)?;
+        let runtime_hooks = |pid: i32| {
+            let state = HookState::new(&spec, id, bundle, "creating", Some(pid));
+            run_hooks(HookKind::Prestart, &spec, &state, false)?;
+            run_hooks(HookKind::CreateRuntime, &spec, &state, false).map(drop)
+        };
+        let request =
+            InitRequest::Create { id: id.into(), spec: spec.clone(), rootfs: rootfs.clone(), bundle: bundle.into() };
+        let (init_warnings, console) = handshake(id, &mut child.channel, request, || runtime_hooks(child.pid))?;
         warnings.extend(init_warnings);
         let state = State {
             id: id.into(),
@@ -172,7 +179,15 @@ impl Container {
         release(&id, channel)?;
         self.channel = None;
         self.state.status = Status::Running;
-        self.state.save(&self.dir).ctx(&id, || "save state".into())
+        self.state.save(&self.dir).ctx(&id, || "save state".into())?;
+        // As runc: a failed poststart hook fails the start, and the container
+        // does not keep running unseen.
+        let spec = spec::load_spec(&self.state.bundle)?;
+        let state = HookState::new(&spec, &id, &self.state.bundle, "running", Some(self.state.pid));
+        run_hooks(HookKind::Poststart, &spec, &state, false).map(drop).map_err(|message| {
+            let _ = self.kill(libc::SIGKILL, true);
+            Error::Init { id: id.clone(), message }
+        })
     }
 
     /// Run `process` in the running container: a new process that joins all
@@ -201,7 +216,7 @@ impl Container {
         // The container's seccomp profile applies to its execs too (as runc).
         let seccomp = spec::load_spec(&self.state.bundle)?.linux().as_ref().and_then(|l| l.seccomp().clone());
         let request = InitRequest::Exec { id: id.clone(), process: process.clone(), namespaces, seccomp };
-        let (_, console) = handshake(id, &mut child.channel, request)?;
+        let (_, console) = handshake(id, &mut child.channel, request, || Ok(()))?;
         release(id, &mut child.channel)?;
         guard.disarm();
         Ok(ExecProcess { pid: child.pid, console })
@@ -260,8 +275,9 @@ impl Container {
     }
 
     /// Remove the container: whatever still runs in it is killed, its cgroup and
-    /// state are removed. Reaping stays with the caller.
-    pub fn delete(self) -> Result<()> {
+    /// state are removed, then the poststop hooks run. Reaping stays with the
+    /// caller. Returns the hooks' failures, which the spec makes warnings.
+    pub fn delete(self) -> Result<Vec<String>> {
         if proc_stat::is_same_process(self.state.pid, self.state.pid_start) {
             // SAFETY: kill(2) of the verified init.
             unsafe { libc::kill(self.state.pid, libc::SIGKILL) };
@@ -272,7 +288,12 @@ impl Container {
         let _ = cgroup.freeze(false);
         cgroup.kill_all(Duration::from_secs(5));
         cgroup.remove()?;
-        std::fs::remove_dir_all(&self.dir).ctx(&self.state.id, || format!("remove {}", self.dir.display()))
+        std::fs::remove_dir_all(&self.dir).ctx(&self.state.id, || format!("remove {}", self.dir.display()))?;
+        // The bundle may be gone already (a `shim delete` long after): then
+        // there is no spec, and no hook to run.
+        let Ok(spec) = spec::load_spec(&self.state.bundle) else { return Ok(Vec::new()) };
+        let state = HookState::new(&spec, &self.state.id, &self.state.bundle, "stopped", None);
+        Ok(run_hooks(HookKind::Poststop, &spec, &state, true).unwrap_or_else(|e| vec![e]))
     }
 
     /// The container as persisted by `create`, e.g. for `shim delete` after the
@@ -314,17 +335,55 @@ impl Container {
     }
 }
 
-fn handshake(id: &str, channel: &mut Channel, request: InitRequest) -> Result<(Vec<String>, Option<OwnedFd>)> {
+/// Send init its request and serve it until it is ready: `run_hooks` when it
+/// asks for the runtime's hooks (a failure there is the container's error).
+fn handshake(
+    id: &str,
+    channel: &mut Channel,
+    request: InitRequest,
+    run_hooks: impl Fn() -> std::result::Result<(), String>,
+) -> Result<(Vec<String>, Option<OwnedFd>)> {
     channel.send(&request).ctx(id, || "send spec to init".into())?;
-    match channel.recv::<InitReply>() {
-        Ok(Some(InitReply::Ready { warnings, console: false })) => Ok((warnings, None)),
-        Ok(Some(InitReply::Ready { warnings, console: true })) => {
-            let master = channel.recv_fd().ctx(id, || "receive the console".into())?;
-            Ok((warnings, Some(master)))
+    loop {
+        match channel.recv::<InitReply>() {
+            Ok(Some(InitReply::RunHooks)) => {
+                run_hooks().map_err(|message| Error::Init { id: id.into(), message })?;
+                channel.send(&ParentMessage::HooksDone).ctx(id, || "resume init after hooks".into())?;
+            }
+            Ok(Some(InitReply::Ready { warnings, console: false })) => return Ok((warnings, None)),
+            Ok(Some(InitReply::Ready { warnings, console: true })) => {
+                let master = channel.recv_fd().ctx(id, || "receive the console".into())?;
+                return Ok((warnings, Some(master)));
+            }
+            Ok(Some(InitReply::Failed { message })) => return Err(Error::Init { id: id.into(), message }),
+            Ok(None) => {
+                return Err(Error::Init { id: id.into(), message: "container init exited during setup".into() })
+            }
+            Err(e) => return Err(e).ctx(id, || "read init's reply".into()),
         }
-        Ok(Some(InitReply::Failed { message })) => Err(Error::Init { id: id.into(), message }),
-        Ok(None) => Err(Error::Init { id: id.into(), message: "container init exited during setup".into() }),
-        Err(e) => Err(e).ctx(id, || "read init's reply".into()),
+    }
+}
+
+/// Run the runtime's own hooks of `kind` (see hooks): in a runner, our binary
+/// re-executed in our namespaces, so that we never wait for a hook ourselves
+/// (a subreaping caller's waitpid(-1) could take its status first). Returns
+/// the failures as warnings with `all`; without, the first is the error.
+fn run_hooks(kind: HookKind, spec: &Spec, state: &HookState, all: bool) -> std::result::Result<Vec<String>, String> {
+    let hooks = kind.of(spec);
+    if hooks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let request = InitRequest::Hooks { kind, hooks: hooks.to_vec(), state: hooks::encode(kind, state)?, all };
+    let mut runner = spawn_in_pid_namespace(None, 0, &Stdio::default(), false)
+        .map_err(|e| format!("start the hook runner: {e}"))?;
+    let reply = runner.channel.send(&request).and_then(|()| runner.channel.recv::<InitReply>());
+    // The runner exits once it answered; a subreaping caller may reap it first.
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(runner.pid), None);
+    match reply {
+        Ok(Some(InitReply::Ready { warnings, .. })) => Ok(warnings),
+        Ok(Some(InitReply::Failed { message })) => Err(message),
+        Ok(_) => Err("the hook runner exited without an answer".into()),
+        Err(e) => Err(format!("hook runner: {e}")),
     }
 }
 
@@ -359,7 +418,7 @@ fn release(id: &str, channel: &mut Channel) -> Result<()> {
     match channel.recv::<InitReply>() {
         Ok(None) => Ok(()),
         Ok(Some(InitReply::Failed { message })) => Err(Error::Init { id: id.into(), message }),
-        Ok(Some(InitReply::Ready { .. })) => {
+        Ok(Some(InitReply::Ready { .. } | InitReply::RunHooks)) => {
             Err(Error::Init { id: id.into(), message: "init answered start out of turn".into() })
         }
         Err(e) => Err(e).ctx(id, || "wait for exec".into()),

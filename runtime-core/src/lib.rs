@@ -17,8 +17,10 @@
 
 mod channel;
 pub mod cgroup;
+mod clone3;
 mod container;
 mod error;
+mod hooks;
 pub mod init;
 mod init_exe;
 pub mod mount;

@@ -4,29 +4,13 @@
 //! everything it touches is prepared before the clone.
 
 use crate::channel::Channel;
+use crate::clone3::{clone3, CloneArgs};
 use crate::init::INIT_ARG;
 use std::ffi::CString;
 use std::io;
 use crate::container::Stdio;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-
-/// `struct clone_args` of linux/sched.h (CLONE_ARGS_SIZE_VER2).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
 
 /// The init's fds: 0-2 stdio, 3 the channel, and (only with a gate) 4 the gate.
 pub(crate) const CHANNEL_FD: RawFd = 3;
@@ -53,7 +37,7 @@ impl Spawned {
     }
 }
 
-fn dup_high(fd: BorrowedFd) -> io::Result<OwnedFd> {
+pub(crate) fn dup_high(fd: BorrowedFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC returns a new fd that we own.
     let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
     if new < 0 {
@@ -102,9 +86,7 @@ fn spawn_init(clone_flags: u64, stdio: &Stdio, gated: bool) -> io::Result<Spawne
 
     // SAFETY: clone3 without CLONE_VM behaves like fork. The child branch only
     // calls dup2/read/execveat/_exit on data prepared above.
-    let pid = unsafe {
-        libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>())
-    };
+    let pid = unsafe { clone3(&mut args)? };
     if pid == 0 {
         unsafe {
             for (target, src) in source_fds.iter().enumerate() {
@@ -131,10 +113,7 @@ fn spawn_init(clone_flags: u64, stdio: &Stdio, gated: bool) -> io::Result<Spawne
             libc::_exit(127);
         }
     }
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(Spawned { pid: pid as i32, channel: Channel::new(parent_end), gate: gate_write })
+    Ok(Spawned { pid, channel: Channel::new(parent_end), gate: gate_write })
 }
 
 /// Spawn an init, inside an existing pid namespace when `pidns` is given (a

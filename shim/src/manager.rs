@@ -190,7 +190,9 @@ pub fn delete(flags: &Flags) -> Result<()> {
     match runtime_core::Container::load(&state_root(&flags.namespace), &flags.id) {
         Ok(c) => {
             pid = c.pid();
-            c.delete().with_context(|| format!("delete container {}", flags.id))?;
+            for warning in c.delete().with_context(|| format!("delete container {}", flags.id))? {
+                crate::warn!(&flags.id, "{warning}");
+            }
         }
         Err(runtime_core::Error::NotFound { .. }) => {}
         Err(e) => return Err(e).context("load container state"),

@@ -272,9 +272,12 @@ impl InitProcess {
         let exit = self.core.exit().ok_or_else(|| self.wrong_state("delete"))?;
         let container = lock(&self.container).take();
         let rootfs = self.rootfs_mount.clone();
+        let id = self.id.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             if let Some(c) = container {
-                c.delete()?;
+                for warning in c.delete()? {
+                    crate::warn!(&id, "{warning}");
+                }
             }
             if let Some(r) = rootfs {
                 runtime_core::mount::unmount_all(&r)?;

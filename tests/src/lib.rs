@@ -9,8 +9,10 @@ pub mod cri;
 pub mod ctr;
 pub mod image;
 mod procfs;
+pub mod spec_file;
 
 pub use binaries::ferrum_binary;
 pub use cleanup::Footprint;
 pub use containerd::{Env, Options, FERRUM_RUNTIME};
 pub use ctr::CtrOutput;
+pub use spec_file::SpecFile;

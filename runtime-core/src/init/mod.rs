@@ -13,6 +13,7 @@ mod seccomp;
 mod sysctl;
 
 use crate::channel::Channel;
+use crate::hooks::{self, HookKind, HookState};
 use crate::namespaces::Namespaces;
 use crate::spawn::CHANNEL_FD;
 use nix::sched::{setns, unshare, CloneFlags};
@@ -20,7 +21,7 @@ use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process, Spec};
 use serde::{Deserialize, Serialize};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// argv[1] that makes our binary act as a container's init.
 pub const INIT_ARG: &str = "__ferrum_init__";
@@ -30,7 +31,7 @@ pub const INIT_ARG: &str = "__ferrum_init__";
 #[derive(Serialize, Deserialize)]
 pub(crate) enum InitRequest {
     /// Become a new container's init.
-    Create { id: String, spec: Spec, rootfs: PathBuf },
+    Create { id: String, spec: Spec, rootfs: PathBuf, bundle: PathBuf },
     /// Become a process in a running container: join its namespaces (the pid
     /// namespace was joined by the parent at clone time).
     /// `seccomp` is the container's profile, which applies to its execs too.
@@ -40,6 +41,10 @@ pub(crate) enum InitRequest {
         namespaces: Vec<(LinuxNamespaceType, PathBuf)>,
         seccomp: Option<LinuxSeccomp>,
     },
+    /// Run the runtime's own hooks (this process is in the runtime's
+    /// namespaces, single-threaded and the hooks' only reaper), then exit.
+    /// With `all`, failures come back as warnings of a Ready.
+    Hooks { kind: HookKind, hooks: Vec<oci_spec::runtime::Hook>, state: Vec<u8>, all: bool },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -48,11 +53,15 @@ pub(crate) enum InitReply {
     /// `console`, the console's master fd follows.
     Ready { warnings: Vec<String>, console: bool },
     Failed { message: String },
+    /// The mounts are set up, pivot_root is next: the parent runs the prestart
+    /// and createRuntime hooks now and answers `HooksDone`.
+    RunHooks,
 }
 
 #[derive(Serialize, Deserialize)]
 pub(crate) enum ParentMessage {
     Start,
+    HooksDone,
 }
 
 /// Call first thing in `main` of every binary that creates containers: when this
@@ -92,7 +101,16 @@ fn run() -> i32 {
     };
     let mut warnings = Vec::new();
     let prepared = match &request {
-        InitRequest::Create { id, spec, rootfs } => prepare_container(id, spec, rootfs, &mut warnings),
+        InitRequest::Hooks { kind, hooks, state, all } => {
+            let reply = match hooks::run_encoded(*kind, hooks, state, *all) {
+                Ok(warnings) => InitReply::Ready { warnings, console: false },
+                Err(message) => InitReply::Failed { message },
+            };
+            return if channel.send(&reply).is_ok() { 0 } else { 1 };
+        }
+        InitRequest::Create { id, spec, rootfs, bundle } => {
+            prepare_container(id, spec, rootfs, bundle, &mut channel, &mut warnings)
+        }
         InitRequest::Exec { id, process, namespaces, seccomp } => {
             prepare_exec(id, process, namespaces, seccomp.as_ref(), &mut warnings)
         }
@@ -119,6 +137,14 @@ fn run() -> i32 {
         // The parent went away or deleted us before start.
         _ => return 0,
     }
+    if let InitRequest::Create { id, spec, bundle, .. } = &request {
+        // In the container, as the user's process will be, right before it.
+        let state = HookState::new(spec, id, bundle, "created", Some(std::process::id() as i32));
+        if let Err(message) = hooks::run(HookKind::StartContainer, spec, &state) {
+            let _ = channel.send(&InitReply::Failed { message });
+            return 1;
+        }
+    }
     let err = prepared.exec();
     let _ = channel.send(&InitReply::Failed { message: err });
     1
@@ -127,7 +153,9 @@ fn run() -> i32 {
 fn prepare_container(
     id: &str,
     spec: &Spec,
-    rootfs: &std::path::Path,
+    rootfs: &Path,
+    bundle: &Path,
+    channel: &mut Channel,
     warnings: &mut Vec<String>,
 ) -> Result<process::Prepared> {
     let ns = Namespaces::from_spec(spec);
@@ -142,12 +170,28 @@ fn prepare_container(
     }
     // SAFETY: umask has no memory effects. Files we create get exactly their modes.
     unsafe { libc::umask(0) };
-    rootfs::setup(spec, rootfs, &ns)?;
+    rootfs::setup(spec, rootfs, &ns, || before_pivot(id, spec, bundle, channel))?;
     sysctl::apply(spec, &ns)?;
     rootfs::protect(spec)?;
     let process = spec.process().as_ref().ok_or("no process section")?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
     process::prepare(id, process, seccomp, process::Role::Init, warnings)
+}
+
+/// The hooks that see the container's mounts with the host's root still
+/// reachable (as runc): the parent's prestart and createRuntime, then our
+/// createContainer.
+fn before_pivot(id: &str, spec: &Spec, bundle: &Path, channel: &mut Channel) -> Result<()> {
+    if !HookKind::Prestart.of(spec).is_empty() || !HookKind::CreateRuntime.of(spec).is_empty() {
+        channel.send(&InitReply::RunHooks).describe(|| "ask for the createRuntime hooks".into())?;
+        match channel.recv::<ParentMessage>() {
+            Ok(Some(ParentMessage::HooksDone)) => {}
+            // The parent reports its own hook failure; we are being killed.
+            _ => return Err("the runtime's hooks did not complete".into()),
+        }
+    }
+    let state = HookState::new(spec, id, bundle, "creating", Some(std::process::id() as i32));
+    hooks::run(HookKind::CreateContainer, spec, &state)
 }
 
 fn prepare_exec(

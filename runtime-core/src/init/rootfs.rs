@@ -10,7 +10,9 @@ use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-pub(super) fn setup(spec: &Spec, rootfs: &Path, ns: &Namespaces) -> Result<()> {
+/// `before_pivot` runs once the mounts and /dev are in place, while the host's
+/// root is still reachable (the hooks' moment).
+pub(super) fn setup(spec: &Spec, rootfs: &Path, ns: &Namespaces, before_pivot: impl FnOnce() -> Result<()>) -> Result<()> {
     let propagation = rootfs_propagation(spec)?;
     // Our mounts must not propagate back to the host: make the whole tree a
     // slave (or what the spec asks) before touching anything.
@@ -27,6 +29,7 @@ pub(super) fn setup(spec: &Spec, rootfs: &Path, ns: &Namespaces) -> Result<()> {
     if !dev_is_bind_mounted(spec) {
         devices::setup(&root, spec, ns)?;
     }
+    before_pivot()?;
     pivot(&root)?;
     if let Some(p) = propagation {
         mount(None::<&str>, "/", None::<&str>, p, None::<&str>).describe(|| "set rootfsPropagation".into())?;
