@@ -8,7 +8,7 @@
 
 use crate::args::Flags;
 use crate::events::Publisher;
-use crate::manager::{state_root, LISTENER_FD, SOCKET_ENV};
+use crate::manager::{LISTENER_FD, SOCKET_ENV};
 use crate::service::TaskService;
 use anyhow::{Context, Result};
 use containerd_shim_protos::shim_async::create_task;
@@ -57,7 +57,6 @@ async fn serve(flags: &Flags) -> Result<()> {
     let shutdown = Arc::new(Notify::new());
     let service = Arc::new(TaskService::new(
         flags.namespace.clone(),
-        state_root(&flags.namespace),
         publisher,
         shutdown.clone(),
     ));

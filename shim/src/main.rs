@@ -11,6 +11,7 @@ mod events;
 mod logger;
 mod manager;
 mod metrics;
+mod options;
 mod process;
 mod reaper;
 mod service;

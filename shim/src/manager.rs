@@ -6,6 +6,8 @@
 //! answers with its address in the form the calling containerd understands.
 
 use crate::args::Flags;
+use crate::options::{self, RuntimeOptions};
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
@@ -15,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 /// Where shim sockets live. Paths are hashed: a Unix socket path has 108 bytes.
 const SOCKET_DIR: &str = "/run/ferrum/s";
@@ -66,17 +68,31 @@ enum Bootstrap {
 }
 
 impl Bootstrap {
-    fn detect() -> Result<Bootstrap> {
+    /// Which protocol the caller speaks, and the runtime options it passed.
+    ///
+    /// Before 2.3, stdin holds the runtime options as an Any (or nothing). An
+    /// Any also parses as BootstrapParams (protobuf ignores unknown fields), so
+    /// BootstrapParams are recognised by naming the same id and namespace as the
+    /// command line, as containerd's own shims do.
+    fn detect(flags: &Flags) -> Result<(Bootstrap, Option<Any>)> {
         let mut input = Vec::new();
         // Older containerds give /dev/null (or an empty pipe); never wait on a terminal.
         if !std::io::stdin().is_terminal() {
             std::io::stdin().read_to_end(&mut input).context("read bootstrap parameters from stdin")?;
         }
-        if !input.is_empty() {
-            let params = BootstrapParams::parse_from_bytes(&input).context("stdin is not BootstrapParams")?;
-            return Ok(Bootstrap::Params(Box::new(params)));
+        if let Ok(params) = BootstrapParams::parse_from_bytes(&input) {
+            if !input.is_empty() && params.instance_id == flags.id && params.namespace == flags.namespace {
+                let options = params.extensions.iter().filter_map(|e| e.value.as_ref()).find(|a| options::is_options(a)).cloned();
+                return Ok((Bootstrap::Params(Box::new(params)), options));
+            }
         }
-        Ok(if std::env::var_os("MAX_SHIM_VERSION").is_some() { Bootstrap::Json } else { Bootstrap::Address })
+        let options = if input.is_empty() {
+            None
+        } else {
+            Some(Any::parse_from_bytes(&input).context("stdin holds neither BootstrapParams nor runtime options")?)
+        };
+        let bootstrap = if std::env::var_os("MAX_SHIM_VERSION").is_some() { Bootstrap::Json } else { Bootstrap::Address };
+        Ok((bootstrap, options))
     }
 
     /// Tell containerd where the shim is. Versions 3 mean task API v3.
@@ -99,7 +115,12 @@ impl Bootstrap {
 }
 
 pub fn start(flags: &Flags) -> Result<()> {
-    let bootstrap = Bootstrap::detect()?;
+    let (bootstrap, options) = Bootstrap::detect(flags)?;
+    // Bad options fail here, where containerd shows our message to the user.
+    let options = match &options {
+        Some(any) => RuntimeOptions::from_any(any)?,
+        None => RuntimeOptions::default(),
+    };
     let mut flags = flags.clone();
     let mut socket_dir = PathBuf::from(SOCKET_DIR);
     let mut ttrpc_address = None;
@@ -130,7 +151,9 @@ pub fn start(flags: &Flags) -> Result<()> {
         let _ = std::fs::remove_file(&socket);
         std::fs::create_dir_all(&socket_dir).with_context(|| format!("create {}", socket_dir.display()))?;
         let listener = UnixListener::bind(&socket).with_context(|| format!("listen on {}", socket.display()))?;
-        if let Err(e) = spawn_daemon(flags, &bundle, &listener, &socket, ttrpc_address.as_deref()) {
+        let spawned = spawn_daemon(flags, &bundle, &listener, &socket, ttrpc_address.as_deref())
+            .and_then(|daemon| join_shim_cgroup(daemon, &options.shim_cgroup));
+        if let Err(e) = spawned {
             let _ = std::fs::remove_file(&socket);
             return Err(e);
         }
@@ -145,7 +168,7 @@ fn spawn_daemon(
     listener: &UnixListener,
     socket: &Path,
     ttrpc_address: Option<&str>,
-) -> Result<()> {
+) -> Result<Child> {
     let exe = std::env::current_exe().context("find own executable")?;
     let listen_fd = listener.as_raw_fd();
     let mut cmd = Command::new(exe);
@@ -175,8 +198,34 @@ fn spawn_daemon(
         });
     }
     // The daemon is reparented (setsid, we exit); containerd watches it by address.
-    cmd.spawn().context("start shim daemon")?;
-    Ok(())
+    cmd.spawn().context("start shim daemon")
+}
+
+/// ShimCgroup: move the new daemon into that (existing) cgroup, in every
+/// hierarchy where it exists, as runc's shim does. Our containers' inits are
+/// placed in their own cgroups, so they do not inherit it.
+fn join_shim_cgroup(mut daemon: Child, cgroup: &str) -> Result<()> {
+    if cgroup.is_empty() {
+        return Ok(());
+    }
+    let pid = daemon.id() as i32;
+    let joined = (|| {
+        // Relative or not, the path is from each hierarchy's root.
+        let path = Path::new("/").join(cgroup);
+        let dirs = runtime_core::cgroup::Cgroup::resolve(Some(&path), "")?.dirs().to_vec();
+        let existing: Vec<PathBuf> = dirs.into_iter().filter(|d| d.is_dir()).collect();
+        if existing.is_empty() {
+            anyhow::bail!("no such cgroup in any hierarchy");
+        }
+        // Its message names the cgroup and the error already: not its source again.
+        runtime_core::cgroup::Cgroup::from_dirs(existing).add(pid).map_err(|e| anyhow::anyhow!("{e}"))
+    })();
+    joined.map_err(|e: anyhow::Error| {
+        // A shim that is not where it was asked to be must not serve.
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        e.context(format!("runtime options: ShimCgroup {cgroup:?}"))
+    })
 }
 
 /// `shim delete`: the daemon is gone (crashed or killed); clean up what it left
@@ -187,7 +236,7 @@ pub fn delete(flags: &Flags) -> Result<()> {
         None => std::env::current_dir().context("bundle (working directory)")?,
     };
     let mut pid = 0;
-    match runtime_core::Container::load(&state_root(&flags.namespace), &flags.id) {
+    match runtime_core::Container::load(&options::remembered_state_root(&bundle, &flags.namespace), &flags.id) {
         Ok(c) => {
             pid = c.pid();
             for warning in c.delete().with_context(|| format!("delete container {}", flags.id))? {

@@ -154,6 +154,8 @@ pub struct InitProcess {
     /// Where the shim mounted the rootfs it got in Create (unmounted on delete).
     rootfs_mount: Option<PathBuf>,
     container: Mutex<Option<runtime_core::Container>>,
+    /// Owner of the stdio of its execs (runtime options IoUid/IoGid).
+    io_owner: Option<(u32, u32)>,
 }
 
 impl InitProcess {
@@ -163,6 +165,7 @@ impl InitProcess {
         stdio: Stdio,
         rootfs_mount: Option<PathBuf>,
         io: ProcessIo,
+        io_owner: Option<(u32, u32)>,
     ) -> InitProcess {
         let core = ProcessCore::new(stdio);
         core.set_pid(container.pid());
@@ -173,6 +176,7 @@ impl InitProcess {
             core,
             rootfs_mount,
             container: Mutex::new(Some(container)),
+            io_owner,
         }
     }
 
@@ -322,7 +326,7 @@ impl ExecProcess {
             crate::stdio::check_console_paths(&s.stdin, &s.stdout).map_err(bad_stdio)?;
             runtime_core::Stdio::default()
         } else {
-            let owner = crate::stdio::Owner { id: &init.id, namespace };
+            let owner = crate::stdio::Owner { id: &init.id, namespace, io_owner: init.io_owner };
             let (stdio, io) = crate::stdio::open(&s.stdin, &s.stdout, &s.stderr, &owner).await.map_err(bad_stdio)?;
             self.core.set_io(io);
             stdio

@@ -3,6 +3,7 @@
 
 use crate::errors::{self, from_runtime, status, unimplemented};
 use crate::events::{Event, Publisher};
+use crate::options::RuntimeOptions;
 use crate::process::{self, lock, ExecProcess, InitProcess, ProcessCore};
 use crate::stdio;
 use async_trait::async_trait;
@@ -33,7 +34,6 @@ struct TaskEntry {
 
 pub struct TaskService {
     namespace: String,
-    state_root: PathBuf,
     tasks: Mutex<HashMap<String, Arc<TaskEntry>>>,
     early_exits: Mutex<HashMap<i32, u32>>,
     publisher: Publisher,
@@ -56,10 +56,9 @@ impl Target {
 }
 
 impl TaskService {
-    pub fn new(namespace: String, state_root: PathBuf, publisher: Publisher, shutdown: Arc<Notify>) -> TaskService {
+    pub fn new(namespace: String, publisher: Publisher, shutdown: Arc<Notify>) -> TaskService {
         TaskService {
             namespace,
-            state_root,
             tasks: Mutex::new(HashMap::new()),
             early_exits: Mutex::new(HashMap::new()),
             publisher,
@@ -136,21 +135,27 @@ impl TaskService {
         if !req.checkpoint.is_empty() {
             return Err(unimplemented("restoring a checkpoint"));
         }
-        let bad_stdio = |e: anyhow::Error| status(Code::INVALID_ARGUMENT, format!("container {}: {e:#}", req.id));
+        let invalid = |e: anyhow::Error| status(Code::INVALID_ARGUMENT, format!("container {}: {e:#}", req.id));
+        let options = match req.options.as_ref() {
+            Some(any) => RuntimeOptions::from_any(any).map_err(invalid)?,
+            None => RuntimeOptions::default(),
+        };
+        let state_root = options.state_root(&self.namespace);
+        let bundle = PathBuf::from(&req.bundle);
+        options.remember_state_root(&bundle, &self.namespace).map_err(invalid)?;
         let (stdio, io) = if req.terminal {
-            stdio::check_console_paths(&req.stdin, &req.stdout).map_err(bad_stdio)?;
+            stdio::check_console_paths(&req.stdin, &req.stdout).map_err(invalid)?;
             (runtime_core::Stdio::default(), stdio::ProcessIo::default())
         } else {
-            let owner = stdio::Owner { id: &req.id, namespace: &self.namespace };
-            stdio::open(&req.stdin, &req.stdout, &req.stderr, &owner).await.map_err(bad_stdio)?
+            let owner = stdio::Owner { id: &req.id, namespace: &self.namespace, io_owner: options.io_owner() };
+            stdio::open(&req.stdin, &req.stdout, &req.stderr, &owner).await.map_err(invalid)?
         };
-        let bundle = PathBuf::from(&req.bundle);
         let mounts: Vec<RootfsMount> = req
             .rootfs
             .iter()
             .map(|m| RootfsMount { typ: m.type_.clone(), source: m.source.clone(), options: m.options.clone() })
             .collect();
-        let (id, state_root) = (req.id.clone(), self.state_root.clone());
+        let id = req.id.clone();
         let created = tokio::task::spawn_blocking(move || {
             let rootfs = (!mounts.is_empty()).then(|| bundle.join("rootfs"));
             if let Some(target) = &rootfs {
@@ -191,7 +196,7 @@ impl TaskService {
                         }
                     })
                     .await;
-                    return Err(bad_stdio(e));
+                    return Err(invalid(e));
                 }
             },
         };
@@ -199,7 +204,7 @@ impl TaskService {
             crate::warn!(&req.id, "{w}");
         }
         let stdio = process::Stdio { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone() };
-        Ok(Arc::new(InitProcess::new(container, req.bundle.clone(), stdio, rootfs, io)))
+        Ok(Arc::new(InitProcess::new(container, req.bundle.clone(), stdio, rootfs, io, options.io_owner())))
     }
 }
 

@@ -40,10 +40,13 @@ pub struct ProcessIo {
     pub console: Option<Arc<OwnedFd>>,
 }
 
-/// Who a process's output belongs to, for a logging binary.
+/// Who a process's output belongs to: its container (for a logging binary),
+/// and the uid/gid its pipes and FIFOs are given (runtime options IoUid/IoGid),
+/// so that a process running as that user can reopen them (/proc/self/fd/N).
 pub struct Owner<'a> {
     pub id: &'a str,
     pub namespace: &'a str,
+    pub io_owner: Option<(u32, u32)>,
 }
 
 /// How long a logging binary may take to say it is ready.
@@ -209,7 +212,22 @@ pub async fn open(stdin: &str, stdout: &str, stderr: &str, owner: &Owner<'_>) ->
             Some(read)
         }
     };
-    Ok((runtime_core::Stdio { stdin, stdout, stderr }, io))
+    let stdio = runtime_core::Stdio { stdin, stdout, stderr };
+    if let Some((uid, gid)) = owner.io_owner {
+        for fd in [&stdio.stdin, &stdio.stdout, &stdio.stderr].into_iter().flatten() {
+            chown_pipe(fd, uid, gid)?;
+        }
+    }
+    Ok((stdio, io))
+}
+
+/// Give a pipe or FIFO to `uid:gid`; a regular file (file://) keeps its owner.
+fn chown_pipe(fd: &OwnedFd, uid: u32, gid: u32) -> Result<()> {
+    let st = nix::sys::stat::fstat(fd).context("stat stdio")?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFIFO {
+        nix::unistd::fchown(fd, Some(uid.into()), Some(gid.into())).with_context(|| format!("chown stdio to {uid}:{gid}"))?;
+    }
+    Ok(())
 }
 
 /// Check a terminal process's stdio paths before the process is made.

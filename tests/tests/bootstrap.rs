@@ -113,3 +113,19 @@ fn containerd_2_3_bootstraps_over_stdin() {
     assert!(result.address.starts_with(&format!("unix://{socket_dir}/")), "socket_dir honoured: {}", result.address);
     connect_and_shut_down(&mut bundle, &result.address.clone(), "boot-v3");
 }
+
+/// Before 2.3, stdin holds the runtime options as an Any, which protobuf also
+/// parses as BootstrapParams: it must still be answered as that containerd expects.
+#[test]
+fn runtime_options_on_stdin_are_not_bootstrap_params() {
+    let mut bundle = Bundle::new("opts");
+    let options = containerd_shim_protos::protobuf::well_known_types::any::Any {
+        type_url: "containerd.runc.v1.Options".into(),
+        value: containerd_shim_protos::shim::oci::Options { io_uid: 1, ..Default::default() }.write_to_bytes().unwrap(),
+        ..Default::default()
+    };
+    let out = start(&bundle, "boot-opts", &[("MAX_SHIM_VERSION", "2")], &options.write_to_bytes().unwrap());
+    let reply: serde_json::Value = serde_json::from_slice(&out).expect("a JSON reply");
+    let address = reply["address"].as_str().unwrap().to_string();
+    connect_and_shut_down(&mut bundle, &address, "boot-opts");
+}

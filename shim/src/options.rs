@@ -1,0 +1,370 @@
+//! Runtime options: what containerd passes a shim about how to run a container,
+//! on `start`'s stdin (an Any, or inside 2.3+'s BootstrapParams) and again in
+//! Create.
+//!
+//! Three encodings reach a shim, carrying the same settings under runc's names:
+//! - runc's typed `containerd.runc.v1.Options`, which the CRI sends a runtime of
+//!   type `io.containerd.runc.v2` (e.g. one whose `runtime_path` is ferrum);
+//! - `runtimeoptions.v1.Options`, which the CRI sends every other runtime type
+//!   (the runtime's `options` table as TOML in `config_body`) and `ctr run
+//!   --runtime-config-path` sends (a TOML file in `config_path`);
+//! - containerd 1.x's `containerd.linux.runc.CreateOptions`, which its client
+//!   sends for `ctr run --no-pivot` to any runtime but runc's.
+//!
+//! Every key is either applied or refused with an error that names it: an option
+//! silently dropped would run a container differently from what was asked.
+
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::{CodedInputStream, Message};
+use containerd_shim_protos::shim::oci::Options as RuncOptions;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
+const RUNTIME_OPTIONS: &str = "runtimeoptions.v1.Options";
+const LINUX_CREATE_OPTIONS: &str = "containerd.linux.runc.CreateOptions";
+
+/// The options, whichever encoding they came in. Keys are runc's (as they are
+/// written in containerd's config); the TOML forms are decoded straight into it.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
+pub struct RuntimeOptions {
+    pub systemd_cgroup: bool,
+    /// Where container state lives (runc's root); `<Root>/<namespace>/<id>`.
+    pub root: String,
+    /// Owner of the stdio pipes and FIFOs handed to the container's processes.
+    pub io_uid: u32,
+    pub io_gid: u32,
+    /// An existing cgroup the shim daemon is moved into.
+    pub shim_cgroup: String,
+    pub no_pivot_root: bool,
+    pub no_new_keyring: bool,
+    // runc's keys that mean nothing without runc or checkpointing: refused when set.
+    binary_name: String,
+    criu_path: String,
+    criu_image_path: String,
+    criu_work_path: String,
+    task_api_address: String,
+    task_api_version: u32,
+}
+
+fn err(msg: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("runtime options: {msg}")
+}
+
+/// The name in a type URL ("types.containerd.io/x.y.Z" -> "x.y.Z").
+fn type_name(any: &Any) -> &str {
+    any.type_url.rsplit('/').next().unwrap_or_default()
+}
+
+/// Whether an Any holds runtime options (2.3+'s BootstrapParams carry them
+/// among other extensions).
+pub fn is_options(any: &Any) -> bool {
+    matches!(type_name(any), RUNC_OPTIONS | RUNTIME_OPTIONS | LINUX_CREATE_OPTIONS)
+}
+
+impl RuntimeOptions {
+    /// Decode containerd's Any; an empty one means no options.
+    pub fn from_any(any: &Any) -> anyhow::Result<RuntimeOptions> {
+        if any.type_url.is_empty() && any.value.is_empty() {
+            return Ok(RuntimeOptions::default());
+        }
+        let options = match type_name(any) {
+            RUNC_OPTIONS => from_runc(&any.value)?,
+            RUNTIME_OPTIONS => from_runtime_options(&any.value)?,
+            LINUX_CREATE_OPTIONS => from_linux_create_options(&any.value)?,
+            other => {
+                return Err(err(format!(
+                    "type {other:?} is not understood by ferrum (it takes {RUNC_OPTIONS}, {RUNTIME_OPTIONS} or {LINUX_CREATE_OPTIONS})"
+                )))
+            }
+        };
+        options.check()?;
+        Ok(options)
+    }
+
+    /// Parse the TOML form (the options table of containerd's config).
+    pub fn from_toml(text: &str, origin: &str) -> anyhow::Result<RuntimeOptions> {
+        let options: RuntimeOptions = toml::from_str(text).map_err(|e| {
+            // The message alone may not name the key ("invalid type: ..."): add its line.
+            let at = e.span().map(|span| {
+                let start = span.start.min(text.len());
+                let line = text[..start].matches('\n').count();
+                format!(", line {} ({:?})", line + 1, text.lines().nth(line).unwrap_or_default().trim())
+            });
+            err(format!("{origin}{}: {}", at.unwrap_or_default(), e.message().trim()))
+        })?;
+        options.check()?;
+        Ok(options)
+    }
+
+    /// Refuse what ferrum cannot do, naming the key.
+    fn check(&self) -> anyhow::Result<()> {
+        let refused = [
+            ("BinaryName", !self.binary_name.is_empty(), "ferrum runs no runc binary"),
+            ("CriuPath", !self.criu_path.is_empty(), "checkpoint/restore is not implemented"),
+            ("CriuImagePath", !self.criu_image_path.is_empty(), "checkpoint/restore is not implemented"),
+            ("CriuWorkPath", !self.criu_work_path.is_empty(), "checkpoint/restore is not implemented"),
+            ("TaskApiAddress", !self.task_api_address.is_empty(), "ferrum serves the Task API itself"),
+            ("TaskApiVersion", self.task_api_version != 0, "ferrum serves the Task API itself"),
+            // runtime-core learns these from the issue-3 work; until then, refused.
+            ("NoPivotRoot", self.no_pivot_root, "runtime-core cannot run without pivot_root yet"),
+            ("NoNewKeyring", self.no_new_keyring, "runtime-core has no keyring option yet"),
+            (
+                "SystemdCgroup",
+                self.systemd_cgroup,
+                "runtime-core has no systemd cgroup driver yet; use the cgroupfs driver (SystemdCgroup = false)",
+            ),
+        ];
+        if let Some((key, _, why)) = refused.iter().find(|(_, set, _)| *set) {
+            return Err(err(format!("{key} is set, but {why}")));
+        }
+        if !self.root.is_empty() && !Path::new(&self.root).is_absolute() {
+            return Err(err(format!("Root {:?} must be an absolute path", self.root)));
+        }
+        Ok(())
+    }
+
+    /// Where runtime-core keeps the state of `namespace`'s containers.
+    pub fn state_root(&self, namespace: &str) -> PathBuf {
+        if self.root.is_empty() {
+            crate::manager::state_root(namespace)
+        } else {
+            Path::new(&self.root).join(namespace)
+        }
+    }
+
+    /// Note the state root in the bundle when Root moved it.
+    pub fn remember_state_root(&self, bundle: &Path, namespace: &str) -> anyhow::Result<()> {
+        if self.root.is_empty() {
+            return Ok(());
+        }
+        let file = bundle.join(STATE_ROOT_FILE);
+        let root = self.state_root(namespace);
+        std::fs::write(&file, root.as_os_str().as_encoded_bytes())
+            .map_err(|e| err(format!("write {}: {e}", file.display())))
+    }
+
+    /// The owner to give the stdio handed to processes, when one is asked for.
+    pub fn io_owner(&self) -> Option<(u32, u32)> {
+        (self.io_uid != 0 || self.io_gid != 0).then_some((self.io_uid, self.io_gid))
+    }
+}
+
+/// A bundle file naming the state root when Root moved it away from ours, so
+/// that `shim delete` (after the daemon died) finds the container.
+const STATE_ROOT_FILE: &str = "ferrum-state-root";
+
+pub fn remembered_state_root(bundle: &Path, namespace: &str) -> PathBuf {
+    match std::fs::read(bundle.join(STATE_ROOT_FILE)) {
+        Ok(path) => PathBuf::from(String::from_utf8_lossy(&path).into_owned()),
+        Err(_) => crate::manager::state_root(namespace),
+    }
+}
+
+fn from_runc(bytes: &[u8]) -> anyhow::Result<RuntimeOptions> {
+    let o = RuncOptions::parse_from_bytes(bytes).map_err(|e| err(format!("{RUNC_OPTIONS}: {e}")))?;
+    // Fields this proto no longer has (criu_path, 8, in containerd 1.x) or does not have yet.
+    if let Some((number, _)) = o.special_fields.unknown_fields().iter().next() {
+        let known = if number == 8 { " (criu_path: checkpoint/restore is not implemented)" } else { "" };
+        return Err(err(format!("{RUNC_OPTIONS}: field {number}{known} is not understood by ferrum")));
+    }
+    Ok(RuntimeOptions {
+        systemd_cgroup: o.systemd_cgroup,
+        root: o.root,
+        io_uid: o.io_uid,
+        io_gid: o.io_gid,
+        shim_cgroup: o.shim_cgroup,
+        no_pivot_root: o.no_pivot_root,
+        no_new_keyring: o.no_new_keyring,
+        binary_name: o.binary_name,
+        criu_path: String::new(),
+        criu_image_path: o.criu_image_path,
+        criu_work_path: o.criu_work_path,
+        task_api_address: o.task_api_address,
+        task_api_version: o.task_api_version,
+    })
+}
+
+/// A field of a protobuf message as the wire has it.
+enum Field {
+    Varint(u64),
+    Bytes(Vec<u8>),
+}
+
+/// The fields of a message whose proto no crate we use ships (and whose few
+/// scalar fields do not justify generating code), in wire order.
+fn fields(bytes: &[u8], message: &str) -> anyhow::Result<Vec<(u32, Field)>> {
+    let bad = |e: containerd_shim_protos::protobuf::Error| err(format!("{message}: {e}"));
+    let mut input = CodedInputStream::from_bytes(bytes);
+    let mut out = Vec::new();
+    while let Some(tag) = input.read_raw_tag_or_eof().map_err(bad)? {
+        let value = match tag & 7 {
+            0 => Field::Varint(input.read_uint64().map_err(bad)?),
+            2 => Field::Bytes(input.read_bytes().map_err(bad)?),
+            wire => return Err(err(format!("{message}: field {} has wire type {wire}", tag >> 3))),
+        };
+        out.push((tag >> 3, value));
+    }
+    Ok(out)
+}
+
+fn text(value: Field, message: &str, field: u32) -> anyhow::Result<String> {
+    match value {
+        Field::Bytes(b) => String::from_utf8(b).map_err(|_| err(format!("{message}: field {field} is not UTF-8"))),
+        Field::Varint(_) => Err(err(format!("{message}: field {field} should be a string"))),
+    }
+}
+
+fn number(value: Field, message: &str, field: u32) -> anyhow::Result<u64> {
+    match value {
+        Field::Varint(n) => Ok(n),
+        Field::Bytes(_) => Err(err(format!("{message}: field {field} should be a number"))),
+    }
+}
+
+/// `runtimeoptions.v1.Options { type_url = 1; config_path = 2; config_body = 3 }`.
+fn from_runtime_options(bytes: &[u8]) -> anyhow::Result<RuntimeOptions> {
+    let (mut path, mut body) = (String::new(), String::new());
+    for (field, value) in fields(bytes, RUNTIME_OPTIONS)? {
+        match field {
+            // The type of config_body, which is TOML whatever it says.
+            1 => drop(text(value, RUNTIME_OPTIONS, field)?),
+            2 => path = text(value, RUNTIME_OPTIONS, field)?,
+            3 => body = text(value, RUNTIME_OPTIONS, field)?,
+            _ => return Err(err(format!("{RUNTIME_OPTIONS}: field {field} is not understood by ferrum"))),
+        }
+    }
+    match (path.is_empty(), body.is_empty()) {
+        (true, true) => Ok(RuntimeOptions::default()),
+        (false, false) => Err(err("both config_path and config_body are set; give one")),
+        (false, true) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| err(format!("config_path {path}: {e}")))?;
+            RuntimeOptions::from_toml(&text, &format!("config_path {path}"))
+        }
+        (true, false) => RuntimeOptions::from_toml(&body, "config_body"),
+    }
+}
+
+/// containerd 1.x's `containerd.linux.runc.CreateOptions`, which its client
+/// (`ctr run --no-pivot`) sends any runtime not named io.containerd.runc.*.
+fn from_linux_create_options(bytes: &[u8]) -> anyhow::Result<RuntimeOptions> {
+    let mut o = RuntimeOptions::default();
+    for (field, value) in fields(bytes, LINUX_CREATE_OPTIONS)? {
+        match field {
+            1 => o.no_pivot_root = number(value, LINUX_CREATE_OPTIONS, field)? != 0,
+            8 => o.no_new_keyring = number(value, LINUX_CREATE_OPTIONS, field)? != 0,
+            9 => o.shim_cgroup = text(value, LINUX_CREATE_OPTIONS, field)?,
+            10 => o.io_uid = number(value, LINUX_CREATE_OPTIONS, field)? as u32,
+            11 => o.io_gid = number(value, LINUX_CREATE_OPTIONS, field)? as u32,
+            // open_tcp, external_unix_sockets, terminal, file_locks,
+            // empty_namespaces, cgroups_mode, criu_work_path, criu_image_path.
+            _ => {
+                return Err(err(format!(
+                    "{LINUX_CREATE_OPTIONS}: field {field} (a checkpoint/restore setting) is not implemented"
+                )))
+            }
+        }
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use containerd_shim_protos::protobuf::CodedOutputStream;
+
+    fn runtime_options_any(path: &str, body: &str) -> Any {
+        let mut value = Vec::new();
+        {
+            let mut out = CodedOutputStream::vec(&mut value);
+            if !path.is_empty() {
+                out.write_string(2, path).unwrap();
+            }
+            if !body.is_empty() {
+                out.write_bytes(3, body.as_bytes()).unwrap();
+            }
+            out.flush().unwrap();
+        }
+        Any { type_url: RUNTIME_OPTIONS.into(), value, ..Default::default() }
+    }
+
+    #[test]
+    fn runc_typed_options() {
+        let o = RuncOptions { io_uid: 1000, io_gid: 1001, root: "/run/r".into(), ..Default::default() };
+        let any = Any { type_url: RUNC_OPTIONS.into(), value: o.write_to_bytes().unwrap(), ..Default::default() };
+        let got = RuntimeOptions::from_any(&any).unwrap();
+        assert_eq!(got.io_owner(), Some((1000, 1001)));
+        assert_eq!(got.state_root("k8s.io"), Path::new("/run/r/k8s.io"));
+    }
+
+    #[test]
+    fn toml_body_with_runc_names() {
+        let any = runtime_options_any("", "IoUid = 7\nIoGid = 8\nShimCgroup = \"/shims\"\n");
+        let got = RuntimeOptions::from_any(&any).unwrap();
+        assert_eq!((got.io_owner(), got.shim_cgroup.as_str()), (Some((7, 8)), "/shims"));
+        assert_eq!(RuntimeOptions::from_any(&Any::default()).unwrap(), RuntimeOptions::default());
+    }
+
+    #[test]
+    fn unknown_and_refused_keys_are_named() {
+        let e = RuntimeOptions::from_any(&runtime_options_any("", "Frobnicate = true")).unwrap_err().to_string();
+        assert!(e.contains("Frobnicate") && e.contains("config_body"), "{e}");
+        let e = RuntimeOptions::from_any(&runtime_options_any("", "SystemdCgroup = true")).unwrap_err().to_string();
+        assert!(e.contains("SystemdCgroup") && e.contains("systemd"), "{e}");
+        let e = RuntimeOptions::from_toml("BinaryName = \"runc\"", "x").unwrap_err().to_string();
+        assert!(e.contains("BinaryName"), "{e}");
+        let e = RuntimeOptions::from_toml("IoGid = 1\nIoUid = \"x\"", "x").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("IoUid"), "{e}");
+        let e = RuntimeOptions::from_toml("Root = \"rel\"", "x").unwrap_err().to_string();
+        assert!(e.contains("absolute"), "{e}");
+        let e = RuntimeOptions::from_any(&Any { type_url: "foo.Bar".into(), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("foo.Bar"), "{e}");
+    }
+
+    #[test]
+    fn criu_path_of_containerd_1_is_refused() {
+        let mut value = Vec::new();
+        {
+            let mut out = CodedOutputStream::vec(&mut value);
+            out.write_string(8, "/usr/sbin/criu").unwrap();
+            out.flush().unwrap();
+        }
+        let any = Any { type_url: format!("types.containerd.io/{RUNC_OPTIONS}"), value, ..Default::default() };
+        let e = RuntimeOptions::from_any(&any).unwrap_err().to_string();
+        assert!(e.contains("criu_path"), "{e}");
+    }
+
+    #[test]
+    fn containerd_1_create_options() {
+        let mut value = Vec::new();
+        {
+            let mut out = CodedOutputStream::vec(&mut value);
+            out.write_bool(1, true).unwrap();
+            out.write_uint32(10, 5).unwrap();
+            out.flush().unwrap();
+        }
+        let any = Any { type_url: LINUX_CREATE_OPTIONS.into(), value, ..Default::default() };
+        let got = from_linux_create_options(&any.value).unwrap();
+        assert_eq!((got.no_pivot_root, got.io_uid), (true, 5));
+        let mut value = Vec::new();
+        {
+            let mut out = CodedOutputStream::vec(&mut value);
+            out.write_bool(2, true).unwrap();
+            out.flush().unwrap();
+        }
+        let any = Any { type_url: LINUX_CREATE_OPTIONS.into(), value, ..Default::default() };
+        assert!(RuntimeOptions::from_any(&any).unwrap_err().to_string().contains("field 2"));
+    }
+
+    #[test]
+    fn config_path_is_read() {
+        let file = std::env::temp_dir().join(format!("ferrum-opts-{}.toml", std::process::id()));
+        std::fs::write(&file, "IoGid = 3\n").unwrap();
+        let got = RuntimeOptions::from_any(&runtime_options_any(&file.to_string_lossy(), "")).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(got.io_gid, 3);
+        let e = RuntimeOptions::from_any(&runtime_options_any("/nonexistent/x.toml", "")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/x.toml"), "{e}");
+    }
+}
