@@ -87,9 +87,10 @@ fn mount_one(root: &OwnedFd, m: &Mount, ns: &Namespaces) -> Result<()> {
     match typ.as_str() {
         "cgroup" if crate::cgroup::is_pure_v2() => typ = "cgroup2".into(),
         "cgroup" => return mount_cgroup_v1(root, dest, &opts, ns).map_err(|e| describe(&e)),
-        // Without a network namespace of its own, /sys would expose the host's
-        // network devices writable: runc makes it read-only, and so do we.
-        "sysfs" if !ns.creates(LinuxNamespaceType::Network) => opts.flags |= MsFlags::MS_RDONLY,
+        // In the host's network namespace, /sys would expose the host's network
+        // devices writable: runc makes it read-only, and so do we. A joined one
+        // (a pod's) is not the host's: a privileged pod container gets /sys rw.
+        "sysfs" if !ns.has(LinuxNamespaceType::Network) => opts.flags |= MsFlags::MS_RDONLY,
         _ => {}
     }
     let source = m.source().clone().unwrap_or_else(|| typ.clone().into());
