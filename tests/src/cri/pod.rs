@@ -64,11 +64,13 @@ impl CriEnv {
                 image: APP_IMAGE.to_string(),
                 ..Default::default()
             }),
-            command: command.iter().map(|c| c.to_string()).collect(),
+            command: strings(command),
             log_path: format!("{name}.log"),
             linux: Some(LinuxContainerConfig {
                 security_context: Some(LinuxContainerSecurityContext {
                     namespace_options: Some(namespaces),
+                    masked_paths: strings(&MASKED_PATHS),
+                    readonly_paths: strings(&READONLY_PATHS),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -76,6 +78,32 @@ impl CriEnv {
             ..Default::default()
         }
     }
+}
+
+/// What kubelet sends for the default procMount: containerd applies only the
+/// lists it is given to app containers.
+const MASKED_PATHS: [&str; 10] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
 }
 
 fn pod_namespaces() -> NamespaceOption {
