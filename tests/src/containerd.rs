@@ -4,6 +4,7 @@
 mod config;
 
 use std::fs::{self, File};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,6 +20,7 @@ use crate::binaries::{Binaries, SNAPSHOTTER};
 use crate::cleanup::Footprint;
 use crate::ctr::{run_ctr, wait_until, CtrOutput};
 use crate::image::{busybox_image, DEFAULT_IMAGE};
+use crate::snapshots::SnapshotClient;
 use config::ConfigPaths;
 pub(crate) use config::quoted;
 pub use config::Schema;
@@ -289,6 +291,56 @@ impl Env {
             .map(|p| p.pid)
     }
 
+    /// A Snapshots client on containerd's socket, in this Env's namespace, for
+    /// the snapshotter called `snapshotter` ("overlayfs", "ferrum", …). Its
+    /// calls run under a lease of their own, as an unpacker's do: without one,
+    /// containerd's garbage collector removes snapshots nothing refers to.
+    pub fn snapshots(&self, snapshotter: &str) -> Result<SnapshotClient> {
+        let lease = format!("snapshots-{snapshotter}");
+        let created = self.ctr(&["leases", "create", "--expires", "0", "--id", &lease]);
+        if !created.success() && !created.stderr.contains("already exists") {
+            bail!("creating lease {lease}\n{created}");
+        }
+        Ok(
+            SnapshotClient::connect(self.address(), snapshotter, Some(self.namespace()))?
+                .with_lease(&lease),
+        )
+    }
+
+    /// A Snapshots client on ferrum-snapshotter's own socket, bypassing containerd.
+    pub fn ferrum_snapshots(&self) -> Result<SnapshotClient> {
+        SnapshotClient::connect(&self.layout.snapshotter_socket, "ferrum", None)
+    }
+
+    /// ferrum-snapshotter's `--root`.
+    pub fn snapshotter_root(&self) -> &Path {
+        &self.layout.snapshotter_root
+    }
+
+    /// SIGKILLs ferrum-snapshotter (by pid) and reaps it.
+    pub fn kill_snapshotter(&mut self) {
+        if let Some(mut child) = self.snapshotter.take() {
+            let _ = child.kill();
+            let status = child.wait();
+            self.footprint.note(&format!(
+                "killed {SNAPSHOTTER} pid {}: {status:?}",
+                child.id()
+            ));
+        }
+    }
+
+    /// Starts ferrum-snapshotter again on the same root and socket, after
+    /// [`Env::kill_snapshotter`].
+    pub fn restart_snapshotter(&mut self) -> Result<()> {
+        let binary = self
+            .binaries
+            .snapshotter
+            .clone()
+            .context("this Env runs no ferrum-snapshotter")?;
+        self.kill_snapshotter();
+        self.start_snapshotter(&binary)
+    }
+
     fn start_snapshotter(&mut self, binary: &Path) -> Result<()> {
         let log = log_file(&self.layout.snapshotter_log)?;
         let child = Command::new(binary)
@@ -306,7 +358,8 @@ impl Env {
         let child = self.snapshotter.insert(child);
 
         let deadline = Instant::now() + SNAPSHOTTER_READY_TIMEOUT;
-        while !self.layout.snapshotter_socket.exists() {
+        // Connect rather than look for the file: a killed instance leaves its socket behind.
+        while UnixStream::connect(&self.layout.snapshotter_socket).is_err() {
             if let Ok(Some(status)) = child.try_wait() {
                 bail!(
                     "{SNAPSHOTTER} exited with {status} before listening\n{}",
@@ -315,7 +368,7 @@ impl Env {
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "{SNAPSHOTTER} did not create {} within {SNAPSHOTTER_READY_TIMEOUT:?}\n{}",
+                    "{SNAPSHOTTER} did not answer on {} within {SNAPSHOTTER_READY_TIMEOUT:?}\n{}",
                     self.layout.snapshotter_socket.display(),
                     tail(&self.layout.snapshotter_log)
                 );
@@ -494,8 +547,13 @@ fn busybox_tar(busybox: &Path) -> Result<Arc<Vec<u8>>> {
     Ok(tar)
 }
 
+/// Appends, so that a restarted daemon's log follows its previous run's.
 fn log_file(path: &Path) -> Result<File> {
-    File::create(path).with_context(|| format!("creating {}", path.display()))
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 fn tail(log: &Path) -> String {
