@@ -47,9 +47,12 @@ fn status(err: snapshotter::Error) -> Status {
     let code = match &err {
         E::Store(S::NotFound(_)) => Code::NotFound,
         E::Store(S::AlreadyExists(_)) | E::TargetExists { .. } => Code::AlreadyExists,
-        E::Store(S::EmptyKey | S::ParentNotCommitted { .. } | S::Immutable { .. }) => {
-            Code::InvalidArgument
-        }
+        E::Store(
+            S::EmptyKey
+            | S::ParentNotCommitted { .. }
+            | S::Immutable { .. }
+            | S::LabelTooLarge { .. },
+        ) => Code::InvalidArgument,
         E::Store(S::NotActive { .. } | S::NoMounts(_) | S::HasChildren(_)) => {
             Code::FailedPrecondition
         }

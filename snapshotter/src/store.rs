@@ -34,6 +34,13 @@ pub const SNAPSHOT_REF_LABEL: &str = "containerd.io/snapshot.ref";
 
 pub type Labels = BTreeMap<String, String>;
 
+/// containerd's limit on one label, key and value together (its
+/// `labels.Validate`); its own metadata store refuses bigger ones, so a
+/// snapshotter called directly must too.
+const MAX_LABEL_BYTES: usize = 4096;
+/// How much of an oversized label's key the error quotes.
+const QUOTED_KEY_BYTES: usize = 64;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -97,6 +104,8 @@ pub enum Error {
     HasChildren(String),
     #[error("field {path:?} of snapshot {key:?} cannot be updated (only labels can)")]
     Immutable { key: String, path: String },
+    #[error("label {key:?}: key and value are {size} bytes, over containerd's limit of {MAX_LABEL_BYTES}")]
+    LabelTooLarge { key: String, size: usize },
     #[error("snapshot {0:?} was replaced while it was being committed")]
     Replaced(String),
     #[error("metadata of snapshot {key:?} is unreadable: {source}")]
@@ -165,6 +174,25 @@ fn to_nanos(t: SystemTime) -> u64 {
 
 fn from_nanos(n: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(n)
+}
+
+fn validate(labels: &Labels) -> Result<()> {
+    match labels
+        .iter()
+        .find(|(k, v)| k.len() + v.len() > MAX_LABEL_BYTES)
+    {
+        None => Ok(()),
+        Some((key, value)) => {
+            let mut end = key.len().min(QUOTED_KEY_BYTES);
+            while !key.is_char_boundary(end) {
+                end -= 1;
+            }
+            Err(Error::LabelTooLarge {
+                key: key[..end].to_owned(),
+                size: key.len() + value.len(),
+            })
+        }
+    }
 }
 
 /// containerd stores no label with an empty value: setting one to "" deletes it.
@@ -318,6 +346,7 @@ impl Writer {
         if key.is_empty() {
             return Err(Error::EmptyKey);
         }
+        validate(&labels)?;
         let mut table = self.txn.open_table(SNAPSHOTS)?;
         let parent_ids = if parent.is_empty() {
             Vec::new()
@@ -395,6 +424,7 @@ impl Writer {
         if name.is_empty() {
             return Err(Error::EmptyKey);
         }
+        validate(&labels)?;
         let mut table = self.txn.open_table(SNAPSHOTS)?;
         let mut record = require(&table, key)?;
         if load(&table, name)?.is_some() {
@@ -472,6 +502,7 @@ impl Writer {
             }
         }
         drop_empty(&mut record.labels);
+        validate(&record.labels)?;
         record.updated = to_nanos(now);
         put(&mut table, key, &record)?;
         Ok(record.info(key))
@@ -772,6 +803,35 @@ mod tests {
             w.update("nope", &Labels::new(), &[], now()),
             Err(Error::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn labels_over_containerds_limit_are_refused() {
+        let (_dir, store) = store();
+        let at_limit = labels(&[("k", &"v".repeat(MAX_LABEL_BYTES - 1))]);
+        let key = "k".repeat(100);
+        let over = labels(&[(key.as_str(), &"v".repeat(MAX_LABEL_BYTES - 99))]);
+        let mut w = store.write().unwrap();
+        let snap = w
+            .create(Kind::Active, "a", "", at_limit.clone(), now())
+            .unwrap();
+        let err = w
+            .create(Kind::Active, "b", "", over.clone(), now())
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::LabelTooLarge { key, size: 4097 } if key.len() == QUOTED_KEY_BYTES),
+            "{err}"
+        );
+        assert!(matches!(
+            w.update("a", &over, &[], now()),
+            Err(Error::LabelTooLarge { .. })
+        ));
+        assert!(matches!(
+            w.commit_active("a", "c", snap.id, over, Usage::default(), now()),
+            Err(Error::LabelTooLarge { .. })
+        ));
+        w.commit_active("a", "c", snap.id, at_limit, Usage::default(), now())
+            .unwrap();
     }
 
     #[test]
