@@ -2,14 +2,19 @@
 //! same sequence of snapshot operations through containerd's Snapshots API, for
 //! both, must give the same answers and the same mounted trees.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{chown, symlink, PermissionsExt};
 use std::path::Path;
+use std::thread;
+use std::time::Duration;
 
 use ferrum_protos::snapshots::v1 as api;
 use ferrum_protos::types::Mount;
 use ferrum_tests::labels;
-use ferrum_tests::snapshots::{lower_dirs, read_tree, tree_diff, CallResult, Mounted, Tree};
+use ferrum_tests::snapshots::{
+    lower_dirs, overlay_dir, read_tree, tree_diff, CallResult, Mounted, SnapshotClient, Tree,
+};
 use ferrum_tests::Env;
 use nix::sys::stat::{mknod, Mode, SFlag};
 use nix::unistd::mkfifo;
@@ -376,4 +381,374 @@ fn same_answers_and_trees_as_containerds_overlayfs() {
         mismatches.join("\n")
     );
     assert_eq!(env.leftovers(), Vec::<String>::new(), "left behind");
+}
+
+/// What a client was told succeeded before the snapshotter died under it.
+enum Acked {
+    Committed {
+        name: String,
+        content: Option<String>,
+    },
+    Removed(String),
+    InFlightRemove(String),
+}
+
+/// Prepare/Commit/Remove as fast as the snapshotter answers, until it stops
+/// answering: base layers with a file named after them, children on top,
+/// every other child removed again.
+fn operation_stream(mut c: SnapshotClient, round: usize) -> Vec<Acked> {
+    let mut acked = Vec::new();
+    let mut last_base = String::new();
+    for i in 0.. {
+        let key = format!("r{round}-k{i}");
+        let name = format!("r{round}-c{i}");
+        let (parent, content) = if i % 2 == 0 {
+            (String::new(), Some(name.clone()))
+        } else {
+            (last_base.clone(), None)
+        };
+        let Ok(mounts) = c.prepare(&key, &parent, labels! {"round" => round.to_string()}) else {
+            break;
+        };
+        if let Some(text) = &content {
+            if fs::write(Path::new(&mounts[0].source).join("content"), text).is_err() {
+                break;
+            }
+        }
+        if c.commit(&name, &key, labels! {"i" => i.to_string()})
+            .is_err()
+        {
+            break;
+        }
+        acked.push(Acked::Committed {
+            name: name.clone(),
+            content: content.clone(),
+        });
+        if content.is_some() {
+            last_base = name;
+        } else if i % 4 == 3 {
+            let removal = c.remove(&name);
+            acked.push(match removal {
+                Ok(()) => Acked::Removed(name),
+                // It may or may not have happened before the kill.
+                Err(_) => Acked::InFlightRemove(name),
+            });
+            if acked
+                .last()
+                .is_some_and(|a| matches!(a, Acked::InFlightRemove(_)))
+            {
+                break;
+            }
+        }
+    }
+    acked
+}
+
+/// Entries of `<root>/snapshots`: snapshot ids and anything else.
+fn snapshot_dirs(env: &Env) -> (usize, Vec<String>) {
+    let mut ids = 0;
+    let mut other = Vec::new();
+    for entry in fs::read_dir(env.snapshotter_root().join("snapshots")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.parse::<u64>().is_ok() {
+            ids += 1;
+        } else {
+            other.push(name);
+        }
+    }
+    (ids, other)
+}
+
+/// Every snapshot has its directory and every directory its snapshot.
+#[track_caller]
+fn assert_no_orphans(env: &Env, c: &mut SnapshotClient) {
+    let listed = c.list(&[]).unwrap();
+    let (ids, other) = snapshot_dirs(env);
+    assert_eq!(other, Vec::<String>::new(), "temporary dirs left");
+    assert_eq!(
+        ids,
+        listed.len(),
+        "directories vs snapshots: {}",
+        names(&listed)
+    );
+    for info in listed.iter().filter(|i| i.kind() != api::Kind::Committed) {
+        let mounts = c.mounts(&info.name).unwrap();
+        let dirs = match mounts[0].r#type.as_str() {
+            "bind" => vec![mounts[0].source.clone().into()],
+            _ => [overlay_dir(&mounts[0], "upperdir")]
+                .into_iter()
+                .flatten()
+                .chain(lower_dirs(&mounts[0]))
+                .collect(),
+        };
+        for dir in dirs {
+            assert!(dir.is_dir(), "{}: {} is missing", info.name, dir.display());
+        }
+    }
+}
+
+#[test]
+fn kill_9_during_a_stream_of_operations_loses_nothing() {
+    let mut env = Env::start().expect("starting containerd with ferrum");
+    let mut committed = BTreeMap::new();
+    let mut removed = Vec::new();
+    for round in 0..6 {
+        let client = env.ferrum_snapshots().unwrap();
+        let stream = thread::spawn(move || operation_stream(client, round));
+        thread::sleep(Duration::from_millis(120 + 97 * round as u64));
+        env.kill_snapshotter();
+        let acked = stream.join().unwrap();
+        assert!(
+            !acked.is_empty(),
+            "round {round}: nothing happened before the kill"
+        );
+        for a in acked {
+            match a {
+                Acked::Committed { name, content } => {
+                    committed.insert(name, content);
+                }
+                Acked::Removed(name) => {
+                    committed.remove(&name);
+                    removed.push(name);
+                }
+                Acked::InFlightRemove(name) => {
+                    committed.remove(&name);
+                }
+            }
+        }
+        env.restart_snapshotter().unwrap();
+
+        let mut c = env.ferrum_snapshots().unwrap();
+        for (name, content) in &committed {
+            let info = c
+                .stat(name)
+                .unwrap_or_else(|e| panic!("round {round}: committed {name} is gone: {e}"));
+            assert_eq!(info.kind(), api::Kind::Committed, "{name}");
+            if let Some(text) = content {
+                let view = format!("check-{name}");
+                let mounts = c.view(&view, name, labels! {}).unwrap();
+                let found =
+                    fs::read_to_string(Path::new(&mounts[0].source).join("content")).unwrap();
+                assert_eq!(&found, text, "content of {name}");
+                c.remove(&view).unwrap();
+            }
+        }
+        for name in &removed {
+            assert_eq!(
+                c.stat(name).unwrap_err().code,
+                tonic::Code::NotFound,
+                "removed {name} is back"
+            );
+        }
+        assert_no_orphans(&env, &mut c);
+    }
+    assert!(
+        committed.len() > 12,
+        "too few operations got through: {}",
+        committed.len()
+    );
+    assert_eq!(env.leftovers(), Vec::<String>::new(), "left behind");
+}
+
+#[test]
+fn cleanup_removes_orphans_and_keeps_snapshots() {
+    let env = Env::start().expect("starting containerd with ferrum");
+    let mut c = env.ferrum_snapshots().unwrap();
+    let m = c.prepare("base-extract", "", labels! {}).unwrap();
+    fs::write(Path::new(&m[0].source).join("f"), "kept").unwrap();
+    c.commit("base", "base-extract", labels! {}).unwrap();
+    c.prepare("active", "base", labels! {}).unwrap();
+    let snapshots = env.snapshotter_root().join("snapshots");
+    for orphan in ["9999/fs", "new-1-7/fs", "rm-12/fs/deep"] {
+        fs::create_dir_all(snapshots.join(orphan)).unwrap();
+    }
+    c.cleanup().unwrap();
+    assert_no_orphans(&env, &mut c);
+    let m = c.view("v", "base", labels! {}).unwrap();
+    assert_eq!(
+        fs::read_to_string(Path::new(&m[0].source).join("f")).unwrap(),
+        "kept"
+    );
+}
+
+#[test]
+fn sixteen_concurrent_clients() {
+    const CLIENTS: usize = 16;
+    const ROUNDS: usize = 15;
+    let env = Env::start().expect("starting containerd with ferrum");
+    let mut c = env.ferrum_snapshots().unwrap();
+    c.prepare("base-extract", "", labels! {}).unwrap();
+    c.commit("base", "base-extract", labels! {}).unwrap();
+
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|n| {
+            let mut c = env.ferrum_snapshots().unwrap();
+            thread::spawn(move || {
+                let contested = c.prepare("contested", "base", labels! {}).is_ok();
+                for i in 0..ROUNDS {
+                    let key = format!("w{n}-{i}");
+                    let name = format!("w{n}-c{i}");
+                    let m = c
+                        .prepare(&key, "base", labels! {"worker" => n.to_string()})
+                        .unwrap();
+                    assert_eq!(c.mounts(&key).unwrap(), m);
+                    c.usage(&key).unwrap();
+                    c.commit(&name, &key, labels! {"worker" => n.to_string()})
+                        .unwrap();
+                    c.view(&format!("{key}-view"), &name, labels! {}).unwrap();
+                    let info = c
+                        .update(&name, labels! {"i" => i.to_string()}, &["labels.i"])
+                        .unwrap();
+                    assert_eq!(info.labels.get("i"), Some(&i.to_string()));
+                    let mine = c
+                        .list(&[&format!("labels.worker=={n},kind==committed")])
+                        .unwrap();
+                    assert_eq!(mine.len(), i + 1, "worker {n} sees {}", names(&mine));
+                    assert_eq!(
+                        c.remove(&name).unwrap_err().code,
+                        tonic::Code::FailedPrecondition
+                    );
+                    if i % 2 == 0 {
+                        c.remove(&format!("{key}-view")).unwrap();
+                    }
+                }
+                contested
+            })
+        })
+        .collect();
+    let winners = workers
+        .into_iter()
+        .map(|w| w.join().unwrap())
+        .filter(|won| *won)
+        .count();
+    assert_eq!(
+        winners, 1,
+        "exactly one client may create the contested key"
+    );
+    let all = c.list(&[]).unwrap();
+    // base, contested, and per worker ROUNDS committed plus the odd rounds' views
+    assert_eq!(
+        all.len(),
+        2 + CLIENTS * (ROUNDS + ROUNDS / 2),
+        "{}",
+        names(&all)
+    );
+    assert_no_orphans(&env, &mut c);
+    assert_eq!(env.leftovers(), Vec::<String>::new(), "left behind");
+}
+
+#[test]
+fn bad_input_on_ferrums_own_socket_is_refused_clearly() {
+    use tonic::Code;
+    let env = Env::start().expect("starting containerd with ferrum");
+    let mut c = env.ferrum_snapshots().unwrap();
+    c.prepare("base-extract", "", labels! {}).unwrap();
+    c.commit("base", "base-extract", labels! {"keep" => "1"})
+        .unwrap();
+    let ctr_mounts = c.prepare("ctr", "base", labels! {}).unwrap();
+    let before = c.list(&[]).unwrap();
+
+    let big = "v".repeat(4096);
+    let cases: Vec<(&str, CallResult<()>, Code, &[&str])> = vec![
+        (
+            "parent that does not exist",
+            c.prepare("x", "no-such", labels! {}).map(drop),
+            Code::NotFound,
+            &["\"no-such\"", "does not exist"],
+        ),
+        (
+            "key reused",
+            c.prepare("ctr", "base", labels! {}).map(drop),
+            Code::AlreadyExists,
+            &["\"ctr\"", "already exists"],
+        ),
+        (
+            "view of an active snapshot",
+            c.view("v", "ctr", labels! {}).map(drop),
+            Code::InvalidArgument,
+            &["\"ctr\"", "not a committed"],
+        ),
+        (
+            "malformed filter",
+            c.list(&["labels.\"open==1"]).map(drop),
+            Code::InvalidArgument,
+            &["invalid filter", "labels.\\\"open==1"],
+        ),
+        (
+            "filter without field",
+            c.list(&["==1"]).map(drop),
+            Code::InvalidArgument,
+            &["invalid filter"],
+        ),
+        (
+            "label over the limit on Prepare",
+            c.prepare("y", "base", labels! {"k" => big.as_str()})
+                .map(drop),
+            Code::InvalidArgument,
+            &["\"k\"", "4097 bytes", "4096"],
+        ),
+        (
+            "label over the limit on Update",
+            c.update("base", labels! {"k" => big.as_str()}, &["labels.k"])
+                .map(drop),
+            Code::InvalidArgument,
+            &["\"k\"", "4096"],
+        ),
+        (
+            "label over the limit on Commit",
+            c.commit("c2", "ctr", labels! {"k" => big.as_str()}),
+            Code::InvalidArgument,
+            &["\"k\"", "4096"],
+        ),
+        (
+            "commit of a missing key",
+            c.commit("c3", "missing", labels! {}),
+            Code::NotFound,
+            &["\"missing\""],
+        ),
+        (
+            "remove of a parent",
+            c.remove("base"),
+            Code::FailedPrecondition,
+            &["\"base\"", "children"],
+        ),
+        (
+            "mounts of a committed snapshot",
+            c.mounts("base").map(drop),
+            Code::FailedPrecondition,
+            &["\"base\"", "committed"],
+        ),
+        (
+            "update of the parent",
+            c.update("base", labels! {}, &["parent"]).map(drop),
+            Code::InvalidArgument,
+            &["\"parent\"", "only labels"],
+        ),
+        (
+            "empty key",
+            c.prepare("", "base", labels! {}).map(drop),
+            Code::InvalidArgument,
+            &["must not be empty"],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, result, code, words) in cases {
+        match result {
+            Err(e) if e.code == code && words.iter().all(|w| e.message.contains(w)) => {}
+            other => wrong.push(format!(
+                "{what}: want {code:?} mentioning {words:?}, got {other:?}"
+            )),
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    let after = c.list(&[]).unwrap();
+    let summary = |infos: &[api::Info]| infos.iter().map(describe_info).collect::<Vec<_>>();
+    assert_eq!(
+        summary(&after),
+        summary(&before),
+        "bad input changed the snapshots"
+    );
+    assert_eq!(c.mounts("ctr").unwrap(), ctr_mounts);
+    assert_no_orphans(&env, &mut c);
 }
