@@ -10,7 +10,8 @@
 //! Everything is made under a parent of the test's own, `ferrum-test-<pid>`,
 //! and removed by a guard also when an assertion fails. Needs root.
 
-use runtime_core::cgroup::{is_pure_v2, Cgroup};
+use runtime_core::cgroup::{is_pure_v2, Cgroup, OomWatcher};
+use std::os::fd::AsRawFd;
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -197,4 +198,76 @@ fn mountpoint_of(dir: &Path, cgroup: &str) -> PathBuf {
     let s = dir.to_str().unwrap();
     let stripped = s.strip_suffix(cgroup).unwrap_or_else(|| panic!("{s} does not end in {cgroup}"));
     PathBuf::from(stripped.trim_end_matches('/'))
+}
+
+/// A child that, once the parent writes to the pipe, allocates and touches
+/// memory until something kills it. Only read, mmap and memory writes after fork.
+fn fork_allocating_child() -> (libc::pid_t, libc::c_int) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) into a two-element array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child runs only async-signal-safe calls and memory writes.
+    match unsafe { libc::fork() } {
+        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+        0 => unsafe {
+            let mut go = 0u8;
+            libc::read(fds[0], (&mut go as *mut u8).cast(), 1);
+            loop {
+                let len = 1 << 20;
+                let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+                if p != libc::MAP_FAILED {
+                    std::ptr::write_bytes(p.cast::<u8>(), 1, len);
+                }
+            }
+        },
+        pid => {
+            // SAFETY: closing our copy of the read end.
+            unsafe { libc::close(fds[0]) };
+            (pid, fds[1])
+        }
+    }
+}
+
+/// The OOM watcher counts one kill per OOM kill (v1: memory.oom_control's
+/// eventfd, v2: memory.events under inotify) and its fd wakes a poller.
+#[test]
+fn an_oom_kill_is_counted_once_and_wakes_the_watcher() {
+    if !is_root() {
+        assert!(std::env::var("CI").is_err(), "cgroup_v2 needs root, and CI runs as root");
+        eprintln!("skipped: cgroup_v2 needs root");
+        return;
+    }
+    let parent = format!("ferrum-test-{}-oom", std::process::id());
+    let cg = Cgroup::resolve(Some(Path::new(&format!("/{parent}/c1"))), "c1").expect("resolve");
+    let mut guard = Cleanup { child: None, dirs: cg.dirs().to_vec() };
+    guard.dirs.extend(cg.dirs().iter().map(|d| d.parent().unwrap().to_path_buf()));
+    cg.create().expect("create");
+    let resources: oci_spec::runtime::LinuxResources =
+        serde_json::from_value(serde_json::json!({ "memory": { "limit": 16 << 20, "swap": 16 << 20 } })).unwrap();
+    cg.apply(&resources).expect("apply a 16 MiB limit");
+    let watcher = OomWatcher::new(&cg).expect("watch").expect("the cgroup has a memory controller");
+    assert_eq!(watcher.new_kills(), 0);
+
+    let (child, go) = fork_allocating_child();
+    guard.child = Some(child);
+    cg.add(child).expect("add");
+    // SAFETY: write one byte to the pipe, then close it.
+    unsafe {
+        libc::write(go, [1u8].as_ptr().cast(), 1);
+        libc::close(go);
+    }
+    let status = reap(child);
+    guard.child = None;
+    assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL, "status {status:#x}");
+
+    let mut poll = libc::pollfd { fd: watcher.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut poll, 1, 5000) };
+    assert_eq!(ready, 1, "the watcher's fd did not become readable");
+    assert_eq!(watcher.new_kills(), 1, "one kill");
+    assert_eq!(watcher.new_kills(), 0, "reported once");
+    // Read empty: not readable until the next wakeup.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::poll(&mut poll, 1, 0) }, 0);
+    cg.remove().expect("remove");
 }

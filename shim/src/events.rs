@@ -6,7 +6,7 @@
 //! one sender and retries keep the order.
 
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskPaused, TaskResumed, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::{any::Any, timestamp::Timestamp};
 use containerd_shim_protos::protobuf::{MessageDyn, MessageField};
@@ -30,6 +30,7 @@ pub enum Event {
     Delete(TaskDelete),
     Paused(TaskPaused),
     Resumed(TaskResumed),
+    Oom(TaskOOM),
 }
 
 impl Event {
@@ -43,6 +44,7 @@ impl Event {
             Event::Delete(_) => "/tasks/delete",
             Event::Paused(_) => "/tasks/paused",
             Event::Resumed(_) => "/tasks/resumed",
+            Event::Oom(_) => "/tasks/oom",
         }
     }
 
@@ -56,6 +58,7 @@ impl Event {
             Event::Delete(e) => e,
             Event::Paused(e) => e,
             Event::Resumed(e) => e,
+            Event::Oom(e) => e,
         }
     }
 

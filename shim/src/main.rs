@@ -11,6 +11,7 @@ mod events;
 mod logger;
 mod manager;
 mod metrics;
+mod oom;
 mod options;
 mod process;
 mod reaper;

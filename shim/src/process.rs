@@ -230,6 +230,10 @@ impl InitProcess {
         self.on_container(|c| Ok(c.stats())).await
     }
 
+    pub fn cgroup(&self) -> Option<runtime_core::cgroup::Cgroup> {
+        lock(&self.container).as_ref().map(|c| c.cgroup())
+    }
+
     pub fn pids(&self) -> Vec<i32> {
         lock(&self.container).as_ref().map(|c| c.pids()).unwrap_or_default()
     }

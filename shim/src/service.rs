@@ -3,6 +3,7 @@
 
 use crate::errors::{self, from_runtime, status, unimplemented};
 use crate::events::{Event, Publisher};
+use crate::oom::OomMonitor;
 use crate::options::RuntimeOptions;
 use crate::process::{self, lock, ExecProcess, InitProcess, ProcessCore};
 use crate::stdio;
@@ -30,6 +31,8 @@ const MAX_EARLY_EXITS: usize = 1024;
 struct TaskEntry {
     init: Arc<InitProcess>,
     execs: Mutex<HashMap<String, Arc<ExecProcess>>>,
+    /// Publishes TaskOOM until the entry is dropped at delete.
+    oom: Option<OomMonitor>,
 }
 
 pub struct TaskService {
@@ -85,13 +88,14 @@ impl TaskService {
     /// Called by the reaper for every exit status it collects.
     pub fn on_exit(&self, pid: i32, exit_status: u32) {
         let found = lock(&self.tasks).values().find_map(|t| {
+            let oom = t.oom.as_ref().map(|m| m.reporter());
             if t.init.core.pid() == pid {
-                return Some(Target::Init(t.init.clone()));
+                return Some((Target::Init(t.init.clone()), oom));
             }
             let exec = lock(&t.execs).values().find(|e| e.core.pid() == pid).cloned()?;
-            Some(Target::Exec(t.init.clone(), exec))
+            Some((Target::Exec(t.init.clone(), exec), oom))
         });
-        let Some(target) = found else {
+        let Some((target, oom)) = found else {
             let mut early = lock(&self.early_exits);
             if early.len() >= MAX_EARLY_EXITS {
                 early.clear();
@@ -113,6 +117,11 @@ impl TaskService {
                 Target::Exec(i, e) => (i.id.clone(), e.exec_id.clone()),
             };
             crate::info!(&container_id, "process {id} (pid {pid}) exited with status {exit_status}");
+            // An OOM kill is counted before its victim can exit: containerd
+            // gets the TaskOOM first, even when the exit woke us first.
+            if let Some(oom) = oom {
+                oom.report();
+            }
             publisher.publish(Event::Exit(TaskExit {
                 container_id,
                 id,
@@ -216,7 +225,8 @@ impl Task for TaskService {
         }
         let init = self.create_container(&req).await?;
         let pid = init.core.pid();
-        let entry = Arc::new(TaskEntry { init, execs: Mutex::new(HashMap::new()) });
+        let oom = init.cgroup().and_then(|cg| OomMonitor::start(&req.id, &cg, self.publisher.clone()));
+        let entry = Arc::new(TaskEntry { init, execs: Mutex::new(HashMap::new()), oom });
         lock(&self.tasks).insert(req.id.clone(), entry);
         crate::info!(&req.id, "created, init pid {pid}");
         self.publisher.publish(Event::Create(TaskCreate {

@@ -7,6 +7,7 @@
 //! paths from the caller's own cgroup, empty meaning `<caller's cgroup>/<id>`.
 
 mod hierarchy;
+mod oom;
 mod resources;
 mod stats;
 
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use hierarchy::is_pure_v2;
+pub use oom::OomWatcher;
 pub use stats::CgroupStats;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,156 @@
+//! Counting the OOM kills in a container's cgroup, for containerd's TaskOOM.
+//!
+//! The kernel's wakeups are not kills: v1's memory.oom_control eventfd fires
+//! for every OOM situation (each failed charge, kill or not) and v2's
+//! memory.events changes for "max" and "high" as well — which is why a shim
+//! that reports each wakeup reports dozens of OOMs for one kill. Here a wakeup
+//! only makes us read the kernel's own `oom_kill` counter (a line of v1's
+//! memory.oom_control and of v2's memory.events) and report how much it grew.
+//!
+//! The watcher is a non-blocking fd (an eventfd on v1, an inotify instance on
+//! v2) that a caller's event loop polls for readability: no thread per
+//! container.
+
+use super::{cg_err, Cgroup};
+use crate::error::Result;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct OomWatcher {
+    /// Readable when the kernel may have counted a kill.
+    fd: OwnedFd,
+    /// The file with the `oom_kill` line.
+    counter: PathBuf,
+    /// The counter's value already reported.
+    reported: AtomicU64,
+}
+
+fn last_os_error(path: &Path, what: &str) -> crate::Error {
+    cg_err(path, what)(io::Error::last_os_error())
+}
+
+/// A new fd returned by a syscall, or the error it set.
+fn owned(fd: RawFd, path: &Path, what: &str) -> Result<OwnedFd> {
+    if fd < 0 {
+        return Err(last_os_error(path, what));
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl OomWatcher {
+    /// Watch `cgroup`'s memory controller; None when it has none.
+    pub fn new(cgroup: &Cgroup) -> Result<Option<OomWatcher>> {
+        if let Some(dir) = cgroup.dir_with("memory.oom_control") {
+            return Self::v1(dir).map(Some);
+        }
+        if let Some(dir) = cgroup.dir_with("memory.events") {
+            return Self::v2(dir).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// v1: an eventfd registered for memory.oom_control in cgroup.event_control.
+    fn v1(dir: &Path) -> Result<OomWatcher> {
+        let counter = dir.join("memory.oom_control");
+        // SAFETY: eventfd(2) with flags only.
+        let efd = owned(
+            unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) },
+            dir,
+            "eventfd",
+        )?;
+        // The kernel keeps the registration, not this file, once written.
+        let control = std::fs::File::open(&counter).map_err(cg_err(dir, "open memory.oom_control"))?;
+        let registration = format!("{} {}", efd.as_raw_fd(), control.as_raw_fd());
+        std::fs::write(dir.join("cgroup.event_control"), registration)
+            .map_err(cg_err(dir, "register for OOM notifications in cgroup.event_control"))?;
+        Ok(Self::with(efd, counter))
+    }
+
+    /// v2: inotify on memory.events, which the kernel marks modified on each change.
+    fn v2(dir: &Path) -> Result<OomWatcher> {
+        let counter = dir.join("memory.events");
+        // SAFETY: inotify_init1(2) with flags only.
+        let ifd = owned(
+            unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) },
+            dir,
+            "inotify_init1",
+        )?;
+        let path = std::ffi::CString::new(counter.as_os_str().as_encoded_bytes())
+            .map_err(|e| cg_err(dir, "watch memory.events")(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        // SAFETY: a valid inotify fd and a NUL-terminated path.
+        if unsafe { libc::inotify_add_watch(ifd.as_raw_fd(), path.as_ptr(), libc::IN_MODIFY) } < 0 {
+            return Err(last_os_error(dir, "watch memory.events"));
+        }
+        Ok(Self::with(ifd, counter))
+    }
+
+    fn with(fd: OwnedFd, counter: PathBuf) -> OomWatcher {
+        // Kills before the watch (a cgroupsPath shared with an earlier container) are not ours.
+        let reported = AtomicU64::new(read_kills(&counter).unwrap_or(0));
+        OomWatcher { fd, counter, reported }
+    }
+
+    /// Consume the pending wakeups and return the kills not reported yet. Safe
+    /// to call from several places (an event loop, an exit handler): each kill
+    /// is returned once.
+    pub fn new_kills(&self) -> u64 {
+        self.drain();
+        // Once the cgroup is gone the file is too: nothing new.
+        let Some(now) = read_kills(&self.counter) else { return 0 };
+        let before = self.reported.fetch_max(now, Ordering::AcqRel);
+        now.saturating_sub(before)
+    }
+
+    /// Read the fd empty, so that it is readable again only on a new wakeup.
+    fn drain(&self) {
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: reading into a buffer of the given length.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return;
+            }
+        }
+    }
+}
+
+impl AsFd for OomWatcher {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for OomWatcher {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// The `oom_kill` line of memory.oom_control (v1) or memory.events (v2).
+fn read_kills(file: &Path) -> Option<u64> {
+    parse_kills(&std::fs::read_to_string(file).ok()?)
+}
+
+fn parse_kills(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kill_counter_is_found_in_v1_and_v2_files() {
+        assert_eq!(parse_kills("oom_kill_disable 0\nunder_oom 1\noom_kill 3\n"), Some(3));
+        assert_eq!(
+            parse_kills("low 0\nhigh 0\nmax 9\noom 2\noom_kill 1\noom_group_kill 0\n"),
+            Some(1)
+        );
+        assert_eq!(parse_kills("oom_kill_disable 0\n"), None);
+    }
+}
