@@ -11,8 +11,12 @@ use crate::containerd::{quoted, Schema};
 
 pub(crate) struct CriPaths<'a> {
     pub pause_image: &'a str,
-    /// runc's `--root` for the runc handler: its state then lives in the Env.
+    /// runc's `--root` for the runc handler, and the same option of ferrum's:
+    /// both keep their state inside the test's dir.
     pub runc_root: &'a Path,
+    pub ferrum_root: &'a Path,
+    /// Where the ferrum options go for containerd 1.6 (see `FerrumHandler::options`).
+    pub ferrum_options_file: &'a Path,
     pub cni_bin: &'a Path,
     pub cni_conf: &'a Path,
 }
@@ -20,11 +24,24 @@ pub(crate) struct CriPaths<'a> {
 /// What the `ferrum` handler gets besides its runtime type.
 #[derive(Debug, Clone, Default)]
 pub struct FerrumHandler {
-    /// Lines of the handler's `options` table (`SystemdCgroup = false`…); containerd
-    /// hands them to the shim as the TOML `config_body` of runtimeoptions.Options.
+    /// Runtime options besides `Root` (which the harness sets), as TOML lines
+    /// with runc's key names. containerd 2.x hands the handler's `options`
+    /// table to the shim inline (runtimeoptions.Options `config_body`); 1.6
+    /// decodes that table into runtimeoptions.Options itself, so there the
+    /// options go into a file named by `ConfigPath` (`config_path`).
     pub options: Vec<String>,
     /// The handler's own snapshotter (containerd 2.x only: 1.6 has no such key).
     pub snapshotter: Option<String>,
+}
+
+impl FerrumHandler {
+    /// The options with `Root` first.
+    pub(crate) fn option_lines(&self, root: &Path) -> Vec<String> {
+        let root = format!("Root = {}", quoted(root));
+        std::iter::once(root)
+            .chain(self.options.iter().cloned())
+            .collect()
+    }
 }
 
 pub(crate) fn render(schema: Schema, paths: &CriPaths, ferrum: &FerrumHandler) -> String {
@@ -77,10 +94,15 @@ pub(crate) fn render(schema: Schema, paths: &CriPaths, ferrum: &FerrumHandler) -
     if let Some(snapshotter) = &ferrum.snapshotter {
         let _ = writeln!(toml, "  snapshotter = \"{snapshotter}\"");
     }
-    if !ferrum.options.is_empty() {
-        let _ = writeln!(toml, "[{containerd}.runtimes.ferrum.options]");
-        for line in &ferrum.options {
-            let _ = writeln!(toml, "  {line}");
+    let _ = writeln!(toml, "[{containerd}.runtimes.ferrum.options]");
+    match schema {
+        Schema::V2 => {
+            let _ = writeln!(toml, "  ConfigPath = {}", quoted(paths.ferrum_options_file));
+        }
+        Schema::V3 => {
+            for line in ferrum.option_lines(paths.ferrum_root) {
+                let _ = writeln!(toml, "  {line}");
+            }
         }
     }
     let bin = quoted(paths.cni_bin);
@@ -111,6 +133,8 @@ mod tests {
         CriPaths {
             pause_image: "localhost/pause:local",
             runc_root: Path::new("/t/runc"),
+            ferrum_root: Path::new("/t/ferrum"),
+            ferrum_options_file: Path::new("/t/ferrum.toml"),
             cni_bin: Path::new("/t/cni/bin"),
             cni_conf: Path::new("/t/cni/conf"),
         }
@@ -119,7 +143,7 @@ mod tests {
     #[test]
     fn v2_has_one_plugin_and_both_handlers() {
         let ferrum = FerrumHandler {
-            options: vec!["SystemdCgroup = false".into()],
+            options: vec!["IoUid = 0".into()],
             snapshotter: None,
         };
         let toml = render(Schema::V2, &paths(), &ferrum);
@@ -130,7 +154,7 @@ mod tests {
         );
         assert!(toml.contains(
             "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.ferrum]\n  runtime_type = \"io.containerd.ferrum.v2\"\n\
-             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.ferrum.options]\n  SystemdCgroup = false"
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.ferrum.options]\n  ConfigPath = \"/t/ferrum.toml\"\n"
         ), "{toml}");
         assert!(
             toml.contains("runtimes.runc.options]\n  Root = \"/t/runc\""),
@@ -152,7 +176,10 @@ mod tests {
             "{toml}"
         );
         assert!(toml.contains("runtimes.ferrum]\n  runtime_type = \"io.containerd.ferrum.v2\"\n  snapshotter = \"ferrum\""), "{toml}");
-        assert!(!toml.contains("runtimes.ferrum.options"), "{toml}");
+        assert!(
+            toml.contains("runtimes.ferrum.options]\n  Root = \"/t/ferrum\"\n\n"),
+            "{toml}"
+        );
         assert!(toml.contains("bin_dirs = [\"/t/cni/bin\"]"), "{toml}");
     }
 }

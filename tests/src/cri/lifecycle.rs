@@ -26,7 +26,6 @@ impl CriEnv {
             .client
             .call(self.client.runtime().run_pod_sandbox(request))?
             .pod_sandbox_id;
-        self.remember(&id);
         Ok(id)
     }
 
@@ -45,7 +44,6 @@ impl CriEnv {
             .client
             .call(self.client.runtime().create_container(request))?
             .container_id;
-        self.remember(&id);
         Ok(id)
     }
 

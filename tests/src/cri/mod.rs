@@ -14,7 +14,6 @@ mod pod;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -34,9 +33,6 @@ pub const CRI_NAMESPACE: &str = "k8s.io";
 pub const PAUSE_IMAGE: &str = "localhost/ferrum/pause:local";
 /// The image app containers run.
 pub const APP_IMAGE: &str = DEFAULT_IMAGE;
-
-/// Where ferrum's shim keeps runtime state for the CRI's namespace (shim/src/manager.rs).
-const FERRUM_STATE: &str = "/run/ferrum/containers/k8s.io";
 
 /// A runtime handler of the private containerd's CRI config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,14 +86,13 @@ pub struct CriOptions {
 
 pub struct CriEnv {
     /// Some until drop, which drops it first: containerd and the shims must be
-    /// gone before the runtime state they might still write is removed.
+    /// gone before the dir holding their state is removed.
     env: Option<Env>,
     client: CriClient,
     cni: cni::Cni,
     dir: PathBuf,
-    runc_root: PathBuf,
-    /// Every pod and container id the CRI gave out, for the per-id runtime state.
-    ids: Mutex<Vec<String>>,
+    /// The `Root` option of runc and ferrum: `<root>/k8s.io/<id>` is a container's state.
+    state_roots: [PathBuf; 2],
     next_pod: AtomicU32,
 }
 
@@ -114,10 +109,16 @@ impl CriEnv {
         let dir = tempdir_for_cri()?;
         let built = (|| {
             let cni = cni::Cni::install(&dir)?;
-            let runc_root = dir.join("runc");
+            let state_roots = [dir.join("runc"), dir.join("ferrum")];
+            let options_file = dir.join("ferrum-options.toml");
+            let lines = options.ferrum.option_lines(&state_roots[1]);
+            fs::write(&options_file, lines.join("\n") + "\n")
+                .with_context(|| format!("writing {}", options_file.display()))?;
             let paths = config::CriPaths {
                 pause_image: PAUSE_IMAGE,
-                runc_root: &runc_root,
+                runc_root: &state_roots[0],
+                ferrum_root: &state_roots[1],
+                ferrum_options_file: &options_file,
                 cni_bin: &cni.bin,
                 cni_conf: &cni.conf,
             };
@@ -126,9 +127,9 @@ impl CriEnv {
                 cri: true,
                 extra_config: config::render(schema, &paths, &options.ferrum),
             })?;
-            Ok::<_, anyhow::Error>((cni, runc_root, env))
+            Ok::<_, anyhow::Error>((cni, state_roots, env))
         })();
-        let (cni, runc_root, env) = match built {
+        let (cni, state_roots, env) = match built {
             Ok(parts) => parts,
             Err(e) => {
                 let _ = fs::remove_dir_all(&dir);
@@ -141,8 +142,7 @@ impl CriEnv {
             env: Some(env),
             cni,
             dir,
-            runc_root,
-            ids: Mutex::new(Vec::new()),
+            state_roots,
             next_pod: AtomicU32::new(0),
         };
         cri.import_images()?;
@@ -176,13 +176,6 @@ impl CriEnv {
         env.import_image_into(CRI_NAMESPACE, "pause", &pause)
     }
 
-    fn remember(&self, id: &str) {
-        self.ids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(id.to_string());
-    }
-
     /// The Env's leftovers plus runtime state of any pod or container of this
     /// CriEnv, polled until empty or `grace` has passed.
     pub fn leftovers_after(&self, grace: Duration) -> Vec<String> {
@@ -200,19 +193,26 @@ impl CriEnv {
         }
     }
 
+    /// What the runtimes keep per container, in either handler's state root.
     fn runtime_state(&self) -> Vec<String> {
-        let runc = fs::read_dir(self.runc_root.join(CRI_NAMESPACE))
-            .into_iter()
-            .flatten()
-            .flatten();
-        let runc = runc.map(|e| format!("runc state {}", e.path().display()));
-        let ids = self.ids.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let ferrum = ids
-            .into_iter()
-            .map(|id| Path::new(FERRUM_STATE).join(id))
-            .filter(|p| p.exists())
-            .map(|p| format!("ferrum state {}", p.display()));
-        runc.chain(ferrum).collect()
+        self.state_roots
+            .iter()
+            .flat_map(|root| {
+                fs::read_dir(root.join(CRI_NAMESPACE))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|e| format!("runtime state {}", e.path().display()))
+            .collect()
+    }
+
+    /// `Root` of the handler's runtime options: its state is `<root>/k8s.io/<id>`.
+    pub fn state_root(&self, handler: Handler) -> &Path {
+        match handler {
+            Handler::Runc => &self.state_roots[0],
+            Handler::Ferrum => &self.state_roots[1],
+        }
     }
 
     /// Live shims of this containerd whose binary is `handler`'s.
@@ -234,10 +234,6 @@ impl CriEnv {
 impl Drop for CriEnv {
     fn drop(&mut self) {
         drop(self.env.take());
-        let ids = self.ids.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        for id in ids {
-            let _ = fs::remove_dir_all(Path::new(FERRUM_STATE).join(id));
-        }
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
