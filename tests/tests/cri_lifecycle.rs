@@ -397,7 +397,35 @@ fn stop_term_then_kill(handler: Handler) {
     assert_eq!(cri.leftovers_after(GRACE), Vec::<String>::new());
 }
 
+/// A container killed by the kernel's OOM killer in its own memory cgroup is
+/// reported Exited with reason OOMKilled (from the runtime's OOM event).
+fn oom_killed(handler: Handler) {
+    let cri = CriEnv::start();
+    let (pod, pod_id) = start_pod(&cri, handler, "oom");
+    let mut config = cri.container_config(
+        &pod,
+        "hog",
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"],
+    );
+    let linux = config.linux.get_or_insert_with(Default::default);
+    linux.resources = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 32 << 20,
+        memory_swap_limit_in_bytes: 32 << 20,
+        ..Default::default()
+    });
+    let id = cri.run_container(&pod_id, &pod, &config);
+    let status = cri.wait_exited(&id, EXIT_TIMEOUT);
+    assert_eq!(
+        (status.exit_code, status.reason.as_str()),
+        (137, "OOMKilled"),
+        "{status:?}"
+    );
+    cri.remove_pod_fully(&pod_id);
+    assert_eq!(cri.leftovers_after(GRACE), Vec::<String>::new());
+}
+
 for_each_handler!(
+    oom_killed,
     pod_lifecycle,
     exit_code_and_timestamps,
     exec_sync,
