@@ -24,10 +24,23 @@ pub struct Stdio {
     pub stderr: Option<OwnedFd>,
 }
 
+#[derive(Default)]
 pub struct CreateOptions {
     /// Where state lives: `<state_root>/<id>/state.json`.
     pub state_root: PathBuf,
     pub stdio: Stdio,
+    pub setup: SetupOptions,
+}
+
+/// How init sets the container up, beyond the spec: runc's options of the same names.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct SetupOptions {
+    /// Move the rootfs onto / and chroot instead of pivot_root (for a rootfs
+    /// on a ramdisk, where pivot_root cannot work). Less isolated: the old
+    /// root stays reachable to a process that can escape a chroot.
+    pub no_pivot_root: bool,
+    /// Keep the runtime's session keyring instead of a new one per container.
+    pub no_new_keyring: bool,
 }
 
 pub struct Container {
@@ -144,7 +157,7 @@ impl Container {
             run_hooks(HookKind::CreateRuntime, &spec, &state, false).map(drop)
         };
         let request =
-            InitRequest::Create { id: id.into(), spec: spec.clone(), rootfs: rootfs.clone(), bundle: bundle.into() };
+            InitRequest::Create { id: id.into(), spec: spec.clone(), rootfs: rootfs.clone(), bundle: bundle.into(), setup: opts.setup };
         let (init_warnings, console) = handshake(id, &mut child.channel, request, || runtime_hooks(child.pid))?;
         warnings.extend(init_warnings);
         let state = State {
@@ -211,11 +224,22 @@ impl Container {
             spawn_in_pid_namespace(pidns.as_ref(), 0, &stdio, false).ctx(id, || "start exec process".into())?;
         drop(stdio);
         let guard = CreateGuard { pid: Some(child.pid), cgroup: None, dir: None };
+        if let Some(list) = process.exec_cpu_affinity().as_ref().and_then(|a| a.initial().as_deref()) {
+            let cpus = crate::affinity::parse_cpu_list(list)
+                .map_err(|e| Error::Init { id: id.clone(), message: format!("process.execCPUAffinity.initial: {e}") })?;
+            crate::affinity::set(child.pid, &cpus).ctx(id, || format!("set process.execCPUAffinity.initial {list:?}"))?;
+        }
         // The container's cgroup exists (and is set up): just move in.
         self.cgroup().add(child.pid)?;
-        // The container's seccomp profile applies to its execs too (as runc).
-        let seccomp = spec::load_spec(&self.state.bundle)?.linux().as_ref().and_then(|l| l.seccomp().clone());
-        let request = InitRequest::Exec { id: id.clone(), process: process.clone(), namespaces, seccomp };
+        // The container's seccomp profile and personality apply to its execs too (as runc).
+        let linux = spec::load_spec(&self.state.bundle)?.linux().clone();
+        let request = InitRequest::Exec {
+            id: id.clone(),
+            process: process.clone(),
+            namespaces,
+            seccomp: linux.as_ref().and_then(|l| l.seccomp().clone()),
+            personality: linux.as_ref().and_then(|l| l.personality().clone()),
+        };
         let (_, console) = handshake(id, &mut child.channel, request, || Ok(()))?;
         release(id, &mut child.channel)?;
         guard.disarm();

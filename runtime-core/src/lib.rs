@@ -15,6 +15,7 @@
 //! Reaping is the caller's job: this crate never `waitpid`s on a container's
 //! processes, because a shim that is a subreaper must own every exit status.
 
+mod affinity;
 mod channel;
 pub mod cgroup;
 mod clone3;
@@ -31,7 +32,7 @@ mod spawn;
 mod spec;
 mod state;
 
-pub use container::{Container, CreateOptions, ExecProcess, Stdio};
+pub use container::{Container, CreateOptions, ExecProcess, SetupOptions, Stdio};
 pub use error::{Error, Result};
 pub use spec::load_spec;
 pub use state::{State, Status};

@@ -11,6 +11,9 @@ pub(crate) struct Namespaces {
     /// container's cgroup becomes its cgroup root.
     pub clone_flags: u64,
     pub new_cgroup: bool,
+    /// A new time namespace is unshared by init too: its offsets can only be
+    /// written before any process is inside.
+    pub new_time: bool,
     /// An existing pid namespace: the parent clones init into it (setns on a
     /// pid namespace only moves future children, so init cannot join itself).
     pub pid_path: Option<PathBuf>,
@@ -32,6 +35,7 @@ impl Namespaces {
                     ns.joins.push((typ, path.clone()))
                 }
                 (LinuxNamespaceType::Cgroup, _) => ns.new_cgroup = true,
+                (LinuxNamespaceType::Time, _) => ns.new_time = true,
                 (typ, _) => ns.clone_flags |= typ as u64,
             }
         }
@@ -46,6 +50,7 @@ impl Namespaces {
     pub(crate) fn has(&self, typ: LinuxNamespaceType) -> bool {
         self.creates(typ)
             || (typ == LinuxNamespaceType::Cgroup && self.new_cgroup)
+            || (typ == LinuxNamespaceType::Time && self.new_time)
             || (typ == LinuxNamespaceType::Pid && self.pid_path.is_some())
             || self.joins.iter().any(|(t, _)| *t == typ)
     }

@@ -171,7 +171,7 @@ impl TaskService {
                 mount_rootfs(&mounts, target)
                     .map_err(|e| status(Code::UNKNOWN, format!("container {id}: {e}")))?;
             }
-            Container::create(&id, &bundle, CreateOptions { state_root, stdio })
+            Container::create(&id, &bundle, CreateOptions { state_root, stdio, ..Default::default() })
                 .map(|c| (c, rootfs.clone()))
                 .map_err(|e| {
                     if let Some(target) = &rootfs {

@@ -61,9 +61,8 @@ fn busybox_rootfs(busybox: &Path, rootfs: &Path) -> Result<()> {
     let bin = rootfs.join("bin");
     std::fs::create_dir_all(&bin).with_context(|| format!("create {}", bin.display()))?;
     std::fs::copy(busybox, bin.join("busybox")).context("copy busybox")?;
-    for applet in [
-        "sh", "cat", "echo", "env", "sleep", "ls", "id", "true", "false",
-    ] {
+    let applets = ["sh", "cat", "echo", "env", "sleep", "ls", "id", "true", "false", "grep", "cut", "uname", "ionice"];
+    for applet in applets {
         std::os::unix::fs::symlink("busybox", bin.join(applet))?;
     }
     for dir in ["proc", "sys", "dev", "tmp", "etc"] {

@@ -6,18 +6,21 @@
 mod capabilities;
 mod console;
 mod devices;
+mod keyring;
 mod paths;
 mod process;
 mod rootfs;
+mod scheduling;
 mod seccomp;
 mod sysctl;
 
 use crate::channel::Channel;
+use crate::container::SetupOptions;
 use crate::hooks::{self, HookKind, HookState};
 use crate::namespaces::Namespaces;
 use crate::spawn::CHANNEL_FD;
 use nix::sched::{setns, unshare, CloneFlags};
-use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxPersonality, LinuxSeccomp, Process, Spec};
 use serde::{Deserialize, Serialize};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
@@ -31,7 +34,7 @@ pub const INIT_ARG: &str = "__ferrum_init__";
 #[derive(Serialize, Deserialize)]
 pub(crate) enum InitRequest {
     /// Become a new container's init.
-    Create { id: String, spec: Spec, rootfs: PathBuf, bundle: PathBuf },
+    Create { id: String, spec: Spec, rootfs: PathBuf, bundle: PathBuf, setup: SetupOptions },
     /// Become a process in a running container: join its namespaces (the pid
     /// namespace was joined by the parent at clone time).
     /// `seccomp` is the container's profile, which applies to its execs too.
@@ -40,6 +43,7 @@ pub(crate) enum InitRequest {
         process: Process,
         namespaces: Vec<(LinuxNamespaceType, PathBuf)>,
         seccomp: Option<LinuxSeccomp>,
+        personality: Option<LinuxPersonality>,
     },
     /// Run the runtime's own hooks (this process is in the runtime's
     /// namespaces, single-threaded and the hooks' only reaper), then exit.
@@ -108,11 +112,11 @@ fn run() -> i32 {
             };
             return if channel.send(&reply).is_ok() { 0 } else { 1 };
         }
-        InitRequest::Create { id, spec, rootfs, bundle } => {
-            prepare_container(id, spec, rootfs, bundle, &mut channel, &mut warnings)
+        InitRequest::Create { id, spec, rootfs, bundle, setup } => {
+            prepare_container(id, spec, rootfs, bundle, *setup, &mut channel, &mut warnings)
         }
-        InitRequest::Exec { id, process, namespaces, seccomp } => {
-            prepare_exec(id, process, namespaces, seccomp.as_ref(), &mut warnings)
+        InitRequest::Exec { id, process, namespaces, seccomp, personality } => {
+            prepare_exec(id, process, namespaces, seccomp.as_ref(), personality.as_ref(), &mut warnings)
         }
     };
     let mut prepared = match prepared {
@@ -155,6 +159,7 @@ fn prepare_container(
     spec: &Spec,
     rootfs: &Path,
     bundle: &Path,
+    setup: SetupOptions,
     channel: &mut Channel,
     warnings: &mut Vec<String>,
 ) -> Result<process::Prepared> {
@@ -164,13 +169,22 @@ fn prepare_container(
         // The parent placed us in our cgroup before sending the request.
         unshare(CloneFlags::CLONE_NEWCGROUP).describe(|| "unshare cgroup namespace".into())?;
     }
+    if ns.new_time {
+        new_time_namespace(spec)?;
+    }
     set_names(spec, &ns)?;
+    if let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) {
+        scheduling::set_personality(p)?;
+    }
+    if !setup.no_new_keyring {
+        keyring::join_new_session(id)?;
+    }
     if !ns.has(LinuxNamespaceType::Mount) {
         return Err("a mount namespace is required to set up the rootfs".into());
     }
     // SAFETY: umask has no memory effects. Files we create get exactly their modes.
     unsafe { libc::umask(0) };
-    rootfs::setup(spec, rootfs, &ns, || before_pivot(id, spec, bundle, channel))?;
+    rootfs::setup(spec, rootfs, &ns, setup.no_pivot_root, || before_pivot(id, spec, bundle, channel))?;
     sysctl::apply(spec, &ns)?;
     rootfs::protect(spec)?;
     let process = spec.process().as_ref().ok_or("no process section")?;
@@ -199,9 +213,13 @@ fn prepare_exec(
     process: &Process,
     namespaces: &[(LinuxNamespaceType, PathBuf)],
     seccomp: Option<&LinuxSeccomp>,
+    personality: Option<&LinuxPersonality>,
     warnings: &mut Vec<String>,
 ) -> Result<process::Prepared> {
     join_namespaces(namespaces)?;
+    if let Some(p) = personality {
+        scheduling::set_personality(p)?;
+    }
     // Joining the mount namespace put us at its root; the process's cwd is
     // relative to that, and is not created for an exec (as runc).
     process::prepare(id, process, seccomp, process::Role::Exec, warnings)
@@ -221,6 +239,25 @@ fn join_namespaces(joins: &[(LinuxNamespaceType, PathBuf)]) -> Result<()> {
     for (typ, path, file) in files {
         setns(file, CloneFlags::from_bits_truncate(typ as i32))
             .describe(|| format!("join {typ} namespace {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A time namespace of the container's own, with linux.timeOffsets. Offsets
+/// can only be written before any process is in the namespace: unshare puts
+/// only our future children (and, at execve, ourselves) in it.
+fn new_time_namespace(spec: &Spec) -> Result<()> {
+    unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)).describe(|| "unshare time namespace".into())?;
+    let offsets = spec.linux().as_ref().and_then(|l| l.time_offsets().clone()).unwrap_or_default();
+    let mut text = String::new();
+    for (clock, offset) in &offsets {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(format!("linux.timeOffsets: unknown clock {clock:?} (monotonic or boottime)"));
+        }
+        text.push_str(&format!("{clock} {} {}\n", offset.secs().unwrap_or(0), offset.nanosecs().unwrap_or(0)));
+    }
+    if !text.is_empty() {
+        std::fs::write("/proc/self/timens_offsets", &text).describe(|| format!("write linux.timeOffsets {text:?}"))?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! directory, environment and finally the exec.
 
 use super::capabilities::Sets;
-use super::{console, seccomp};
+use super::{console, scheduling, seccomp};
 use libseccomp::ScmpFilterContext;
 use super::{Describe, Result};
 use crate::spawn::CHANNEL_FD;
@@ -50,6 +50,21 @@ pub(super) fn prepare(
         // SAFETY: setrlimit with a valid struct.
         if unsafe { libc::setrlimit(resource, &lim) } < 0 {
             return Err(format!("set {:?} to {}/{}: {}", rl.typ(), rl.soft(), rl.hard(), std::io::Error::last_os_error()));
+        }
+    }
+    // Before the user switch: a real-time class or policy needs privilege.
+    if let Some(s) = p.scheduler() {
+        scheduling::set_scheduler(s)?;
+    }
+    if let Some(io) = p.io_priority() {
+        scheduling::set_io_priority(io)?;
+    }
+    if role == Role::Exec {
+        // The exec is in the container's cgroup by now (the parent set the
+        // `initial` affinity before moving it there).
+        if let Some(list) = p.exec_cpu_affinity().as_ref().and_then(|a| a.cpu_affinity_final().as_deref()) {
+            let cpus = crate::affinity::parse_cpu_list(list).map_err(|e| format!("process.execCPUAffinity.final: {e}"))?;
+            crate::affinity::set(0, &cpus).describe(|| format!("set process.execCPUAffinity.final {list:?}"))?;
         }
     }
     if let Some(adj) = p.oom_score_adj() {

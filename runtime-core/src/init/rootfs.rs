@@ -12,7 +12,13 @@ use std::path::Path;
 
 /// `before_pivot` runs once the mounts and /dev are in place, while the host's
 /// root is still reachable (the hooks' moment).
-pub(super) fn setup(spec: &Spec, rootfs: &Path, ns: &Namespaces, before_pivot: impl FnOnce() -> Result<()>) -> Result<()> {
+pub(super) fn setup(
+    spec: &Spec,
+    rootfs: &Path,
+    ns: &Namespaces,
+    no_pivot_root: bool,
+    before_pivot: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     let propagation = rootfs_propagation(spec)?;
     // Our mounts must not propagate back to the host: make the whole tree a
     // slave (or what the spec asks) before touching anything.
@@ -30,7 +36,11 @@ pub(super) fn setup(spec: &Spec, rootfs: &Path, ns: &Namespaces, before_pivot: i
         devices::setup(&root, spec, ns)?;
     }
     before_pivot()?;
-    pivot(&root)?;
+    if no_pivot_root {
+        move_root(&root)?;
+    } else {
+        pivot(&root)?;
+    }
     if let Some(p) = propagation {
         mount(None::<&str>, "/", None::<&str>, p, None::<&str>).describe(|| "set rootfsPropagation".into())?;
     }
@@ -147,6 +157,14 @@ fn pivot(root: &OwnedFd) -> Result<()> {
     mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
         .describe(|| "make old root a slave".into())?;
     umount2(".", MntFlags::MNT_DETACH).describe(|| "unmount old root".into())?;
+    nix::unistd::chdir("/").describe(|| "chdir /".into())
+}
+
+/// runc's NoPivotRoot: move the rootfs mount onto / and chroot into it.
+fn move_root(root: &OwnedFd) -> Result<()> {
+    nix::unistd::fchdir(root).describe(|| "chdir to rootfs".into())?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).describe(|| "move rootfs onto /".into())?;
+    nix::unistd::chroot(".").describe(|| "chroot into rootfs".into())?;
     nix::unistd::chdir("/").describe(|| "chdir /".into())
 }
 
