@@ -25,13 +25,6 @@ use crate::store::{Kind, Snapshot};
 const TEMP_PREFIX: &str = "new-";
 const REMOVED_PREFIX: &str = "rm-";
 
-/// containerd adds `index=off` whenever the kernel knows the parameter: with the
-/// index on, overlay refuses a lower layer that was used with another upper
-/// before, which shared image layers always are.
-pub fn overlay_supports_index_off() -> bool {
-    Path::new("/sys/module/overlay/parameters/index").exists()
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("{action} {path}: {source}")]
 pub struct Error {
@@ -50,11 +43,13 @@ fn fail<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> E
 
 pub struct Layout {
     snapshots: PathBuf,
-    index_off: bool,
+    /// Options every overlay mount gets besides its directories (`index=off`,
+    /// `userxattr`, configured ones).
+    overlay_options: Vec<String>,
 }
 
 impl Layout {
-    pub fn open(root: &Path, index_off: bool) -> Result<Layout, Error> {
+    pub fn open(root: &Path, overlay_options: Vec<String>) -> Result<Layout, Error> {
         let snapshots = root.join("snapshots");
         match DirBuilder::new().mode(0o700).create(&snapshots) {
             Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
@@ -64,7 +59,7 @@ impl Layout {
         }
         Ok(Layout {
             snapshots,
-            index_off,
+            overlay_options,
         })
     }
 
@@ -184,10 +179,7 @@ impl Layout {
             return vec![bind(self.fs_path(snap.parent_ids[0]), "ro")];
         }
 
-        let mut options = Vec::new();
-        if self.index_off {
-            options.push("index=off".to_owned());
-        }
+        let mut options = self.overlay_options.clone();
         if snap.kind == Kind::Active {
             options.push(format!("workdir={}", self.work_path(snap.id).display()));
             options.push(format!("upperdir={}", self.fs_path(snap.id).display()));
@@ -246,9 +238,10 @@ fn delete(path: &Path) {
 mod tests {
     use super::*;
 
-    fn layout(index_off: bool) -> (tempfile::TempDir, Layout) {
+    fn layout(options: &[&str]) -> (tempfile::TempDir, Layout) {
         let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::open(dir.path(), index_off).unwrap();
+        let options = options.iter().map(|o| o.to_string()).collect();
+        let layout = Layout::open(dir.path(), options).unwrap();
         (dir, layout)
     }
 
@@ -266,7 +259,7 @@ mod tests {
 
     #[test]
     fn base_snapshots_are_bind_mounts_of_their_own_dir() {
-        let (_dir, l) = layout(true);
+        let (_dir, l) = layout(&["index=off"]);
         let active = &l.mounts(&snap(1, Kind::Active, &[]))[0];
         assert_eq!(
             (active.r#type.as_str(), active.source.clone()),
@@ -280,7 +273,7 @@ mod tests {
 
     #[test]
     fn view_of_one_layer_binds_the_layer_read_only() {
-        let (_dir, l) = layout(true);
+        let (_dir, l) = layout(&["index=off"]);
         let m = l.mounts(&snap(5, Kind::View, &[3]));
         assert_eq!(m.len(), 1);
         assert_eq!(
@@ -292,7 +285,7 @@ mod tests {
 
     #[test]
     fn view_of_many_layers_is_a_lower_only_overlay() {
-        let (_dir, l) = layout(false);
+        let (_dir, l) = layout(&[]);
         let m = l.mounts(&snap(5, Kind::View, &[4, 2]));
         assert_eq!(
             (m[0].r#type.as_str(), m[0].source.as_str()),
@@ -306,7 +299,7 @@ mod tests {
 
     #[test]
     fn active_on_layers_is_an_overlay_nearest_parent_first() {
-        let (_dir, l) = layout(true);
+        let (_dir, l) = layout(&["index=off"]);
         let m = l.mounts(&snap(9, Kind::Active, &[7, 3, 1]));
         assert_eq!(m.len(), 1);
         assert_eq!(
@@ -322,7 +315,7 @@ mod tests {
                 format!("lowerdir={}:{}:{}", fs(&l, 7), fs(&l, 3), fs(&l, 1)),
             ]
         );
-        let (_dir, no_index) = layout(false);
+        let (_dir, no_index) = layout(&[]);
         assert!(!no_index.mounts(&snap(9, Kind::Active, &[7]))[0]
             .options
             .iter()
@@ -330,8 +323,19 @@ mod tests {
     }
 
     #[test]
+    fn overlay_options_go_into_overlays_only() {
+        let (_dir, l) = layout(&["index=off", "userxattr", "volatile"]);
+        let m = &l.mounts(&snap(3, Kind::Active, &[1]))[0];
+        assert_eq!(m.options[..3], ["index=off", "userxattr", "volatile"]);
+        let view = &l.mounts(&snap(4, Kind::View, &[2, 1]))[0];
+        assert_eq!(view.options[..3], ["index=off", "userxattr", "volatile"]);
+        let bind = &l.mounts(&snap(5, Kind::Active, &[]))[0];
+        assert_eq!(bind.options, ["rw", "rbind"]);
+    }
+
+    #[test]
     fn create_dir_builds_fs_and_work_in_place() {
-        let (_dir, l) = layout(true);
+        let (_dir, l) = layout(&["index=off"]);
         l.create_dir(&snap(1, Kind::Active, &[])).unwrap();
         l.create_dir(&snap(2, Kind::View, &[1])).unwrap();
         assert!(l.fs_path(1).is_dir() && l.work_path(1).is_dir());
@@ -348,7 +352,7 @@ mod tests {
 
     #[test]
     fn create_dir_failure_leaves_nothing() {
-        let (_dir, l) = layout(true);
+        let (_dir, l) = layout(&["index=off"]);
         // The parent's dir is missing, so its owner cannot be read.
         let err = l.create_dir(&snap(2, Kind::Active, &[1])).unwrap_err();
         assert!(err.to_string().contains(&fs(&l, 1)), "{err}");
@@ -357,7 +361,7 @@ mod tests {
 
     #[test]
     fn garbage_is_whatever_no_snapshot_owns() {
-        let (_dir, l) = layout(true);
+        let (_dir, l) = layout(&["index=off"]);
         for id in [1, 2] {
             l.create_dir(&snap(id, Kind::Active, &[])).unwrap();
         }

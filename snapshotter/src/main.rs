@@ -2,8 +2,10 @@
 //! proxy plugin (`[proxy_plugins.NAME] type = "snapshot"`), serving the
 //! Snapshots gRPC API on a Unix socket.
 
+mod config;
 mod filter;
 mod layout;
+mod overlay;
 mod service;
 mod snapshotter;
 mod store;
@@ -22,6 +24,7 @@ use anyhow::{bail, Context};
 use ferrum_protos::snapshots::v1::snapshots_server::SnapshotsServer;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use nix::unistd::{chown, Gid, Group};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::wrappers::UnixListenerStream;
@@ -30,7 +33,7 @@ use crate::service::SnapshotService;
 use crate::snapshotter::Snapshotter;
 
 const USAGE: &str = "\
-usage: ferrum-snapshotter --root DIR --address SOCKET
+usage: ferrum-snapshotter [--config FILE] [--root DIR] [--address SOCKET]
 
 Serves containerd's Snapshots API (overlayfs snapshots) on a Unix socket.
 Point containerd at it with:
@@ -40,15 +43,20 @@ Point containerd at it with:
     address = \"SOCKET\"
 
 options:
-  --root DIR         where snapshots and their metadata live (created if missing)
-  --address SOCKET   Unix socket to listen on (a stale socket file is replaced)
+  --config FILE      TOML settings: root, address, [socket] mode and group,
+                     [mount] options (see examples/ferrum-snapshotter.toml)
+  --root DIR         where snapshots and their metadata live (created if
+                     missing); overrides the config file
+  --address SOCKET   Unix socket to listen on (a stale socket file is
+                     replaced); overrides the config file
   -h, --help         show this help
 
 SIGTERM or SIGINT stops it once in-flight calls have finished.";
 
 struct Options {
-    root: PathBuf,
-    address: PathBuf,
+    config: Option<PathBuf>,
+    root: Option<PathBuf>,
+    address: Option<PathBuf>,
 }
 
 enum Command {
@@ -57,8 +65,11 @@ enum Command {
 }
 
 fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
-    let mut root = None;
-    let mut address = None;
+    let mut options = Options {
+        config: None,
+        root: None,
+        address: None,
+    };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let text = arg.to_string_lossy();
@@ -70,8 +81,9 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Strin
         };
         let slot = match name.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
-            "--root" => &mut root,
-            "--address" => &mut address,
+            "--config" => &mut options.config,
+            "--root" => &mut options.root,
+            "--address" => &mut options.address,
             _ => return Err(format!("unknown argument {name:?}")),
         };
         let value = inline
@@ -82,10 +94,28 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Strin
         }
         *slot = Some(PathBuf::from(value));
     }
-    Ok(Command::Serve(Options {
-        root: root.ok_or("--root is required")?,
-        address: address.ok_or("--address is required")?,
-    }))
+    Ok(Command::Serve(options))
+}
+
+/// What the daemon runs with: the command line over the config file.
+struct Settings {
+    root: PathBuf,
+    address: PathBuf,
+    file: config::File,
+}
+
+fn settings(options: &Options) -> anyhow::Result<Settings> {
+    let mut file = match &options.config {
+        Some(path) => config::File::load(path)?,
+        None => config::File::default(),
+    };
+    let root = options.root.clone().or(file.root.take());
+    let address = options.address.clone().or(file.address.take());
+    Ok(Settings {
+        root: root.context("--root (or root in the config file) is required")?,
+        address: address.context("--address (or address in the config file) is required")?,
+        file,
+    })
 }
 
 fn main() -> ExitCode {
@@ -110,15 +140,18 @@ fn main() -> ExitCode {
 }
 
 fn run(options: &Options) -> anyhow::Result<()> {
+    let settings = settings(options)?;
+    let root = &settings.root;
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&options.root)
-        .with_context(|| format!("creating root {}", options.root.display()))?;
-    let _lock = lock_root(&options.root)?;
-    let index_off = layout::overlay_supports_index_off();
-    let snapshotter = Snapshotter::open(&options.root, index_off)
-        .with_context(|| format!("opening snapshots in {}", options.root.display()))?;
+        .create(root)
+        .with_context(|| format!("creating root {}", root.display()))?;
+    let _lock = lock_root(root)?;
+    let overlay_options = overlay_options(root, &settings.file)?;
+    eprintln!("ferrum-snapshotter: overlay mount options {overlay_options:?}");
+    let snapshotter = Snapshotter::open(root, overlay_options)
+        .with_context(|| format!("opening snapshots in {}", root.display()))?;
     let snapshotter = Arc::new(snapshotter);
 
     // One thread serves gRPC; snapshot operations run on tokio's blocking pool.
@@ -127,7 +160,21 @@ fn run(options: &Options) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(Arc::clone(&snapshotter), &options.address))
+    runtime.block_on(serve(Arc::clone(&snapshotter), &settings))
+}
+
+/// What every overlay mount gets besides its directories, in containerd's
+/// order: its own `index=off` and `userxattr` first, then the configured ones.
+fn overlay_options(root: &Path, file: &config::File) -> anyhow::Result<Vec<String>> {
+    let mut options = Vec::new();
+    if overlay::supports_index_off() {
+        options.push("index=off".to_owned());
+    }
+    if overlay::needs_userxattr(root).context("checking whether overlay needs userxattr")? {
+        options.push("userxattr".to_owned());
+    }
+    options.extend(file.mount.options.iter().cloned());
+    Ok(options)
 }
 
 /// Keeps a second instance off the same root: two writers would each believe
@@ -153,8 +200,9 @@ fn lock_root(root: &Path) -> anyhow::Result<Flock<File>> {
     }
 }
 
-async fn serve(snapshotter: Arc<Snapshotter>, address: &Path) -> anyhow::Result<()> {
-    let listener = bind(address)?;
+async fn serve(snapshotter: Arc<Snapshotter>, settings: &Settings) -> anyhow::Result<()> {
+    let address = settings.address.as_path();
+    let listener = bind(address, &settings.file)?;
     let _socket = RemoveOnDrop(address.to_owned());
     let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
@@ -172,7 +220,7 @@ async fn serve(snapshotter: Arc<Snapshotter>, address: &Path) -> anyhow::Result<
         .context("serving gRPC")
 }
 
-fn bind(address: &Path) -> anyhow::Result<UnixListener> {
+fn bind(address: &Path, file: &config::File) -> anyhow::Result<UnixListener> {
     if let Some(dir) = address.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -196,9 +244,24 @@ fn bind(address: &Path) -> anyhow::Result<UnixListener> {
     }
     let listener = UnixListener::bind(address)
         .with_context(|| format!("listening on {}", address.display()))?;
-    fs::set_permissions(address, fs::Permissions::from_mode(0o660))
+    if let Some(group) = &file.socket.group {
+        let gid = group_id(group)?;
+        chown(address, None, Some(gid))
+            .with_context(|| format!("giving {} to group {gid}", address.display()))?;
+    }
+    fs::set_permissions(address, fs::Permissions::from_mode(file.socket_mode()))
         .with_context(|| format!("setting the mode of {}", address.display()))?;
     Ok(listener)
+}
+
+fn group_id(group: &config::Group) -> anyhow::Result<Gid> {
+    match group {
+        config::Group::Id(id) => Ok(Gid::from_raw(*id)),
+        config::Group::Name(name) => Group::from_name(name)
+            .with_context(|| format!("looking up group {name:?}"))?
+            .map(|g| g.gid)
+            .with_context(|| format!("socket.group: no group named {name:?}")),
+    }
 }
 
 struct RemoveOnDrop(PathBuf);
@@ -224,12 +287,17 @@ mod tests {
 
     #[test]
     fn parses_both_value_forms() {
-        let Ok(Command::Serve(o)) = parse(&["--root", "/r", "--address=/s.sock"]) else {
+        let Ok(Command::Serve(o)) = parse(&["--root", "/r", "--address=/s.sock", "--config", "/c"])
+        else {
             panic!()
         };
         assert_eq!(
-            (o.root, o.address),
-            (PathBuf::from("/r"), PathBuf::from("/s.sock"))
+            (o.root, o.address, o.config),
+            (
+                Some(PathBuf::from("/r")),
+                Some(PathBuf::from("/s.sock")),
+                Some(PathBuf::from("/c"))
+            )
         );
         assert!(matches!(
             parse(&["--root", "/r", "--help"]),
@@ -240,10 +308,30 @@ mod tests {
     #[test]
     fn explains_bad_arguments() {
         let err = |args: &[&str]| parse(args).err().unwrap();
-        assert_eq!(err(&["--root", "/r"]), "--address is required");
-        assert_eq!(err(&["--address", "/s"]), "--root is required");
         assert_eq!(err(&["--root"]), "--root needs a value");
         assert_eq!(err(&["--root="]), "--root must not be empty");
         assert_eq!(err(&["--rot", "/r"]), "unknown argument \"--rot\"");
+    }
+
+    #[test]
+    fn command_line_overrides_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        fs::write(&path, "root = \"/from-file\"\naddress = \"/file.sock\"\n").unwrap();
+        let Ok(Command::Serve(o)) = parse(&["--config", path.to_str().unwrap(), "--root", "/cli"])
+        else {
+            panic!()
+        };
+        let s = settings(&o).unwrap();
+        assert_eq!(
+            (s.root, s.address),
+            (PathBuf::from("/cli"), PathBuf::from("/file.sock"))
+        );
+
+        let Ok(Command::Serve(o)) = parse(&["--root", "/r"]) else {
+            panic!()
+        };
+        let err = settings(&o).err().unwrap().to_string();
+        assert_eq!(err, "--address (or address in the config file) is required");
     }
 }

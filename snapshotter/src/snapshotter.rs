@@ -39,10 +39,11 @@ pub struct Snapshotter {
 impl Snapshotter {
     /// Opens the snapshotter at `root` and removes what a previous run left
     /// half done. The caller must hold the root's lock.
-    pub fn open(root: &Path, index_off: bool) -> Result<Snapshotter> {
+    /// `overlay_options` go into every overlay mount besides its directories.
+    pub fn open(root: &Path, overlay_options: Vec<String>) -> Result<Snapshotter> {
         let snapshotter = Snapshotter {
             store: Store::open(&root.join("metadata.redb"))?,
-            layout: Layout::open(root, index_off)?,
+            layout: Layout::open(root, overlay_options)?,
         };
         snapshotter.cleanup()?;
         Ok(snapshotter)
@@ -149,7 +150,7 @@ mod tests {
 
     fn open() -> (tempfile::TempDir, Snapshotter) {
         let dir = tempfile::tempdir().unwrap();
-        let s = Snapshotter::open(dir.path(), true).unwrap();
+        let s = Snapshotter::open(dir.path(), vec!["index=off".into()]).unwrap();
         (dir, s)
     }
 
@@ -222,13 +223,13 @@ mod tests {
     fn reopening_collects_leftovers() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = Snapshotter::open(dir.path(), true).unwrap();
+            let s = Snapshotter::open(dir.path(), vec!["index=off".into()]).unwrap();
             s.prepare("a", "", Labels::new()).unwrap();
         }
         for leftover in ["new-1-1/fs", "rm-5/fs", "77/fs"] {
             fs::create_dir_all(dir.path().join("snapshots").join(leftover)).unwrap();
         }
-        let s = Snapshotter::open(dir.path(), true).unwrap();
+        let s = Snapshotter::open(dir.path(), vec!["index=off".into()]).unwrap();
         assert_eq!(entries(dir.path()), ["1"]);
         assert_eq!(s.stat("a").unwrap().kind, Kind::Active);
     }
