@@ -8,7 +8,7 @@ use std::time::Duration;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::{api, TaskClient};
-use ferrum_tests::Env;
+use ferrum_tests::{CtrOutput, Env, SpecFile, FERRUM_RUNTIME};
 
 const GRACE: Duration = Duration::from_secs(5);
 const FLAGS: [&str; 7] = ["-d", "--memory-limit", "67108864", "--cpus", "0.5", "--cpu-shares", "512"];
@@ -89,5 +89,77 @@ fn a_limit_the_kernel_refuses_fails_the_container_naming_it() {
     let next = env.run_on_ferrum(&["--rm"], &image, "c2", &["echo", "still-works"]);
     next.assert_ok();
     assert_eq!(next.stdout, "still-works\n");
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
+
+/// `ctr run --config` with containerd's default spec running `args`, with
+/// `resources` merged into linux.resources.
+fn run_with_resources(env: &Env, flags: &[&str], id: &str, args: &[&str], resources: serde_json::Value) -> CtrOutput {
+    let mut file = SpecFile::new(env, id, args).expect("spec file");
+    let merged = file.spec["linux"]["resources"].as_object_mut().expect("default spec has resources");
+    for (k, v) in resources.as_object().unwrap() {
+        merged.insert(k.clone(), v.clone());
+    }
+    file.run(env, FERRUM_RUNTIME, flags).expect("ctr run --config")
+}
+
+/// "major:minor" of a block device of this host, for throttle rules.
+fn a_block_device() -> String {
+    let mut devs: Vec<_> = std::fs::read_dir("/sys/block").unwrap().flatten().map(|e| e.path()).collect();
+    devs.sort();
+    std::fs::read_to_string(devs[0].join("dev")).unwrap().trim().to_string()
+}
+
+#[test]
+fn every_resource_field_reaches_the_cgroup() {
+    let env = Env::start().expect("starting containerd with ferrum");
+    let dev = a_block_device();
+    let (major, minor) = dev.split_once(':').map(|(a, b)| (a.parse::<i64>().unwrap(), b.parse::<i64>().unwrap())).unwrap();
+    let resources = serde_json::json!({
+        "memory": { "limit": 67108864, "kernelTCP": 33554432, "swappiness": 10, "useHierarchy": true, "checkBeforeUpdate": true },
+        "cpu": { "quota": 50000, "period": 100000, "burst": 10000, "idle": 0 },
+        "blockIO": {
+            "throttleReadBpsDevice": [{ "major": major, "minor": minor, "rate": 1048576 }],
+            "throttleWriteIopsDevice": [{ "major": major, "minor": minor, "rate": 100 }]
+        },
+        "hugepageLimits": [{ "pageSize": "2MB", "limit": 4194304 }],
+        "unified": { "hugetlb.1GB.max": "1073741824" }
+    });
+    run_with_resources(&env, &["-d"], "all", &["sleep", "600"], resources).assert_ok();
+    let expect = [
+        ("memory/memory.kmem.tcp.limit_in_bytes", "33554432"),
+        ("memory/memory.swappiness", "10"),
+        ("memory/memory.use_hierarchy", "1"),
+        ("cpu/cpu.cfs_burst_us", "10000"),
+        ("cpu/cpu.idle", "0"),
+        ("unified/hugetlb.2MB.max", "4194304"),
+        ("unified/hugetlb.2MB.rsvd.max", "4194304"),
+        ("unified/hugetlb.1GB.max", "1073741824"),
+    ];
+    for (file, value) in expect {
+        assert_eq!(cgroup_file(&env, "all", file).trim(), value, "{file}");
+    }
+    let read_bps = cgroup_file(&env, "all", "blkio/blkio.throttle.read_bps_device");
+    assert_eq!(read_bps.trim(), format!("{dev} 1048576"));
+    let write_iops = cgroup_file(&env, "all", "blkio/blkio.throttle.write_iops_device");
+    assert_eq!(write_iops.trim(), format!("{dev} 100"));
+    env.remove_task("all");
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
+
+#[test]
+fn refused_block_io_and_unified_values_fail_the_container_naming_them() {
+    let (env, image) = Env::with_busybox();
+    // No such block device: the kernel refuses the throttle rule.
+    let bad_device = serde_json::json!({ "blockIO": { "throttleReadBpsDevice": [{ "major": 259, "minor": 4095, "rate": 1 }] } });
+    let refused = run_with_resources(&env, &["--rm"], "b1", &["true"], bad_device);
+    assert!(!refused.success(), "{refused}");
+    assert!(refused.stderr.contains("blkio.throttle.read_bps_device") && refused.stderr.contains("259:4095 1"), "{refused}");
+    // A unified key that is not a file of the cgroup is refused before any write.
+    let bad_key = serde_json::json!({ "unified": { "../memory.max": "1" } });
+    let refused = run_with_resources(&env, &["--rm"], "u1", &["true"], bad_key);
+    assert!(!refused.success(), "{refused}");
+    assert!(refused.stderr.contains("unified") && refused.stderr.contains("../memory.max"), "{refused}");
+    env.run_on_ferrum(&["--rm"], &image, "next", &["true"]).assert_ok();
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }

@@ -6,10 +6,13 @@
 //! interpreted as runc does: absolute paths from each hierarchy's root, relative
 //! paths from the caller's own cgroup, empty meaning `<caller's cgroup>/<id>`.
 
+mod block_io;
 mod hierarchy;
+mod hugetlb;
 mod oom;
 mod resources;
 mod stats;
+mod unified;
 
 use crate::error::{Error, Result};
 use std::io;
@@ -73,6 +76,13 @@ impl Cgroup {
     pub fn join(&self, pid: i32) -> Result<()> {
         self.create()?;
         self.add(pid)
+    }
+
+    /// A resource the spec sets for a controller this host or cgroup version lacks.
+    fn missing_controller(&self, field: &str, controller: &str) -> Error {
+        let e = io::Error::new(io::ErrorKind::Unsupported, format!("no {controller} controller on this host"));
+        let path = self.dirs.first().cloned().unwrap_or_default();
+        Error::Cgroup { path, what: format!("linux.resources.{field}"), source: e }
     }
 
     /// The first of the directories that has `file` (finds a v1 controller's).

@@ -2,14 +2,17 @@
 //! on update. Only fields the spec sets are written; a value the kernel refuses
 //! fails with the file and the value named.
 //!
-//! Done: memory (limit, reservation, swap, swappiness, disableOOMKiller), cpu
-//! (shares/weight, quota, period, realtime, cpus, mems), pids, and devices on v1.
-//! Not yet: blockIO, hugepages, network, rdma, `unified`, and the v2 device
-//! filter (an eBPF program) — see README "What works today".
+//! Every field of the spec is handled; where the host's cgroup version has no
+//! equivalent (v1-only knobs on v2, kernel memory limits the kernel dropped)
+//! it is a warning, as runc, and never silently a different limit. blockIO,
+//! hugepageLimits and `unified` have files of their own, so does the v2 device
+//! filter.
 
 use super::{cg_err, Cgroup};
 use crate::error::Result;
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxMemory, LinuxNetwork, LinuxRdma, LinuxResources};
+use std::collections::HashMap;
+use std::io;
 use std::path::Path;
 
 /// What runc allows every container besides the spec's rules: mknod of any
@@ -28,7 +31,7 @@ const RUNC_ALLOWED_DEVICES: [&str; 11] = [
     "c 10:200 rwm",
 ];
 
-fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
+pub(super) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
     std::fs::write(dir.join(file), value).map_err(cg_err(dir, format!("set {file} to {value:?}")))
 }
 
@@ -43,15 +46,84 @@ pub(crate) fn shares_to_weight(shares: u64) -> u64 {
 
 impl Cgroup {
     pub fn apply(&self, r: &LinuxResources) -> Result<Vec<String>> {
-        if super::is_pure_v2() {
-            self.apply_v2(r)
-        } else {
-            self.apply_v1(r)
+        self.enable_v2_controllers();
+        if let Some(m) = r.memory() {
+            self.check_before_update(m)?;
+        }
+        let mut warnings = if super::is_pure_v2() { self.apply_v2(r)? } else { self.apply_v1(r)? };
+        if let Some(n) = r.network() {
+            self.apply_network(n, &mut warnings)?;
+        }
+        if let Some(rdma) = r.rdma() {
+            self.apply_rdma(rdma)?;
+        }
+        self.apply_hugepages(r.hugepage_limits().as_deref().unwrap_or_default())?;
+        self.apply_unified(r.unified().as_ref().unwrap_or(&Default::default()))?;
+        Ok(warnings)
+    }
+
+    /// checkBeforeUpdate: refuse a memory limit below the current usage
+    /// instead of letting the kernel reclaim or OOM-kill to reach it.
+    fn check_before_update(&self, m: &LinuxMemory) -> Result<()> {
+        let (Some(true), Some(limit)) = (m.check_before_update(), m.limit().filter(|l| *l > 0)) else {
+            return Ok(());
+        };
+        let usage = ["memory.usage_in_bytes", "memory.current"].iter().find_map(|f| {
+            let d = self.dir_with(f)?;
+            std::fs::read_to_string(d.join(f)).ok()?.trim().parse::<i64>().ok().map(|u| (d, u))
+        });
+        match usage {
+            Some((d, usage)) if usage > limit => Err(cg_err(d, format!("linux.resources.memory.limit {limit}"))(
+                io::Error::new(io::ErrorKind::InvalidInput, format!("below the current usage {usage} (checkBeforeUpdate)")),
+            )),
+            _ => Ok(()),
         }
     }
 
+    /// net_cls/net_prio exist on v1 only, and only where mounted.
+    fn apply_network(&self, n: &LinuxNetwork, warnings: &mut Vec<String>) -> Result<()> {
+        if let Some(id) = n.class_id() {
+            match self.dir_with("net_cls.classid") {
+                Some(d) => write(d, "net_cls.classid", &id.to_string())?,
+                None => warnings.push(format!("linux.resources.network.classID {id}: no net_cls controller here, ignored")),
+            }
+        }
+        for p in n.priorities().iter().flatten() {
+            match self.dir_with("net_prio.ifpriomap") {
+                Some(d) => write(d, "net_prio.ifpriomap", &format!("{} {}", p.name(), p.priority()))?,
+                None => warnings.push(format!(
+                    "linux.resources.network.priorities {}: no net_prio controller here, ignored",
+                    p.name()
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_rdma(&self, rdma: &HashMap<String, LinuxRdma>) -> Result<()> {
+        if rdma.is_empty() {
+            return Ok(());
+        }
+        let Some(d) = self.dir_with("rdma.max") else { return Err(self.missing_controller("rdma", "rdma")) };
+        for (device, limit) in rdma {
+            let mut value = device.clone();
+            if let Some(h) = limit.hca_handles() {
+                value.push_str(&format!(" hca_handle={h}"));
+            }
+            if let Some(o) = limit.hca_objects() {
+                value.push_str(&format!(" hca_object={o}"));
+            }
+            write(d, "rdma.max", &value)?;
+        }
+        Ok(())
+    }
+
     fn apply_v1(&self, r: &LinuxResources) -> Result<Vec<String>> {
+        let mut warnings = Vec::new();
         if let (Some(m), Some(d)) = (r.memory(), self.dir_with("memory.limit_in_bytes")) {
+            if let Some(v) = m.use_hierarchy() {
+                write(d, "memory.use_hierarchy", if v { "1" } else { "0" })?;
+            }
             if let Some(limit) = m.limit() {
                 write(d, "memory.limit_in_bytes", &limit.to_string())?;
             }
@@ -69,6 +141,12 @@ impl Cgroup {
             if m.disable_oom_killer() == Some(true) {
                 write(d, "memory.oom_control", "1")?;
             }
+            if let Some(v) = m.kernel_tcp() {
+                write(d, "memory.kmem.tcp.limit_in_bytes", &v.to_string())?;
+            }
+            if let Some(v) = m.kernel() {
+                warnings.push(kernel_memory_ignored(v));
+            }
         }
         if let Some(c) = r.cpu() {
             if let Some(d) = self.dir_with("cpu.shares") {
@@ -81,6 +159,12 @@ impl Cgroup {
                 }
                 if let Some(v) = c.quota() {
                     write(d, "cpu.cfs_quota_us", &v.to_string())?;
+                }
+                if let Some(v) = c.burst() {
+                    write(d, "cpu.cfs_burst_us", &v.to_string())?;
+                }
+                if let Some(v) = c.idle() {
+                    write(d, "cpu.idle", &v.to_string())?;
                 }
                 if let Some(v) = c.realtime_period() {
                     write(d, "cpu.rt_period_us", &v.to_string())?;
@@ -103,13 +187,15 @@ impl Cgroup {
                 write(d, "devices.allow", rule)?;
             }
         }
-        Ok(Vec::new())
+        if let Some(b) = r.block_io() {
+            self.apply_block_io_v1(b)?;
+        }
+        Ok(warnings)
     }
 
     fn apply_v2(&self, r: &LinuxResources) -> Result<Vec<String>> {
         let mut warnings = Vec::new();
         let Some(d) = self.dirs.first() else { return Ok(warnings) };
-        self.enable_v2_controllers();
         if let Some(m) = r.memory() {
             let limit = m.limit();
             if let Some(limit) = limit {
@@ -127,6 +213,20 @@ impl Cgroup {
                 };
                 write(d, "memory.swap.max", &value)?;
             }
+            // v1-only knobs: runc ignores them on v2.
+            if let Some(v) = m.kernel() {
+                warnings.push(kernel_memory_ignored(v));
+            }
+            let v1_only = [
+                ("kernelTCP", m.kernel_tcp().map(|v| v.to_string())),
+                ("swappiness", m.swappiness().map(|v| v.to_string())),
+                ("disableOOMKiller", m.disable_oom_killer().filter(|d| *d).map(|d| d.to_string())),
+            ];
+            for (field, value) in v1_only {
+                if let Some(v) = value {
+                    warnings.push(format!("linux.resources.memory.{field} {v}: cgroup v1 only, ignored on v2"));
+                }
+            }
         }
         if let Some(c) = r.cpu() {
             if let Some(shares) = c.shares() {
@@ -137,9 +237,22 @@ impl Cgroup {
                 let period = c.period().unwrap_or(100_000);
                 write(d, "cpu.max", &format!("{quota} {period}"))?;
             }
+            if let Some(v) = c.burst() {
+                write(d, "cpu.max.burst", &v.to_string())?;
+            }
+            if let Some(v) = c.idle() {
+                write(d, "cpu.idle", &v.to_string())?;
+            }
+            // v2 has no per-cgroup realtime budget: a limit we cannot enforce.
+            if let Some(v) = c.realtime_runtime().map(|v| v.to_string()).or(c.realtime_period().map(|v| v.to_string())) {
+                return Err(self.missing_controller(&format!("cpu.realtimeRuntime/realtimePeriod {v}"), "cgroup v1 cpu"));
+            }
             self.apply_cpuset(c.cpus().as_deref(), c.mems().as_deref())?;
         }
         self.apply_pids(r)?;
+        if let Some(b) = r.block_io() {
+            self.apply_block_io_v2(d, b, &mut warnings)?;
+        }
         if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
             warnings.push("linux.resources.devices: the cgroup v2 device filter (eBPF) is not applied yet".into());
         }
@@ -167,13 +280,14 @@ impl Cgroup {
 
     /// On v2 a controller's files exist in a cgroup only when every ancestor
     /// enables it for its children.
+    /// On a hybrid host, the v2 hierarchy's controllers (hugetlb here) too.
     fn enable_v2_controllers(&self) {
-        let Some(leaf) = self.dirs.first() else { return };
+        let Some(leaf) = self.dirs.iter().find(|d| super::is_v2_dir(d)) else { return };
         let mut ancestors: Vec<&Path> = leaf.ancestors().skip(1).take_while(|a| a.join("cgroup.subtree_control").exists()).collect();
         ancestors.reverse();
         for dir in ancestors {
             let available = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-            for c in ["cpu", "cpuset", "memory", "pids", "io"] {
+            for c in ["cpu", "cpuset", "memory", "pids", "io", "hugetlb", "rdma"] {
                 if available.split_whitespace().any(|a| a == c) {
                     // Refused where the cgroup has processes of its own (v2's
                     // "no internal processes"): then the files stay absent and
@@ -183,6 +297,11 @@ impl Cgroup {
             }
         }
     }
+}
+
+/// runc ignores kernel memory limits: the kernel deprecated and then dropped them.
+fn kernel_memory_ignored(v: i64) -> String {
+    format!("linux.resources.memory.kernel {v}: kernel memory limits are no longer supported by Linux, ignored")
 }
 
 fn max_or(v: i64) -> String {
