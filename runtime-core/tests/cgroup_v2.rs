@@ -200,32 +200,69 @@ fn mountpoint_of(dir: &Path, cgroup: &str) -> PathBuf {
     PathBuf::from(stripped.trim_end_matches('/'))
 }
 
-/// A child that, once the parent writes to the pipe, allocates and touches
-/// memory until something kills it. Only read, mmap and memory writes after fork.
-fn fork_allocating_child() -> (libc::pid_t, libc::c_int) {
+/// A child that runs `work` (and exits with what it returns) once `go` is
+/// called: the parent moves it into a cgroup first. After the fork it uses
+/// only async-signal-safe calls (and plain memory writes).
+fn fork_on_go(work: fn() -> libc::c_int) -> (libc::pid_t, impl FnOnce()) {
     let mut fds = [0; 2];
     // SAFETY: pipe(2) into a two-element array.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: the child runs only async-signal-safe calls and memory writes.
+    // SAFETY: the child calls only read, _exit and what `work` does.
     match unsafe { libc::fork() } {
         -1 => panic!("fork: {}", std::io::Error::last_os_error()),
         0 => unsafe {
             let mut go = 0u8;
             libc::read(fds[0], (&mut go as *mut u8).cast(), 1);
-            loop {
-                let len = 1 << 20;
-                let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
-                if p != libc::MAP_FAILED {
-                    std::ptr::write_bytes(p.cast::<u8>(), 1, len);
-                }
-            }
+            libc::_exit(work())
         },
         pid => {
             // SAFETY: closing our copy of the read end.
             unsafe { libc::close(fds[0]) };
-            (pid, fds[1])
+            let go = move || {
+                // SAFETY: one byte to the pipe, then close it.
+                unsafe {
+                    libc::write(fds[1], [1u8].as_ptr().cast(), 1);
+                    libc::close(fds[1]);
+                }
+            };
+            (pid, go)
         }
     }
+}
+
+/// Allocates and touches memory until something kills it.
+fn allocate_forever() -> libc::c_int {
+    loop {
+        let len = 1 << 20;
+        // SAFETY: an anonymous private mapping, written within its length.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p != libc::MAP_FAILED {
+                std::ptr::write_bytes(p.cast::<u8>(), 1, len);
+            }
+        }
+    }
+}
+
+/// A new cgroup `/ferrum-test-<pid>-<name>/c1` with a guard that removes it.
+fn test_cgroup(name: &str) -> (Cgroup, Cleanup) {
+    let parent = format!("ferrum-test-{}-{name}", std::process::id());
+    let cg = Cgroup::resolve(Some(Path::new(&format!("/{parent}/c1"))), "c1").expect("resolve");
+    let mut guard = Cleanup { child: None, dirs: cg.dirs().to_vec() };
+    guard.dirs.extend(cg.dirs().iter().map(|d| d.parent().unwrap().to_path_buf()));
+    cg.create().expect("create");
+    (cg, guard)
+}
+
+fn resources(json: serde_json::Value) -> oci_spec::runtime::LinuxResources {
+    serde_json::from_value(json).expect("LinuxResources")
 }
 
 /// The OOM watcher counts one kill per OOM kill (v1: memory.oom_control's
@@ -237,25 +274,16 @@ fn an_oom_kill_is_counted_once_and_wakes_the_watcher() {
         eprintln!("skipped: cgroup_v2 needs root");
         return;
     }
-    let parent = format!("ferrum-test-{}-oom", std::process::id());
-    let cg = Cgroup::resolve(Some(Path::new(&format!("/{parent}/c1"))), "c1").expect("resolve");
-    let mut guard = Cleanup { child: None, dirs: cg.dirs().to_vec() };
-    guard.dirs.extend(cg.dirs().iter().map(|d| d.parent().unwrap().to_path_buf()));
-    cg.create().expect("create");
-    let resources: oci_spec::runtime::LinuxResources =
-        serde_json::from_value(serde_json::json!({ "memory": { "limit": 16 << 20, "swap": 16 << 20 } })).unwrap();
-    cg.apply(&resources).expect("apply a 16 MiB limit");
+    let (cg, mut guard) = test_cgroup("oom");
+    let limit = resources(serde_json::json!({ "memory": { "limit": 16 << 20, "swap": 16 << 20 } }));
+    cg.apply(&limit).expect("apply a 16 MiB limit");
     let watcher = OomWatcher::new(&cg).expect("watch").expect("the cgroup has a memory controller");
     assert_eq!(watcher.new_kills(), 0);
 
-    let (child, go) = fork_allocating_child();
+    let (child, go) = fork_on_go(allocate_forever);
     guard.child = Some(child);
     cg.add(child).expect("add");
-    // SAFETY: write one byte to the pipe, then close it.
-    unsafe {
-        libc::write(go, [1u8].as_ptr().cast(), 1);
-        libc::close(go);
-    }
+    go();
     let status = reap(child);
     guard.child = None;
     assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL, "status {status:#x}");
@@ -269,5 +297,119 @@ fn an_oom_kill_is_counted_once_and_wakes_the_watcher() {
     // Read empty: not readable until the next wakeup.
     // SAFETY: as above.
     assert_eq!(unsafe { libc::poll(&mut poll, 1, 0) }, 0);
+    cg.remove().expect("remove");
+}
+
+/// 0 when /dev/null opens read-write and /dev/kmsg (1:11, not in runc's
+/// default list) read-only is refused with EPERM; else which check failed.
+fn null_yes_kmsg_no() -> libc::c_int {
+    // SAFETY: open/close with static NUL-terminated paths.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null < 0 {
+            return 10;
+        }
+        libc::close(null);
+        match libc::open(c"/dev/kmsg".as_ptr(), libc::O_RDONLY) {
+            fd if fd >= 0 => 11,
+            _ if *libc::__errno_location() == libc::EPERM => 0,
+            _ => 12,
+        }
+    }
+}
+
+/// 0 when /dev/kmsg opens read-only.
+fn kmsg_yes() -> libc::c_int {
+    // SAFETY: as above.
+    unsafe {
+        match libc::open(c"/dev/kmsg".as_ptr(), libc::O_RDONLY) {
+            fd if fd >= 0 => 0,
+            _ => 20 + *libc::__errno_location(),
+        }
+    }
+}
+
+/// Runs `work` in the cgroup and returns its exit code.
+fn run_in(cg: &Cgroup, guard: &mut Cleanup, work: fn() -> libc::c_int) -> libc::c_int {
+    let (child, go) = fork_on_go(work);
+    guard.child = Some(child);
+    cg.add(child).expect("add");
+    go();
+    let status = reap(child);
+    guard.child = None;
+    assert!(libc::WIFEXITED(status), "status {status:#x}");
+    libc::WEXITSTATUS(status)
+}
+
+/// Skips (saying why) a test of v2-only behaviour on a v1 or hybrid host,
+/// where tests/tests/resources.rs covers the v1 side through containerd.
+fn pure_v2_or_skip(test: &str) -> bool {
+    if !is_root() {
+        assert!(std::env::var("CI").is_err(), "cgroup_v2 needs root, and CI runs as root");
+        eprintln!("skipped: cgroup_v2 needs root");
+        return false;
+    }
+    if !is_pure_v2() {
+        assert_ne!(std::env::var("FERRUM_EXPECT_PURE_V2").as_deref(), Ok("1"), "not pure v2");
+        eprintln!("{test}: skipped on this v1/hybrid host, runs in the pure v2 lane (scripts/uml/test-lane)");
+        return false;
+    }
+    true
+}
+
+/// The eBPF device filter: default deny plus the spec's and runc's rules,
+/// replaced (not stacked) on update.
+#[test]
+fn v2_device_filter_denies_by_default_and_is_replaced_on_update() {
+    if !pure_v2_or_skip("v2_device_filter_denies_by_default_and_is_replaced_on_update") {
+        return;
+    }
+    let (cg, mut guard) = test_cgroup("devices");
+    // containerd's default: deny all, then runc's list is appended.
+    cg.apply(&resources(serde_json::json!({ "devices": [{ "allow": false, "access": "rwm" }] }))).expect("apply");
+    assert_eq!(run_in(&cg, &mut guard, null_yes_kmsg_no), 0, "filter: /dev/null allowed, /dev/kmsg denied");
+
+    let kmsg = serde_json::json!({ "devices": [{ "allow": true, "type": "c", "major": 1, "minor": 11, "access": "r" }] });
+    cg.apply(&resources(kmsg)).expect("update");
+    // Were the first filter still attached, it would deny /dev/kmsg still.
+    assert_eq!(run_in(&cg, &mut guard, kmsg_yes), 0, "the updated filter allows /dev/kmsg");
+    cg.remove().expect("remove");
+}
+
+/// v2 writes of the fields v1 names differently, and what v2 cannot do.
+#[test]
+fn v2_resource_files_and_refusals() {
+    if !pure_v2_or_skip("v2_resource_files_and_refusals") {
+        return;
+    }
+    let (cg, _guard) = test_cgroup("resources");
+    let dir = &cg.dirs()[0];
+    let warnings = cg
+        .apply(&resources(serde_json::json!({
+            "memory": { "limit": 67108864, "swappiness": 10, "kernelTCP": 1048576 },
+            "cpu": { "shares": 1024, "quota": 50000, "period": 100000, "burst": 10000 },
+            "pids": { "limit": 32 },
+            "unified": { "memory.high": "50331648" }
+        })))
+        .expect("apply");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap().trim().to_string();
+    assert_eq!(read("memory.max"), "67108864");
+    assert_eq!(read("memory.high"), "50331648");
+    assert_eq!(read("cpu.weight"), "39");
+    assert_eq!(read("cpu.max"), "50000 100000");
+    assert_eq!(read("cpu.max.burst"), "10000");
+    // An idle cgroup (SCHED_IDLE for its tasks); the kernel then shows weight 1.
+    cg.apply(&resources(serde_json::json!({ "cpu": { "idle": 1 } }))).expect("idle");
+    assert_eq!(read("cpu.idle"), "1");
+    assert_eq!(read("pids.max"), "32");
+    for field in ["swappiness", "kernelTCP"] {
+        assert!(warnings.iter().any(|w| w.contains(field)), "no warning for {field}: {warnings:?}");
+    }
+    // v2 has no realtime budget per cgroup: refused, naming the field.
+    let rt = cg.apply(&resources(serde_json::json!({ "cpu": { "realtimeRuntime": 950000 } }))).unwrap_err();
+    assert!(rt.to_string().contains("realtimeRuntime"), "{rt}");
+    // A unified key for a file the cgroup does not have.
+    let bad = cg.apply(&resources(serde_json::json!({ "unified": { "memory.nonesuch": "1" } }))).unwrap_err();
+    assert!(bad.to_string().contains("memory.nonesuch"), "{bad}");
     cg.remove().expect("remove");
 }

@@ -7,6 +7,7 @@
 //! paths from the caller's own cgroup, empty meaning `<caller's cgroup>/<id>`.
 
 mod block_io;
+mod device_filter;
 mod hierarchy;
 mod hugetlb;
 mod oom;

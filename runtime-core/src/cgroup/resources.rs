@@ -6,7 +6,7 @@
 //! equivalent (v1-only knobs on v2, kernel memory limits the kernel dropped)
 //! it is a warning, as runc, and never silently a different limit. blockIO,
 //! hugepageLimits and `unified` have files of their own, so does the v2 device
-//! filter.
+//! filter (device_filter.rs).
 
 use super::{cg_err, Cgroup};
 use crate::error::Result;
@@ -17,7 +17,7 @@ use std::path::Path;
 
 /// What runc allows every container besides the spec's rules: mknod of any
 /// node, the standard devices, ptys and the tun device.
-const RUNC_ALLOWED_DEVICES: [&str; 11] = [
+pub(super) const RUNC_ALLOWED_DEVICES: [&str; 11] = [
     "c *:* m",
     "b *:* m",
     "c 1:3 rwm",
@@ -253,8 +253,8 @@ impl Cgroup {
         if let Some(b) = r.block_io() {
             self.apply_block_io_v2(d, b, &mut warnings)?;
         }
-        if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-            warnings.push("linux.resources.devices: the cgroup v2 device filter (eBPF) is not applied yet".into());
+        if let Some(rules) = r.devices() {
+            self.apply_device_filter(d, rules)?;
         }
         Ok(warnings)
     }
