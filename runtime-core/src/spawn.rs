@@ -101,6 +101,14 @@ fn spawn_init(clone_flags: u64, stdio: &Stdio, gated: bool) -> io::Result<Spawne
                 if libc::read(gate_fd, (&mut byte as *mut u8).cast(), 1) != 1 {
                     libc::_exit(126);
                 }
+                // The maps are written: become root of the new user namespace
+                // before the exec, or the exec would drop every capability
+                // (our host uid is not mapped there). Raw syscalls: glibc's
+                // wrappers would signal threads this child does not have. A
+                // map without uid/gid 0 makes these fail; init then reports
+                // what it cannot do.
+                libc::syscall(libc::SYS_setresgid, 0, 0, 0);
+                libc::syscall(libc::SYS_setresuid, 0, 0, 0);
             }
             libc::syscall(
                 libc::SYS_execveat,

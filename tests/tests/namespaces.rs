@@ -32,3 +32,24 @@ fn a_container_joins_another_ones_pid_and_network_namespaces() {
     env.remove_task("sandbox");
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
+
+#[test]
+fn a_new_network_namespace_has_loopback_up_as_with_runc() {
+    let (env, image) = Env::with_busybox();
+    let out = env.run_on_ferrum(&["--rm"], &image, "lo", &["ip", "-o", "link", "show", "lo"]);
+    out.assert_ok();
+    assert!(out.stdout.contains("LOOPBACK,UP"), "{out}");
+    assert_eq!(env.leftovers(), Vec::<String>::new(), "left behind");
+}
+
+#[test]
+fn a_user_namespace_from_uidmap_runs_as_its_root() {
+    let (env, image) = Env::with_busybox();
+    let maps = ["--rm", "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"];
+    let out = env.run_on_ferrum(&maps, &image, "userns", &["sh", "-c", "id -u; cat /proc/self/uid_map; grep CapEff /proc/self/status"]);
+    out.assert_ok();
+    let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!(words[..4], ["0", "0", "100000", "65536"], "{out}");
+    assert_ne!(words[5], "0000000000000000", "root of the namespace has no capabilities: {out}");
+    assert_eq!(env.leftovers(), Vec::<String>::new(), "left behind");
+}

@@ -20,7 +20,7 @@ pub(super) struct Console {
 
 /// Open a pty (through /dev/ptmx, which init made point at the container's
 /// devpts), make it our stdio and controlling terminal.
-pub(super) fn create(size: Option<ConsoleSize>, uid: u32, gid: u32) -> Result<Console> {
+pub(super) fn create(size: Option<ConsoleSize>, uid: u32) -> Result<Console> {
     let master: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -43,7 +43,9 @@ pub(super) fn create(size: Option<ConsoleSize>, uid: u32, gid: u32) -> Result<Co
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
     // SAFETY: fchown/ioctl/setsid/dup2 on fds we own.
     unsafe {
-        if libc::fchown(slave.as_raw_fd(), uid, gid) < 0 {
+        // The group stays devpts' (tty, gid=5 in containerd's mount), as runc:
+        // tools like write(1) rely on it.
+        if libc::fchown(slave.as_raw_fd(), uid, u32::MAX) < 0 {
             return Err(format!("chown console: {}", std::io::Error::last_os_error()));
         }
         if let Some(size) = size {

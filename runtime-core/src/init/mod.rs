@@ -7,6 +7,7 @@ mod capabilities;
 mod console;
 mod devices;
 mod keyring;
+mod loopback;
 mod paths;
 mod process;
 mod rootfs;
@@ -173,6 +174,9 @@ fn prepare_container(
         new_time_namespace(spec)?;
     }
     set_names(spec, &ns)?;
+    if ns.creates(LinuxNamespaceType::Network) {
+        loopback::bring_up()?;
+    }
     if let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) {
         scheduling::set_personality(p)?;
     }

@@ -79,7 +79,7 @@ pub(super) fn prepare(
         std::fs::create_dir_all(cwd).describe(|| format!("create cwd {}", cwd.display()))?;
     }
     let console = if p.terminal().unwrap_or(false) {
-        let c = console::create(p.console_size(), p.user().uid(), p.user().gid())?;
+        let c = console::create(p.console_size(), p.user().uid())?;
         if role == Role::Init {
             console::bind_dev_console(&c)?;
         }

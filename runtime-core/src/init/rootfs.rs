@@ -51,12 +51,14 @@ pub(super) fn setup(
 /// read-only paths, then the read-only root. CRI pods list /proc/sys among the
 /// read-only paths and set network sysctls, so the order matters (as in runc).
 pub(super) fn protect(spec: &Spec) -> Result<()> {
+    // Read-only first, then masks (as runc): a mask inside a read-only path
+    // then sits on top of it, and the mount tables are the same.
     if let Some(linux) = spec.linux() {
-        for p in linux.masked_paths().iter().flatten() {
-            mask(Path::new(p))?;
-        }
         for p in linux.readonly_paths().iter().flatten() {
             make_readonly(Path::new(p))?;
+        }
+        for p in linux.masked_paths().iter().flatten() {
+            mask(Path::new(p))?;
         }
     }
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
