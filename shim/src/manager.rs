@@ -198,7 +198,14 @@ fn spawn_daemon(
         });
     }
     // The daemon is reparented (setsid, we exit); containerd watches it by address.
-    cmd.spawn().context("start shim daemon")
+    let mut daemon = cmd.spawn().context("start shim daemon")?;
+    if let Err(e) = adjust_oom_score(daemon.id()) {
+        // containerd gets the error and will not talk to this daemon.
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        return Err(e);
+    }
+    Ok(daemon)
 }
 
 /// ShimCgroup: move the new daemon into that (existing) cgroup, in every
@@ -226,6 +233,18 @@ fn join_shim_cgroup(mut daemon: Child, cgroup: &str) -> Result<()> {
         let _ = daemon.wait();
         e.context(format!("runtime options: ShimCgroup {cgroup:?}"))
     })
+}
+
+/// As containerd's own shims do: one above containerd's (our parent's)
+/// oom_score_adj, so the kernel's OOM killer picks a shim before containerd.
+/// Containers inherit it when their spec sets no oomScoreAdj, as under runc.
+fn adjust_oom_score(daemon: u32) -> Result<()> {
+    let containerd = std::os::unix::process::parent_id();
+    let path = format!("/proc/{containerd}/oom_score_adj");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    let score: i32 = text.trim().parse().with_context(|| format!("parse {path}: {text:?}"))?;
+    let path = format!("/proc/{daemon}/oom_score_adj");
+    std::fs::write(&path, (score + 1).min(1000).to_string()).with_context(|| format!("adjust OOM score of the shim: {path}"))
 }
 
 /// `shim delete`: the daemon is gone (crashed or killed); clean up what it left
