@@ -95,6 +95,8 @@ impl Layout {
 /// and file the Env made, also when the test panicked.
 /// containerd's name for ferrum's runtime (the shim binary containerd-shim-ferrum-v2).
 pub const FERRUM_RUNTIME: &str = "io.containerd.ferrum.v2";
+/// containerd's own Go shim over runc: the reference the differential tests compare with.
+pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
 
 pub struct Env {
     footprint: Footprint,
@@ -143,7 +145,14 @@ impl Env {
 
     /// `ctr run --runtime <ferrum> --snapshotter ferrum FLAGS… IMAGE ID ARGS…`
     pub fn run_on_ferrum(&self, flags: &[&str], image: &str, id: &str, args: &[&str]) -> CtrOutput {
-        let mut a = vec!["run", "--runtime", FERRUM_RUNTIME, "--snapshotter", "ferrum"];
+        let mut all = vec!["--snapshotter", "ferrum"];
+        all.extend_from_slice(flags);
+        self.run_on(FERRUM_RUNTIME, &all, image, id, args)
+    }
+
+    /// `ctr run --runtime RUNTIME FLAGS… IMAGE ID ARGS…`
+    pub fn run_on(&self, runtime: &str, flags: &[&str], image: &str, id: &str, args: &[&str]) -> CtrOutput {
+        let mut a = vec!["run", "--runtime", runtime];
         a.extend_from_slice(flags);
         a.extend_from_slice(&[image, id]);
         a.extend_from_slice(args);
@@ -207,6 +216,12 @@ impl Env {
             args,
             timeout,
         )
+    }
+
+    /// `ctr -a SOCK -n NS ARGS…` unstarted, for a test that needs ctr's stdin or
+    /// must run it in the background; the test waits for (or kills) it.
+    pub fn ctr_command(&self, args: &[&str]) -> Command {
+        crate::ctr::command(&self.binaries.ctr, self.address(), self.namespace(), &self.layout.fifo, args)
     }
 
     /// `ctr` with a terminal as its stdio (for `run -t`, `tasks exec -t`).

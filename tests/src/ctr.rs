@@ -87,11 +87,7 @@ pub(crate) fn run_ctr(
         stderr: String::new(),
     };
     let mut command = match terminal {
-        Terminal::No => {
-            let mut c = Command::new(ctr);
-            c.arg("--address").arg(address).args(["--namespace", namespace]).args(&args);
-            c
-        }
+        Terminal::No => plain_command(ctr, address, namespace, &args),
         Terminal::Yes => {
             let line: Vec<String> = [ctr.to_string_lossy().as_ref(), "--address", &address.to_string_lossy(), "--namespace", namespace]
                 .into_iter()
@@ -130,6 +126,18 @@ pub(crate) fn run_ctr(
     output.stdout = stdout.join().unwrap_or_default();
     output.stderr = stderr.join().unwrap_or_default();
     output
+}
+
+fn plain_command(ctr: &Path, address: &Path, namespace: &str, args: &[String]) -> Command {
+    let mut c = Command::new(ctr);
+    c.arg("--address").arg(address).args(["--namespace", namespace]).args(args);
+    c
+}
+
+/// `ctr --address A --namespace N ARGS…` as a Command (with `--fifo-dir` as in
+/// `run_ctr`), for a test that drives ctr's stdio and lifetime itself.
+pub(crate) fn command(ctr: &Path, address: &Path, namespace: &str, fifo_dir: &Path, args: &[&str]) -> Command {
+    plain_command(ctr, address, namespace, &with_fifo_dir(args, fifo_dir))
 }
 
 fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String> {

@@ -14,6 +14,6 @@ pub mod snapshots;
 
 pub use binaries::ferrum_binary;
 pub use cleanup::Footprint;
-pub use containerd::{Env, Options, FERRUM_RUNTIME};
+pub use containerd::{Env, Options, FERRUM_RUNTIME, RUNC_RUNTIME};
 pub use ctr::CtrOutput;
 pub use spec_file::SpecFile;
