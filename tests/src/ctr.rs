@@ -124,6 +124,11 @@ pub(crate) fn run_ctr(
         }
     }
     output.stdout = stdout.join().unwrap_or_default();
+    if terminal == Terminal::Yes {
+        // `script` echoes ctr's end of input (its stdin is /dev/null) as a
+        // literal `^@`, anywhere in the output depending on timing.
+        output.stdout = output.stdout.replace("^@", "");
+    }
     output.stderr = stderr.join().unwrap_or_default();
     output
 }
