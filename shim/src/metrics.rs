@@ -18,7 +18,44 @@ pub fn to_any(s: &CgroupStats) -> Any {
 
 fn to_v1(s: &CgroupStats) -> v1::Metrics {
     let m = |k: &str| s.memory_stat.get(k).copied().unwrap_or(0);
+    let blkio = |field: &str| -> Vec<v1::BlkIOEntry> {
+        s.blkio
+            .get(field)
+            .into_iter()
+            .flatten()
+            .map(|e| v1::BlkIOEntry {
+                op: e.op.clone(),
+                device: e.device.clone(),
+                major: e.major,
+                minor: e.minor,
+                value: e.value,
+                ..Default::default()
+            })
+            .collect()
+    };
     v1::Metrics {
+        hugetlb: s
+            .hugetlb
+            .iter()
+            .map(|h| v1::HugetlbStat {
+                usage: h.usage,
+                max: h.max_usage,
+                failcnt: h.failcnt,
+                pagesize: h.page_size.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        blkio: MessageField::some(v1::BlkIOStat {
+            io_service_bytes_recursive: blkio("io_service_bytes_recursive"),
+            io_serviced_recursive: blkio("io_serviced_recursive"),
+            io_queued_recursive: blkio("io_queued_recursive"),
+            io_service_time_recursive: blkio("io_service_time_recursive"),
+            io_wait_time_recursive: blkio("io_wait_time_recursive"),
+            io_merged_recursive: blkio("io_merged_recursive"),
+            io_time_recursive: blkio("io_time_recursive"),
+            sectors_recursive: blkio("sectors_recursive"),
+            ..Default::default()
+        }),
         pids: MessageField::some(v1::PidsStat { current: s.pids_current, limit: s.pids_limit, ..Default::default() }),
         cpu: MessageField::some(v1::CPUStat {
             usage: MessageField::some(v1::CPUUsage {
@@ -85,6 +122,33 @@ fn to_v1(s: &CgroupStats) -> v1::Metrics {
 fn to_v2(s: &CgroupStats) -> v2::Metrics {
     let m = |k: &str| s.memory_stat.get(k).copied().unwrap_or(0);
     v2::Metrics {
+        io: MessageField::some(v2::IOStat {
+            usage: s
+                .io
+                .iter()
+                .map(|e| v2::IOEntry {
+                    major: e.major,
+                    minor: e.minor,
+                    rbytes: e.rbytes,
+                    wbytes: e.wbytes,
+                    rios: e.rios,
+                    wios: e.wios,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        hugetlb: s
+            .hugetlb
+            .iter()
+            .map(|h| v2::HugeTlbStat {
+                current: h.usage,
+                max: h.max_usage,
+                failcnt: h.failcnt,
+                pagesize: h.page_size.clone(),
+                ..Default::default()
+            })
+            .collect(),
         pids: MessageField::some(v2::PidsStat { current: s.pids_current, limit: s.pids_limit, ..Default::default() }),
         cpu: MessageField::some(v2::CPUStat {
             usage_usec: s.cpu_usage_ns / 1000,

@@ -4,6 +4,9 @@
 //! to io.weight's [1, 10000] as runc does, except for BFQ's io.bfq.weight which
 //! takes the v1 range. A file the kernel lacks (BFQ group scheduling not built,
 //! no iocost) fails the container with the file and value named, as any refusal.
+//!
+//! Also the usage figures: v1's blkio.* statistics (the throttle ones where
+//! the kernel has no others, as containerd reads them) and v2's io.stat.
 
 use super::resources::write;
 use super::Cgroup;
@@ -107,6 +110,131 @@ impl Cgroup {
     }
 }
 
+/// One line of a v1 blkio statistics file ("8:0 Read 4096"; no op in some files).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BlkioEntry {
+    pub op: String,
+    /// "/dev/NAME" when the kernel knows the device.
+    pub device: String,
+    pub major: u64,
+    pub minor: u64,
+    pub value: u64,
+}
+
+/// One device of v2's io.stat.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IoEntry {
+    pub major: u64,
+    pub minor: u64,
+    pub rbytes: u64,
+    pub wbytes: u64,
+    pub rios: u64,
+    pub wios: u64,
+}
+
+/// containerd's BlkIOStat fields and the v1 files they come from.
+const BLKIO_FILES: [(&str, &str); 8] = [
+    ("io_service_bytes_recursive", "blkio.io_service_bytes_recursive"),
+    ("io_serviced_recursive", "blkio.io_serviced_recursive"),
+    ("io_queued_recursive", "blkio.io_queued_recursive"),
+    ("io_service_time_recursive", "blkio.io_service_time_recursive"),
+    ("io_wait_time_recursive", "blkio.io_wait_time_recursive"),
+    ("io_merged_recursive", "blkio.io_merged_recursive"),
+    ("io_time_recursive", "blkio.time_recursive"),
+    ("sectors_recursive", "blkio.sectors_recursive"),
+];
+
+/// Without CFQ's files (gone from current kernels) only the throttle
+/// statistics remain; containerd falls back to them the same way.
+const BLKIO_THROTTLE_FILES: [(&str, &str); 2] = [
+    (
+        "io_service_bytes_recursive",
+        "blkio.throttle.io_service_bytes_recursive",
+    ),
+    ("io_serviced_recursive", "blkio.throttle.io_serviced_recursive"),
+];
+
+pub(super) fn blkio_stats(dir: &Path) -> std::collections::BTreeMap<&'static str, Vec<BlkioEntry>> {
+    let read = |files: &[(&'static str, &str)]| -> std::collections::BTreeMap<&'static str, Vec<BlkioEntry>> {
+        files
+            .iter()
+            .filter_map(|(field, file)| Some((*field, std::fs::read_to_string(dir.join(file)).ok()?)))
+            .map(|(field, text)| (field, parse_blkio(&text)))
+            .filter(|(_, entries)| !entries.is_empty())
+            .collect()
+    };
+    let stats = read(&BLKIO_FILES);
+    if stats.contains_key("io_serviced_recursive") {
+        stats
+    } else {
+        read(&BLKIO_THROTTLE_FILES)
+    }
+}
+
+fn parse_blkio(text: &str) -> Vec<BlkioEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (dev, op, value) = match f.as_slice() {
+                [dev, op, value] => (dev, op.to_string(), value),
+                [dev, value] => (dev, String::new(), value),
+                _ => return None,
+            };
+            let (major, minor) = dev.split_once(':')?;
+            let (major, minor) = (major.parse().ok()?, minor.parse().ok()?);
+            Some(BlkioEntry {
+                op,
+                device: device_name(major, minor),
+                major,
+                minor,
+                value: value.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// "/dev/vda" for 254:0, from the kernel's uevent of the device.
+fn device_name(major: u64, minor: u64) -> String {
+    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
+        .ok()
+        .and_then(|u| {
+            u.lines()
+                .find_map(|l| l.strip_prefix("DEVNAME="))
+                .map(|n| format!("/dev/{n}"))
+        })
+        .unwrap_or_default()
+}
+
+pub(super) fn io_stats(dir: &Path) -> Vec<IoEntry> {
+    parse_io_stat(&std::fs::read_to_string(dir.join("io.stat")).unwrap_or_default())
+}
+
+fn parse_io_stat(text: &str) -> Vec<IoEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (major, minor) = f.next()?.split_once(':')?;
+            let mut e = IoEntry {
+                major: major.parse().ok()?,
+                minor: minor.parse().ok()?,
+                ..Default::default()
+            };
+            for kv in f {
+                let Some((k, v)) = kv.split_once('=') else { continue };
+                let v = v.parse().unwrap_or(0);
+                match k {
+                    "rbytes" => e.rbytes = v,
+                    "wbytes" => e.wbytes = v,
+                    "rios" => e.rios = v,
+                    "wios" => e.wios = v,
+                    _ => {}
+                }
+            }
+            Some(e)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +244,27 @@ mod tests {
         assert_eq!(blkio_weight_to_io_weight(10), 1);
         assert_eq!(blkio_weight_to_io_weight(500), 4950);
         assert_eq!(blkio_weight_to_io_weight(1000), 10000);
+    }
+
+    #[test]
+    fn blkio_and_io_stat_lines_parse() {
+        let v1 = parse_blkio("7:0 Read 4096\n7:0 Write 0\nTotal 4096\n");
+        assert_eq!(v1.len(), 2);
+        assert_eq!(
+            (v1[0].op.as_str(), v1[0].major, v1[0].minor, v1[0].value),
+            ("Read", 7, 0, 4096)
+        );
+        let v2 = parse_io_stat("254:0 rbytes=512 wbytes=1024 rios=1 wios=2 dbytes=0 dios=0\n");
+        assert_eq!(
+            v2,
+            [IoEntry {
+                major: 254,
+                minor: 0,
+                rbytes: 512,
+                wbytes: 1024,
+                rios: 1,
+                wios: 2
+            }]
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! (`hugetlb.<size>.limit_in_bytes`) or v2 (`hugetlb.<size>.max`) — on a hybrid
 //! host such as this CI machine it sits in the v2 hierarchy. The reservation
 //! limit (`.rsvd.`) is set to the same value where the kernel has it, as runc.
+//! And the usage per page size, for metrics.
 
 use super::resources::write;
 use super::Cgroup;
@@ -45,4 +46,75 @@ fn has_hugetlb(dir: &std::path::Path) -> bool {
                 .any(|e| e.file_name().to_string_lossy().starts_with("hugetlb."))
         })
         .unwrap_or(false)
+}
+
+/// Usage of one huge page size.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HugetlbUsage {
+    /// As the kernel names it: "2MB", "1GB".
+    pub page_size: String,
+    pub usage: u64,
+    /// Peak usage (v1 only; 0 on v2, which does not keep it).
+    pub max_usage: u64,
+    /// Allocations that failed at the limit.
+    pub failcnt: u64,
+}
+
+impl Cgroup {
+    pub(super) fn hugetlb_stats(&self) -> Vec<HugetlbUsage> {
+        let Some(dir) = self.dirs.iter().find(|d| has_hugetlb(d)) else {
+            return Vec::new();
+        };
+        let v2 = super::is_v2_dir(dir);
+        let number = |file: String| {
+            std::fs::read_to_string(dir.join(file))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let mut sizes: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        let size = name.strip_prefix("hugetlb.")?;
+                        let size = if v2 {
+                            size.strip_suffix(".current")?
+                        } else {
+                            size.strip_suffix(".usage_in_bytes")?
+                        };
+                        (!size.contains('.')).then(|| size.to_string())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        sizes.sort();
+        sizes
+            .into_iter()
+            .map(|size| {
+                if v2 {
+                    let events =
+                        std::fs::read_to_string(dir.join(format!("hugetlb.{size}.events"))).unwrap_or_default();
+                    let failcnt = events
+                        .lines()
+                        .find_map(|l| l.strip_prefix("max ")?.trim().parse().ok())
+                        .unwrap_or(0);
+                    HugetlbUsage {
+                        usage: number(format!("hugetlb.{size}.current")),
+                        max_usage: 0,
+                        failcnt,
+                        page_size: size,
+                    }
+                } else {
+                    HugetlbUsage {
+                        usage: number(format!("hugetlb.{size}.usage_in_bytes")),
+                        max_usage: number(format!("hugetlb.{size}.max_usage_in_bytes")),
+                        failcnt: number(format!("hugetlb.{size}.failcnt")),
+                        page_size: size,
+                    }
+                }
+            })
+            .collect()
+    }
 }

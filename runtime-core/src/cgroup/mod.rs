@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 pub use hierarchy::is_pure_v2;
 pub use oom::OomWatcher;
+pub use block_io::{BlkioEntry, IoEntry};
+pub use hugetlb::HugetlbUsage;
 pub use stats::CgroupStats;
 
 #[derive(Debug, Clone, PartialEq)]

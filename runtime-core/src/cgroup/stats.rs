@@ -2,6 +2,8 @@
 //! (on v1 and hybrid hosts) or the v2 hierarchy of a pure v2 host. Times are in
 //! nanoseconds whatever the kernel's unit.
 
+use super::block_io::{blkio_stats, io_stats, BlkioEntry, IoEntry};
+use super::hugetlb::HugetlbUsage;
 use super::Cgroup;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,6 +29,11 @@ pub struct CgroupStats {
     pub pids_current: u64,
     /// 0 when unlimited.
     pub pids_limit: u64,
+    /// v1: blkio statistics by containerd's BlkIOStat field name.
+    pub blkio: BTreeMap<&'static str, Vec<BlkioEntry>>,
+    /// v2: io.stat.
+    pub io: Vec<IoEntry>,
+    pub hugetlb: Vec<HugetlbUsage>,
 }
 
 fn read(dir: &Path, file: &str) -> Option<String> {
@@ -83,6 +90,10 @@ impl Cgroup {
             s.cpu_throttled_periods = stat.get("nr_throttled").copied().unwrap_or(0);
             s.cpu_throttled_ns = stat.get("throttled_time").copied().unwrap_or(0);
         }
+        if let Some(d) = self.dir_with("blkio.throttle.io_serviced_recursive") {
+            s.blkio = blkio_stats(d);
+        }
+        s.hugetlb = self.hugetlb_stats();
         self.pids_into(&mut s);
         s
     }
@@ -104,6 +115,10 @@ impl Cgroup {
             s.cpu_throttled_periods = stat.get("nr_throttled").copied().unwrap_or(0);
             s.cpu_throttled_ns = ns("throttled_usec");
         }
+        if let Some(d) = self.dir_with("io.stat") {
+            s.io = io_stats(d);
+        }
+        s.hugetlb = self.hugetlb_stats();
         self.pids_into(&mut s);
         s
     }
