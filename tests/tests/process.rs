@@ -87,3 +87,34 @@ fn a_bad_attribute_fails_the_container_naming_the_field() {
     good.run(&env, FERRUM_RUNTIME, &["--rm"]).unwrap().assert_ok();
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
+
+/// This host runs neither AppArmor nor SELinux: a profile or label for either
+/// fails the container, under runc (1.1.5: "unable to apply apparmor profile",
+/// "selinux label is specified in config, but selinux is disabled") and under
+/// ferrum, whose message names the field. (The CRI sets them only when the
+/// host has the LSM.)
+#[test]
+fn lsm_labels_for_lsms_the_host_lacks_fail_as_with_runc() {
+    let env = Env::start().unwrap();
+    assert!(!std::path::Path::new("/sys/fs/selinux").is_dir(), "this test assumes a host without SELinux");
+    let cases = [
+        ("apparmorProfile", "cri-containerd.apparmor.d", "apparmor"),
+        ("selinuxLabel", "system_u:system_r:container_t:s0", "selinux"),
+    ];
+    for (i, runtime) in [FERRUM_RUNTIME, "io.containerd.runc.v2"].into_iter().enumerate() {
+        for (field, value, lsm) in cases {
+            let id = format!("{lsm}{i}");
+            let mut file = SpecFile::new(&env, &id, &["true"]).unwrap();
+            file.spec["process"][field] = json!(value);
+            let out = file.run(&env, runtime, &["--rm"]).unwrap();
+            assert!(!out.success() && out.stderr.contains(lsm), "{out}");
+            if runtime == FERRUM_RUNTIME {
+                assert!(out.stderr.contains(&format!("process.{field}")), "{out}");
+            }
+            env.ctr(&["containers", "rm", &id]);
+        }
+    }
+    let good = SpecFile::new(&env, "good", &["true"]).unwrap();
+    good.run(&env, FERRUM_RUNTIME, &["--rm"]).unwrap().assert_ok();
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}

@@ -8,6 +8,7 @@ mod console;
 mod devices;
 mod keyring;
 mod loopback;
+mod lsm;
 mod paths;
 mod process;
 mod rootfs;

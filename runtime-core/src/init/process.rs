@@ -2,7 +2,7 @@
 //! directory, environment and finally the exec.
 
 use super::capabilities::Sets;
-use super::{console, scheduling, seccomp};
+use super::{console, lsm, scheduling, seccomp};
 use libseccomp::ScmpFilterContext;
 use super::{Describe, Result};
 use crate::spawn::CHANNEL_FD;
@@ -41,7 +41,6 @@ pub(super) fn prepare(
     role: Role,
     warnings: &mut Vec<String>,
 ) -> Result<Prepared> {
-    refuse_unsupported(p)?;
     let filter = seccomp.map(seccomp::build).transpose()?;
     let no_new_privs = p.no_new_privileges().unwrap_or(false);
     for rl in p.rlimits().iter().flatten() {
@@ -102,6 +101,8 @@ pub(super) fn prepare(
     if let Some(caps) = &caps {
         caps.apply_bounding()?;
     }
+    // Before the user switch, as runc: changing one's own exec label may need privilege.
+    lsm::set_exec_labels(p)?;
     switch_user(p)?;
     nix::unistd::chdir(cwd).describe(|| format!("chdir to cwd {}", cwd.display()))?;
     if let Some(caps) = &caps {
@@ -122,24 +123,6 @@ pub(super) fn prepare(
         no_new_privs,
         seccomp: filter,
     })
-}
-
-/// Fields this runtime cannot honour yet fail the container instead of being
-/// silently dropped: running without a requested seccomp profile or tty would
-/// be a different container than the one asked for.
-fn refuse_unsupported(p: &Process) -> Result<()> {
-    // With the LSM disabled runc ignores these fields; so do we.
-    if p.apparmor_profile().is_some() && lsm_enabled("/sys/module/apparmor/parameters/enabled") {
-        return Err("process.apparmorProfile is not supported yet".into());
-    }
-    if p.selinux_label().is_some() && lsm_enabled("/sys/fs/selinux/enforce") {
-        return Err("process.selinuxLabel is not supported yet".into());
-    }
-    Ok(())
-}
-
-fn lsm_enabled(flag: &str) -> bool {
-    std::fs::read_to_string(flag).map(|s| matches!(s.trim(), "Y" | "1")).unwrap_or(false)
 }
 
 fn rlimit_resource(typ: PosixRlimitType) -> libc::__rlimit_resource_t {
