@@ -12,7 +12,7 @@ use crate::state::{State, Status};
 use crate::{proc_stat, spec};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -156,9 +156,19 @@ impl Container {
             run_hooks(HookKind::Prestart, &spec, &state, false)?;
             run_hooks(HookKind::CreateRuntime, &spec, &state, false).map(drop)
         };
-        let request =
-            InitRequest::Create { id: id.into(), spec: spec.clone(), rootfs: rootfs.clone(), bundle: bundle.into(), setup: opts.setup };
-        let (init_warnings, console) = handshake(id, &mut child.channel, request, || runtime_hooks(child.pid))?;
+        let (idmapped, mount_fds): (Vec<usize>, Vec<OwnedFd>) =
+            crate::idmap::prepare(&spec).map_err(|message| Error::Init { id: id.into(), message })?.into_iter().unzip();
+        let request = InitRequest::Create {
+            id: id.into(),
+            spec: spec.clone(),
+            rootfs: rootfs.clone(),
+            bundle: bundle.into(),
+            setup: opts.setup,
+            idmapped,
+        };
+        let (init_warnings, console) =
+            handshake(id, &mut child.channel, request, &mount_fds, || runtime_hooks(child.pid))?;
+        drop(mount_fds);
         warnings.extend(init_warnings);
         let state = State {
             id: id.into(),
@@ -240,7 +250,7 @@ impl Container {
             seccomp: linux.as_ref().and_then(|l| l.seccomp().clone()),
             personality: linux.as_ref().and_then(|l| l.personality().clone()),
         };
-        let (_, console) = handshake(id, &mut child.channel, request, || Ok(()))?;
+        let (_, console) = handshake(id, &mut child.channel, request, &[], || Ok(()))?;
         release(id, &mut child.channel)?;
         guard.disarm();
         Ok(ExecProcess { pid: child.pid, console })
@@ -359,15 +369,20 @@ impl Container {
     }
 }
 
-/// Send init its request and serve it until it is ready: `run_hooks` when it
-/// asks for the runtime's hooks (a failure there is the container's error).
+/// Send init its request (and `fds`, which it announces) and serve it until it
+/// is ready: `run_hooks` when it asks for the runtime's hooks (a failure there
+/// is the container's error).
 fn handshake(
     id: &str,
     channel: &mut Channel,
     request: InitRequest,
+    fds: &[OwnedFd],
     run_hooks: impl Fn() -> std::result::Result<(), String>,
 ) -> Result<(Vec<String>, Option<OwnedFd>)> {
     channel.send(&request).ctx(id, || "send spec to init".into())?;
+    for fd in fds {
+        channel.send_fd(fd.as_raw_fd()).ctx(id, || "send a mount to init".into())?;
+    }
     loop {
         match channel.recv::<InitReply>() {
             Ok(Some(InitReply::RunHooks)) => {

@@ -22,6 +22,7 @@ mod clone3;
 mod container;
 mod error;
 mod hooks;
+mod idmap;
 pub mod init;
 mod init_exe;
 pub mod mount;

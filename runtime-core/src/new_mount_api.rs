@@ -86,3 +86,69 @@ pub(crate) fn attach(mount: &OwnedFd, target: &Path) -> io::Result<()> {
     })
     .map(drop)
 }
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// Attach a detached mount on the file or directory `target` is open on (a
+/// /proc/self/fd path would not do: move_mount does not follow its last link).
+pub(crate) fn attach_at(mount: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
+    let empty = cstr("")?;
+    // SAFETY: move_mount between two fds we own, with empty paths.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// A detached copy of the mount tree at `path` (the whole subtree with
+/// `recursive`), as a bind mount would take it.
+pub(crate) fn clone_tree(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
+    let path = cstr(&path.to_string_lossy())?;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | if recursive { libc::AT_RECURSIVE as libc::c_uint } else { 0 };
+    // SAFETY: open_tree with a NUL-terminated path; the fd is owned at once.
+    let fd = check(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `struct mount_attr` of linux/mount.h.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Make a detached mount idmapped through `userns` and give it `attrs`
+/// (MOUNT_ATTR_RDONLY…), on the whole tree with `recursive`.
+pub(crate) fn set_idmap(mount: &OwnedFd, userns: &OwnedFd, attrs: libc::c_uint, recursive: bool) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | attrs as u64,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let empty = cstr("")?;
+    let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: mount_setattr on our mount fd with a struct of the declared size.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mount.as_raw_fd(),
+            empty.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
+}

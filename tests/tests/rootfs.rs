@@ -54,3 +54,27 @@ fn cgroup_mount_shows_only_the_containers_own_cgroup() {
     assert!(out.stdout.contains("procs=1 "), "{out}");
     assert!(out.stdout.contains("cgroup-ro"), "{out}");
 }
+
+/// A bind mount with uidMappings/gidMappings (runtime-spec 1.1) is idmapped:
+/// files of host root show as the mapped ids inside, nothing changes on disk.
+#[test]
+fn a_bind_mount_with_id_mappings_is_idmapped() {
+    use ferrum_tests::SpecFile;
+    let env = ferrum_tests::Env::start().unwrap();
+    let source = env.root_dir().join("idmap-src");
+    std::fs::create_dir(&source).unwrap();
+    std::fs::write(source.join("f"), "x").unwrap();
+    let mut file = SpecFile::new(&env, "idmap", &["ls", "-ln", "/data/f"]).unwrap();
+    let map = serde_json::json!([{ "containerID": 0, "hostID": 1000, "size": 1 }]);
+    file.spec["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+        "destination": "/data", "type": "bind", "source": source, "options": ["rbind", "ro"],
+        "uidMappings": map, "gidMappings": map,
+    }));
+    let out = file.run(&env, ferrum_tests::FERRUM_RUNTIME, &["--rm"]).unwrap();
+    out.assert_ok();
+    let owner: Vec<&str> = out.stdout.split_whitespace().skip(2).take(2).collect();
+    assert_eq!(owner, ["1000", "1000"], "{out}");
+    let meta = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(source.join("f")).unwrap());
+    assert_eq!(meta, 0, "the file's owner on disk changed");
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}

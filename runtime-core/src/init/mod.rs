@@ -24,7 +24,8 @@ use crate::spawn::CHANNEL_FD;
 use nix::sched::{setns, unshare, CloneFlags};
 use oci_spec::runtime::{LinuxNamespaceType, LinuxPersonality, LinuxSeccomp, Process, Spec};
 use serde::{Deserialize, Serialize};
-use std::os::fd::FromRawFd;
+use std::collections::HashMap;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -36,7 +37,9 @@ pub const INIT_ARG: &str = "__ferrum_init__";
 #[derive(Serialize, Deserialize)]
 pub(crate) enum InitRequest {
     /// Become a new container's init.
-    Create { id: String, spec: Spec, rootfs: PathBuf, bundle: PathBuf, setup: SetupOptions },
+    /// `idmapped`: indices of the spec's mounts that arrive (in this order,
+    /// after the request) as detached idmapped mounts made by the parent.
+    Create { id: String, spec: Spec, rootfs: PathBuf, bundle: PathBuf, setup: SetupOptions, idmapped: Vec<usize> },
     /// Become a process in a running container: join its namespaces (the pid
     /// namespace was joined by the parent at clone time).
     /// `seccomp` is the container's profile, which applies to its execs too.
@@ -114,8 +117,16 @@ fn run() -> i32 {
             };
             return if channel.send(&reply).is_ok() { 0 } else { 1 };
         }
-        InitRequest::Create { id, spec, rootfs, bundle, setup } => {
-            prepare_container(id, spec, rootfs, bundle, *setup, &mut channel, &mut warnings)
+        InitRequest::Create { id, spec, rootfs, bundle, setup, idmapped } => {
+            let received: std::io::Result<Vec<(usize, OwnedFd)>> =
+                idmapped.iter().map(|i| channel.recv_fd().map(|fd| (*i, fd))).collect();
+            match received {
+                Ok(mounts) => {
+                    let mounts = mounts.into_iter().collect();
+                    prepare_container(id, spec, rootfs, bundle, *setup, &mounts, &mut channel, &mut warnings)
+                }
+                Err(e) => Err(format!("receive the idmapped mounts: {e}")),
+            }
         }
         InitRequest::Exec { id, process, namespaces, seccomp, personality } => {
             prepare_exec(id, process, namespaces, seccomp.as_ref(), personality.as_ref(), &mut warnings)
@@ -162,6 +173,7 @@ fn prepare_container(
     rootfs: &Path,
     bundle: &Path,
     setup: SetupOptions,
+    idmapped: &HashMap<usize, OwnedFd>,
     channel: &mut Channel,
     warnings: &mut Vec<String>,
 ) -> Result<process::Prepared> {
@@ -189,7 +201,7 @@ fn prepare_container(
     }
     // SAFETY: umask has no memory effects. Files we create get exactly their modes.
     unsafe { libc::umask(0) };
-    rootfs::setup(spec, rootfs, &ns, setup.no_pivot_root, || before_pivot(id, spec, bundle, channel))?;
+    rootfs::setup(spec, rootfs, &ns, idmapped, setup.no_pivot_root, || before_pivot(id, spec, bundle, channel))?;
     sysctl::apply(spec, &ns)?;
     rootfs::protect(spec)?;
     let process = spec.process().as_ref().ok_or("no process section")?;

@@ -7,6 +7,7 @@ use crate::mount::{locked_flags, mount_with, MountOptions, MountTarget};
 use crate::namespaces::Namespaces;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
@@ -16,6 +17,7 @@ pub(super) fn setup(
     spec: &Spec,
     rootfs: &Path,
     ns: &Namespaces,
+    idmapped: &HashMap<usize, OwnedFd>,
     no_pivot_root: bool,
     before_pivot: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
@@ -29,8 +31,11 @@ pub(super) fn setup(
         .describe(|| format!("bind rootfs {}", rootfs.display()))?;
     let root: OwnedFd = std::fs::File::open(rootfs).describe(|| format!("open rootfs {}", rootfs.display()))?.into();
 
-    for m in spec.mounts().iter().flatten() {
-        mount_one(&root, m, ns)?;
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        match idmapped.get(&i) {
+            Some(mount) => attach_idmapped(&root, m, mount)?,
+            None => mount_one(&root, m, ns)?,
+        }
     }
     if !dev_is_bind_mounted(spec) {
         devices::setup(&root, spec, ns)?;
@@ -116,6 +121,16 @@ fn mount_one(root: &OwnedFd, m: &Mount, ns: &Namespaces) -> Result<()> {
         Ok(MountTarget { path: fd_path(&fd), _fd: Some(fd) })
     };
     mount_with(&typ, &source, &fd_path(&target), &opts, &reopen).map_err(|e| describe(&e))
+}
+
+/// An idmapped bind mount the parent made: attach it at its destination.
+fn attach_idmapped(root: &OwnedFd, m: &Mount, mount: &OwnedFd) -> Result<()> {
+    let dest = m.destination();
+    let describe = |e: &dyn std::fmt::Display| format!("idmapped mount on {}: {e}", dest.display());
+    let is_dir = m.source().as_ref().is_none_or(|s| s.is_dir());
+    let target = create_in_root(root.as_fd(), dest, if is_dir { Leaf::Dir } else { Leaf::File }, 0o755)
+        .map_err(|e| describe(&e))?;
+    crate::new_mount_api::attach_at(mount, &target).map_err(|e| describe(&e))
 }
 
 /// A `cgroup` mount on a v1 or hybrid host (as runc): a tmpfs holding one entry
