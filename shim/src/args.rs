@@ -10,6 +10,8 @@ pub enum Action {
     Delete,
     Serve,
     Version,
+    /// `-info`: RuntimeInfo for containerd 2.x's introspection.
+    Info,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +54,7 @@ impl Flags {
             match name {
                 "debug" => f.debug = inline.is_none_or(|v| v != "false"),
                 "v" | "version" => f.action = Action::Version,
+                "info" => f.action = Action::Info,
                 "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" => {
                     let value = match inline {
                         Some(v) => v,
@@ -70,7 +73,7 @@ impl Flags {
                 other => bail!("unknown flag -{other}"),
             }
         }
-        if f.action != Action::Version {
+        if !matches!(f.action, Action::Version | Action::Info) {
             if f.namespace.is_empty() {
                 bail!("-namespace is required");
             }
@@ -130,5 +133,6 @@ mod tests {
         assert!(parse("-namespace n -id x frobnicate").unwrap_err().to_string().contains("frobnicate"));
         assert!(parse("-namespace n -id").unwrap_err().to_string().contains("needs a value"));
         assert_eq!(parse("-v").unwrap().action, Action::Version);
+        assert_eq!(parse("-info").unwrap().action, Action::Info);
     }
 }

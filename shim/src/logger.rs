@@ -17,10 +17,11 @@ pub fn debug_enabled() -> bool {
 pub fn write(level: &str, id: &str, msg: std::fmt::Arguments) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let line = format!(
-        "time={}.{:09} level={level} msg={:?} id={id} runtime=io.containerd.ferrum.v2\n",
+        "time={}.{:09} level={level} msg={:?} id={id} runtime={}\n",
         now.as_secs(),
         now.subsec_nanos(),
-        msg.to_string()
+        msg.to_string(),
+        crate::RUNTIME_NAME
     );
     // A full FIFO (containerd not reading) must never block the shim: the fd is
     // non-blocking and a line that does not fit is dropped.

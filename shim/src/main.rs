@@ -1,13 +1,14 @@
 //! containerd-shim-ferrum-v2: containerd's runtime v2 shim for ferrum.
 //!
-//! One binary, four roles: `start` and `delete` (called by containerd, see
-//! manager), the long-running daemon serving the Task API (see daemon), and —
+//! One binary, four roles: `start`, `delete` and `-info` (called by
+//! containerd, see manager), the long-running daemon serving the Task API (see daemon), and —
 //! through runtime-core — the init of every container it creates.
 
 mod args;
 mod daemon;
 mod errors;
 mod events;
+mod idle;
 mod logger;
 mod manager;
 mod metrics;
@@ -19,6 +20,9 @@ mod service;
 mod stdio;
 
 use args::{Action, Flags};
+
+/// The runtime name containerd knows this shim by.
+pub const RUNTIME_NAME: &str = "io.containerd.ferrum.v2";
 
 fn main() {
     // A container's init must not run any of the shim's code.
@@ -36,6 +40,7 @@ fn main() {
             println!("containerd-shim-ferrum-v2:\n  Version:  {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Action::Info => manager::info(),
         Action::Start => manager::start(&flags),
         Action::Delete => manager::delete(&flags),
         Action::Serve => daemon::run(&flags),

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
 use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -245,6 +246,27 @@ fn adjust_oom_score(daemon: u32) -> Result<()> {
     let score: i32 = text.trim().parse().with_context(|| format!("parse {path}: {text:?}"))?;
     let path = format!("/proc/{daemon}/oom_score_adj");
     std::fs::write(&path, (score + 1).min(1000).to_string()).with_context(|| format!("adjust OOM score of the shim: {path}"))
+}
+
+/// `-info` (containerd 2.x's runtime introspection, `ctr plugins
+/// inspect-runtime`): the runtime options on stdin, checked as Create would,
+/// and a RuntimeInfo on stdout naming ferrum and echoing them.
+pub fn info() -> Result<()> {
+    let mut input = Vec::new();
+    std::io::stdin().read_to_end(&mut input).context("read runtime options from stdin")?;
+    let options = Any::parse_from_bytes(&input).context("stdin is not runtime options")?;
+    RuntimeOptions::from_any(&options)?;
+    let info = RuntimeInfo {
+        name: crate::RUNTIME_NAME.into(),
+        version: protobuf::MessageField::some(RuntimeVersion {
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        }),
+        options: if input.is_empty() { protobuf::MessageField::none() } else { protobuf::MessageField::some(options) },
+        ..Default::default()
+    };
+    std::io::stdout().write_all(&info.write_to_bytes()?)?;
+    Ok(())
 }
 
 /// `shim delete`: the daemon is gone (crashed or killed); clean up what it left

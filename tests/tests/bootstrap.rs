@@ -129,3 +129,40 @@ fn runtime_options_on_stdin_are_not_bootstrap_params() {
     let address = reply["address"].as_str().unwrap().to_string();
     connect_and_shut_down(&mut bundle, &address, "boot-opts");
 }
+
+/// `shim -info`, as containerd 2.x runs it for runtime introspection: runtime
+/// options on stdin, RuntimeInfo on stdout; bad options are refused by name.
+#[test]
+fn info_answers_runtime_info() {
+    use containerd_shim_protos::protobuf::well_known_types::any::Any;
+    use containerd_shim_protos::types::introspection::RuntimeInfo;
+    let info = |options: &Any| {
+        let mut child = Command::new(ferrum_binary("containerd-shim-ferrum-v2"))
+            .arg("-info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the shim");
+        child.stdin.take().unwrap().write_all(&options.write_to_bytes().unwrap()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let options = |toml: &str| {
+        // runtimeoptions.v1.Options { config_body = 3 }
+        let mut value = vec![3 << 3 | 2, toml.len() as u8];
+        value.extend_from_slice(toml.as_bytes());
+        Any { type_url: "runtimeoptions.v1.Options".into(), value, ..Default::default() }
+    };
+    let out = info(&options("IoUid = 1000"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reply = RuntimeInfo::parse_from_bytes(&out.stdout).expect("a RuntimeInfo");
+    assert_eq!(reply.name, "io.containerd.ferrum.v2");
+    assert!(!reply.version.version.is_empty());
+    assert_eq!(reply.options.type_url, "runtimeoptions.v1.Options");
+    let out = info(&options("Frobnicate = 1"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Frobnicate"));
+
+    let version = Command::new(ferrum_binary("containerd-shim-ferrum-v2")).arg("-v").output().unwrap();
+    let text = String::from_utf8_lossy(&version.stdout);
+    assert!(version.status.success() && text.contains("Version:"), "{text}");
+}
