@@ -119,3 +119,28 @@ fn bad_options_are_clear_errors_and_the_pod_shim_keeps_serving() {
     env.remove_task("good");
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
+
+/// containerd 2.x asks a runtime about itself (`ctr plugins inspect-runtime`,
+/// the CRI's runtime features) by running `shim -info` with the options on
+/// stdin. containerd 1.x has no such call.
+#[test]
+fn containerd_introspects_the_runtime() {
+    use ferrum_tests::containerd::{containerd_config_schema, Schema};
+    let (env, _image) = Env::with_busybox();
+    let good = write_options(&env, "good.toml", "IoUid = 1000\n");
+    let bad = write_options(&env, "bad.toml", "Frobnicate = 1\n");
+    let inspect = |config: &str| {
+        env.ctr(&["plugins", "inspect-runtime", "--runtime", ferrum_tests::FERRUM_RUNTIME, "--runtime-config-path", config])
+    };
+    if containerd_config_schema().unwrap() == Schema::V2 {
+        let out = inspect(&good);
+        assert!(!out.success() && out.stderr.contains("inspect-runtime"), "1.x gained runtime introspection:\n{out}");
+        return;
+    }
+    let out = inspect(&good);
+    out.assert_ok();
+    assert!(out.stdout.contains("io.containerd.ferrum.v2") && out.stdout.contains("runtimeoptions.v1.Options"), "{out}");
+    let out = inspect(&bad);
+    assert!(!out.success() && out.stderr.contains("Frobnicate"), "{out}");
+    assert_eq!(env.leftovers(), Vec::<String>::new(), "left behind");
+}
