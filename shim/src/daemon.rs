@@ -29,7 +29,12 @@ pub fn run(flags: &Flags) -> Result<()> {
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
         return Err(std::io::Error::last_os_error()).context("become a child subreaper");
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Blocking work (runtime-core calls) borrows a pool thread briefly; an idle
+    // shim keeps none (tokio's default would keep each for 10 s).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_keep_alive(Duration::from_secs(1))
+        .build()?;
     runtime.block_on(serve(flags))?;
     // Do not wait for anything the runtime might still hold.
     std::process::exit(0);
@@ -59,6 +64,7 @@ async fn serve(flags: &Flags) -> Result<()> {
         flags.namespace.clone(),
         publisher,
         shutdown.clone(),
+        crate::idle::Activity::start(),
     ));
 
     let mut services = create_task(service.clone());

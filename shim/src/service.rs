@@ -3,6 +3,7 @@
 
 use crate::errors::{self, from_runtime, status, unimplemented};
 use crate::events::{Event, Publisher};
+use crate::idle::Activity;
 use crate::oom::OomMonitor;
 use crate::options::RuntimeOptions;
 use crate::process::{self, lock, ExecProcess, InitProcess, ProcessCore};
@@ -41,6 +42,7 @@ pub struct TaskService {
     early_exits: Mutex<HashMap<i32, u32>>,
     publisher: Publisher,
     shutdown: Arc<Notify>,
+    activity: Activity,
 }
 
 /// The process an RPC names: the init (empty exec id) or one exec.
@@ -59,9 +61,10 @@ impl Target {
 }
 
 impl TaskService {
-    pub fn new(namespace: String, publisher: Publisher, shutdown: Arc<Notify>) -> TaskService {
+    pub fn new(namespace: String, publisher: Publisher, shutdown: Arc<Notify>, activity: Activity) -> TaskService {
         TaskService {
             namespace,
+            activity,
             tasks: Mutex::new(HashMap::new()),
             early_exits: Mutex::new(HashMap::new()),
             publisher,
@@ -220,6 +223,7 @@ impl TaskService {
 #[async_trait]
 impl Task for TaskService {
     async fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> ttrpc::Result<api::CreateTaskResponse> {
+        self.activity.busy();
         if lock(&self.tasks).contains_key(&req.id) {
             return Err(status(Code::ALREADY_EXISTS, format!("container {} already exists", req.id)));
         }
@@ -249,6 +253,7 @@ impl Task for TaskService {
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> ttrpc::Result<api::StartResponse> {
+        self.activity.busy();
         let target = self.target(&req.id, &req.exec_id)?;
         let _order = target.core().lifecycle.lock().await;
         let pid = match &target {
@@ -277,6 +282,7 @@ impl Task for TaskService {
     }
 
     async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> ttrpc::Result<Empty> {
+        self.activity.busy();
         let task = self.task(&req.id)?;
         let spec: oci_spec::runtime::Process = serde_json::from_slice(&req.spec.value)
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("exec {}: invalid process spec: {e}", req.exec_id)))?;
@@ -344,6 +350,7 @@ impl Task for TaskService {
     }
 
     async fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> ttrpc::Result<api::DeleteResponse> {
+        self.activity.busy();
         let task = self.task(&req.id)?;
         let (pid, exit) = match self.target(&req.id, &req.exec_id)? {
             Target::Exec(init, exec) => {
