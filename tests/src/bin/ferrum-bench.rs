@@ -4,13 +4,19 @@
 //! - `ctr run --rm IMAGE ID true`, alternating the two runtimes N times (both on
 //!   containerd's overlayfs snapshotter, so the runtimes are what differs), then
 //!   once more for ferrum on ferrum's snapshotter;
-//! - the memory of one idle shim of each (RSS, PSS, threads).
+//! - where each run's time goes, from containerd's events (median per phase);
+//! - the memory of one idle shim of each (RSS, PSS, threads), with one container
+//!   and with a pod of three (one shim per pod for both, by sandbox id), and
+//!   where ferrum's resident pages come from (/proc/PID/smaps).
 //!
 //! Usage: ferrum-bench [N]   (scripts/bench builds release binaries and runs it)
 
 use anyhow::{bail, Context, Result};
 use ferrum_tests::Env;
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const RUNC: &str = "io.containerd.runc.v2";
 const FERRUM: &str = "io.containerd.ferrum.v2";
@@ -20,14 +26,113 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn timed_run(env: &Env, image: &str, runtime: &str, snapshotter: &str, id: &str) -> Result<f64> {
+fn unix_ms(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1000.0
+}
+
+/// When one `ctr run` began and ended (Unix ms), to place its events between.
+struct Run {
+    id: String,
+    began: f64,
+    ended: f64,
+}
+
+fn timed_run(env: &Env, image: &str, runtime: &str, snapshotter: &str, id: &str) -> Result<Run> {
+    let began = SystemTime::now();
     let t = Instant::now();
     let out = env.ctr(&["run", "--rm", "--runtime", runtime, "--snapshotter", snapshotter, image, id, "true"]);
-    let secs = t.elapsed().as_secs_f64();
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
     if !out.success() {
         bail!("{runtime} run failed: {out}");
     }
-    Ok(secs * 1000.0)
+    let began = unix_ms(began);
+    Ok(Run { id: id.into(), began, ended: began + ms })
+}
+
+/// The events of a container, in the order a `ctr run --rm` produces them,
+/// with the phase each one ends.
+const PHASES: [(&str, &str); 6] = [
+    ("/containers/create", "client: image, spec, snapshot"),
+    ("/tasks/create", "shim start + Create"),
+    ("/tasks/start", "Start"),
+    ("/tasks/exit", "process runs and exits"),
+    ("/tasks/delete", "Delete"),
+    ("/containers/delete", "container and snapshot removal"),
+];
+
+/// Event times (Unix ms) by container id and topic, from `ctr events`.
+type Events = Arc<Mutex<HashMap<(String, String), f64>>>;
+
+/// `2026-11-29 08:35:14.308057866 +0000 UTC ns /tasks/create {"container_id":"b0",…}`
+fn parse_event(line: &str) -> Option<(String, String, f64)> {
+    let mut parts = line.splitn(7, ' ');
+    let (date, time, _zone, _utc, _ns, topic, json) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let id = v.get("container_id").or_else(|| v.get("id"))?.as_str()?.to_string();
+    let days = {
+        let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+        days_from_civil(d.next()??, d.next()??, d.next()??)
+    };
+    let mut hms = time.split(':');
+    let (h, m, s): (f64, f64, f64) = (hms.next()?.parse().ok()?, hms.next()?.parse().ok()?, hms.next()?.parse().ok()?);
+    let ms = (days as f64 * 86400.0 + h * 3600.0 + m * 60.0 + s) * 1000.0;
+    Some((id, topic.to_string(), ms))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+fn watch_events(env: &Env) -> Result<(std::process::Child, Events)> {
+    let mut child = env
+        .ctr_command(&["events"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("spawning ctr events")?;
+    let events: Events = Arc::default();
+    let stdout = child.stdout.take().context("ctr events stdout")?;
+    let sink = events.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((id, topic, at)) = parse_event(&line) {
+                sink.lock().unwrap().insert((id, topic), at);
+            }
+        }
+    });
+    Ok((child, events))
+}
+
+/// Median time of each phase over `runs` (ms); the last phase ends when ctr does.
+fn phases(runs: &[Run], events: &Events) -> Vec<(String, f64)> {
+    let events = events.lock().unwrap();
+    let mut per_phase: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len() + 1];
+    for run in runs {
+        let mut times = vec![run.began];
+        for (topic, _) in PHASES {
+            match events.get(&(run.id.clone(), topic.to_string())) {
+                Some(t) => times.push(*t),
+                None => break,
+            }
+        }
+        if times.len() != PHASES.len() + 1 {
+            continue;
+        }
+        times.push(run.ended);
+        for (i, w) in times.windows(2).enumerate() {
+            per_phase[i].push(w[1] - w[0]);
+        }
+    }
+    let names = PHASES.iter().map(|(_, n)| n.to_string()).chain(["ctr exits".to_string()]);
+    names.zip(per_phase).filter(|(_, v)| !v.is_empty()).map(|(n, mut v)| (n, median(&mut v))).collect()
 }
 
 struct Memory {
@@ -37,9 +142,7 @@ struct Memory {
 }
 
 fn field(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    text.lines().find_map(|l| l.strip_prefix(name)?.split_whitespace().next()?.parse().ok()).unwrap_or(0)
 }
 
 fn memory(pid: i32) -> Result<Memory> {
@@ -52,20 +155,73 @@ fn memory(pid: i32) -> Result<Memory> {
     })
 }
 
-fn idle_shim(env: &Env, image: &str, runtime: &str, id: &str) -> Result<Memory> {
-    let out = env.ctr(&["run", "-d", "--runtime", runtime, image, id, "sleep", "600"]);
-    if !out.success() {
-        bail!("{runtime}: {out}");
+/// Resident kB per mapped object (file, [heap], [stack], anonymous...).
+fn resident_by_mapping(pid: i32) -> Result<Vec<(String, u64)>> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let mut by: HashMap<String, u64> = HashMap::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            current = line.split_whitespace().nth(5).unwrap_or("[anonymous]").to_string();
+        } else if let Some(kb) = line.strip_prefix("Rss:") {
+            *by.entry(current.clone()).or_default() += kb.split_whitespace().next().unwrap_or("0").parse::<u64>()?;
+        }
+    }
+    let mut v: Vec<(String, u64)> = by.into_iter().filter(|(_, kb)| *kb > 0).collect();
+    v.sort_by_key(|(_, kb)| std::cmp::Reverse(*kb));
+    Ok(v)
+}
+
+/// Start `ids` detached under `runtime` (one pod when `pod` names a sandbox),
+/// let the shim settle, measure it, remove the containers.
+fn idle_shim(env: &Env, image: &str, runtime: &str, ids: &[&str], pod: Option<&str>) -> Result<(Memory, i32)> {
+    let annotation = pod.map(|p| format!("io.kubernetes.cri.sandbox-id={p}"));
+    for id in ids {
+        let mut args = vec!["run", "-d", "--runtime", runtime];
+        if let Some(a) = &annotation {
+            args.extend(["--annotation", a.as_str()]);
+        }
+        args.extend([image, id, "sleep", "600"]);
+        let out = env.ctr(&args);
+        if !out.success() {
+            bail!("{runtime}: {out}");
+        }
     }
     // Let start-up transients (e.g. tokio's blocking-pool thread) settle.
     std::thread::sleep(Duration::from_secs(12));
-    let pid = env.shim_pid(id).with_context(|| format!("no shim found for {id}"))?;
+    let pid = env.shim_pid(ids[0]).with_context(|| format!("no shim found for {}", ids[0]))?;
+    // containerd keeps the address `start` answered in each task's bundle.
+    let bundles = env.root_dir().join("state/io.containerd.runtime.v2.task").join(env.namespace());
+    let addresses: Vec<String> =
+        ids.iter().map(|id| std::fs::read_to_string(bundles.join(id).join("address")).unwrap_or_default()).collect();
+    if addresses.iter().any(|a| a.is_empty() || *a != addresses[0]) {
+        bail!("{runtime}: the containers {ids:?} are not served by one shim: {addresses:?}");
+    }
     let mem = memory(pid)?;
-    env.ctr(&["tasks", "kill", "--signal", "SIGKILL", id]);
+    Ok((mem, pid))
+}
+
+fn remove(env: &Env, ids: &[&str]) {
+    for id in ids {
+        env.ctr(&["tasks", "kill", "--signal", "SIGKILL", id]);
+    }
     std::thread::sleep(Duration::from_millis(300));
-    env.ctr(&["tasks", "delete", id]);
-    env.ctr(&["containers", "rm", id]);
-    Ok(mem)
+    for id in ids {
+        env.ctr(&["tasks", "delete", id]);
+        env.ctr(&["containers", "rm", id]);
+    }
+}
+
+fn print_memory(title: &str, runc: &Memory, ferrum: &Memory) {
+    println!("{title}:");
+    println!("  runc-v2  RSS {:6} kB  PSS {:6} kB  threads {}", runc.rss_kb, runc.pss_kb, runc.threads);
+    println!("  ferrum   RSS {:6} kB  PSS {:6} kB  threads {}", ferrum.rss_kb, ferrum.pss_kb, ferrum.threads);
+    println!(
+        "  ratio ferrum/runc-v2: RSS {:.2}  PSS {:.2}",
+        ferrum.rss_kb as f64 / runc.rss_kb as f64,
+        ferrum.pss_kb as f64 / runc.pss_kb as f64
+    );
 }
 
 fn main() -> Result<()> {
@@ -77,34 +233,57 @@ fn main() -> Result<()> {
     timed_run(&env, &image, FERRUM, "overlayfs", "warm-ferrum")?;
     timed_run(&env, &image, FERRUM, "ferrum", "warm-ferrum-snap")?;
 
+    let (mut events_ctr, events) = watch_events(&env)?;
     let (mut runc, mut ferrum, mut ferrum_snap) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
         // Alternate which goes first, so drift affects both alike.
-        let order: [(&str, &mut Vec<f64>); 2] = if i % 2 == 0 {
+        let order: [(&str, &mut Vec<Run>); 2] = if i % 2 == 0 {
             [(RUNC, &mut runc), (FERRUM, &mut ferrum)]
         } else {
             [(FERRUM, &mut ferrum), (RUNC, &mut runc)]
         };
-        for (rt, samples) in order {
-            samples.push(timed_run(&env, &image, rt, "overlayfs", &format!("b{i}"))?);
+        for (rt, runs) in order {
+            let tag = if rt == RUNC { "r" } else { "f" };
+            runs.push(timed_run(&env, &image, rt, "overlayfs", &format!("{tag}{i}"))?);
         }
         ferrum_snap.push(timed_run(&env, &image, FERRUM, "ferrum", &format!("s{i}"))?);
     }
-    let (r, f, fs) = (median(&mut runc), median(&mut ferrum), median(&mut ferrum_snap));
+    // The last events reach ctr events a moment after ctr run returned.
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = events_ctr.kill();
+    let _ = events_ctr.wait();
+    let total = |runs: &[Run]| median(&mut runs.iter().map(|r| r.ended - r.began).collect::<Vec<_>>());
+    let (r, f, fs) = (total(&runc), total(&ferrum), total(&ferrum_snap));
     println!("ctr run --rm … true, median of {n} (ms):");
     println!("  runc-v2 + runc (overlayfs)         {r:8.1}");
     println!("  ferrum (overlayfs)                 {f:8.1}   ratio ferrum/runc-v2 = {:.2}", f / r);
     println!("  ferrum (ferrum-snapshotter)        {fs:8.1}   ratio ferrum/runc-v2 = {:.2}", fs / r);
+    println!("where the time goes, median per phase from containerd's events (ms):");
+    println!("  {:34} {:>8} {:>8}", "phase", "runc-v2", "ferrum");
+    let (pr, pf) = (phases(&runc, &events), phases(&ferrum, &events));
+    for ((name, a), (_, b)) in pr.iter().zip(&pf) {
+        println!("  {name:34} {a:8.1} {b:8.1}");
+    }
 
-    let rm = idle_shim(&env, &image, RUNC, "idle-runc")?;
-    let fm = idle_shim(&env, &image, FERRUM, "idle-ferrum")?;
-    println!("idle shim, one container:");
-    println!("  runc-v2  RSS {:6} kB  PSS {:6} kB  threads {}", rm.rss_kb, rm.pss_kb, rm.threads);
-    println!("  ferrum   RSS {:6} kB  PSS {:6} kB  threads {}", fm.rss_kb, fm.pss_kb, fm.threads);
-    println!(
-        "  ratio ferrum/runc-v2: RSS {:.2}  PSS {:.2}",
-        fm.rss_kb as f64 / rm.rss_kb as f64,
-        fm.pss_kb as f64 / rm.pss_kb as f64
-    );
+    let one = ["idle-runc"];
+    let (rm, _) = idle_shim(&env, &image, RUNC, &one, None)?;
+    remove(&env, &one);
+    let one = ["idle-ferrum"];
+    let (fm, pid) = idle_shim(&env, &image, FERRUM, &one, None)?;
+    let mappings = resident_by_mapping(pid)?;
+    remove(&env, &one);
+    print_memory("idle shim, one container", &rm, &fm);
+    println!("  ferrum's resident kB by mapping:");
+    for (name, kb) in mappings.iter().take(8) {
+        println!("    {kb:6}  {name}");
+    }
+
+    let pod = ["pod-runc-a", "pod-runc-b", "pod-runc-c"];
+    let (rp, _) = idle_shim(&env, &image, RUNC, &pod, Some("bench-pod-runc"))?;
+    remove(&env, &pod);
+    let pod = ["pod-ferrum-a", "pod-ferrum-b", "pod-ferrum-c"];
+    let (fp, _) = idle_shim(&env, &image, FERRUM, &pod, Some("bench-pod-ferrum"))?;
+    remove(&env, &pod);
+    print_memory("idle shim of a pod of three containers (one shim per pod for both)", &rp, &fp);
     Ok(())
 }
