@@ -1,0 +1,155 @@
+//! Bad requests and long runs against one shim: each bad request is a clear
+//! error in ctr and the shim goes on serving; several waiters on one exec all
+//! learn its exit; fifty containers in a row leave no fd, thread or memory behind.
+
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use containerd_shim_protos::{api, TaskClient};
+use ferrum_tests::Env;
+
+const GRACE: Duration = Duration::from_secs(5);
+
+fn ctx() -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(Duration::from_secs(30).as_nanos() as i64)
+}
+
+/// Our own ttrpc client on the shim serving task `id`, at the address
+/// containerd keeps in the task's bundle.
+fn shim_client(env: &Env, id: &str) -> TaskClient {
+    let bundle = env.root_dir().join("state/io.containerd.runtime.v2.task").join(env.namespace()).join(id);
+    let address = std::fs::read_to_string(bundle.join("address")).unwrap();
+    TaskClient::new(ttrpc::Client::connect(address.trim()).expect("connect to the shim"))
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn reused_exec_ids_and_unknown_execs_are_clear_errors() {
+    let (env, image) = Env::with_busybox();
+    env.run_on_ferrum(&["-d"], &image, "c1", &["sleep", "600"]).assert_ok();
+    let client = shim_client(&env, "c1");
+    let wait = api::WaitRequest { id: "c1".into(), exec_id: "e1".into(), ..Default::default() };
+    thread::scope(|s| {
+        let long = s.spawn(|| env.ctr(&["tasks", "exec", "--exec-id", "e1", "c1", "sleep", "600"]));
+        let state = api::StateRequest { id: "c1".into(), exec_id: "e1".into(), ..Default::default() };
+        wait_until("exec e1 runs", || {
+            client.state(ctx(), &state).is_ok_and(|st| st.status == api::Status::RUNNING.into())
+        });
+        let again = env.ctr(&["tasks", "exec", "--exec-id", "e1", "c1", "true"]);
+        assert!(!again.success() && again.stderr.contains("e1") && again.stderr.contains("already exists"), "{again}");
+
+        let unknown = env.ctr(&["tasks", "kill", "--exec-id", "nope", "c1"]);
+        assert!(
+            !unknown.success() && unknown.stderr.contains("exec nope") && unknown.stderr.contains("not found"),
+            "{unknown}"
+        );
+
+        // Several waiters on the running exec: ours (two) and ctr's own.
+        let waiters: Vec<_> = (0..2).map(|_| s.spawn(|| client.wait(ctx(), &wait))).collect();
+        thread::sleep(Duration::from_millis(300));
+        env.ctr(&["tasks", "kill", "--exec-id", "e1", "--signal", "SIGKILL", "c1"]).assert_ok();
+        for w in waiters {
+            let exit = w.join().unwrap().expect("Wait on exec e1");
+            assert_eq!(exit.exit_status, 137);
+        }
+        long.join().unwrap().assert_exit(137);
+    });
+
+    // The shim still serves the container.
+    let out = env.ctr(&["tasks", "exec", "--exec-id", "e2", "c1", "echo", "still serving"]);
+    assert!(out.success() && out.stdout.contains("still serving"), "{out}");
+    env.remove_task("c1");
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
+
+/// containerd writes config.json itself, so a broken one is sent the way
+/// containerd would send it: Create on the running shim for a bundle whose
+/// config.json does not parse.
+#[test]
+fn a_bundle_with_a_broken_config_json_fails_create_and_the_shim_serves_on() {
+    let (env, image) = Env::with_busybox();
+    env.run_on_ferrum(&["-d"], &image, "c1", &["sleep", "600"]).assert_ok();
+    let client = shim_client(&env, "c1");
+    let bundle = PathBuf::from(format!("/tmp/ferrum-it-bundle-{}", std::process::id()));
+    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+    std::fs::write(bundle.join("config.json"), "{\"ociVersion\": \"1.0.2\", \"process\": ").unwrap();
+    let create = api::CreateTaskRequest {
+        id: "broken".into(),
+        bundle: bundle.to_string_lossy().into_owned(),
+        ..Default::default()
+    };
+    let err = client.create(ctx(), &create).expect_err("a broken config.json is refused");
+    std::fs::remove_dir_all(&bundle).unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains("config.json") && msg.contains(&*bundle.to_string_lossy()), "{msg}");
+    let state = api::StateRequest { id: "broken".into(), ..Default::default() };
+    assert!(client.state(ctx(), &state).is_err(), "the failed container was kept");
+
+    let out = env.ctr(&["tasks", "exec", "--exec-id", "e1", "c1", "echo", "still serving"]);
+    assert!(out.success() && out.stdout.contains("still serving"), "{out}");
+    env.remove_task("c1");
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
+
+struct Usage {
+    fds: usize,
+    threads: usize,
+    anon_kb: u64,
+}
+
+fn usage(pid: i32) -> Usage {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let anon_kb =
+        status.lines().find_map(|l| l.strip_prefix("RssAnon:")?.split_whitespace().next()?.parse().ok()).unwrap();
+    Usage {
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count(),
+        threads: std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count(),
+        anon_kb,
+    }
+}
+
+#[test]
+fn fifty_containers_in_a_row_on_one_shim_leave_nothing_growing() {
+    let (env, image) = Env::with_busybox();
+    let pod = ["--annotation", "io.ferrum.shim.group=pod50"];
+    let mut flags = vec!["-d"];
+    flags.extend(pod);
+    env.run_on_ferrum(&flags, &image, "anchor", &["sleep", "600"]).assert_ok();
+    let shim = env.shim_pid("anchor").expect("the pod's shim");
+    let run = |n: usize| {
+        let mut flags = vec!["--rm"];
+        flags.extend(pod);
+        let out = env.run_on_ferrum(&flags, &image, &format!("c{n}"), &["sh", "-c", "echo $$"]);
+        assert!(out.success() && out.stdout.trim() == "1", "{out}");
+    };
+    // A few first, so that one-time allocations (pools, buffers) are made.
+    for n in 0..5 {
+        run(n);
+    }
+    thread::sleep(Duration::from_secs(2));
+    let before = usage(shim);
+    for n in 5..55 {
+        run(n);
+    }
+    thread::sleep(Duration::from_secs(2));
+    let after = usage(shim);
+    assert_eq!(env.shim_pid("anchor"), Some(shim), "the pod's shim changed");
+    assert_eq!(after.fds, before.fds, "fds grew");
+    assert!(after.threads <= before.threads, "threads grew: {} -> {}", before.threads, after.threads);
+    assert!(
+        after.anon_kb <= before.anon_kb + 256,
+        "anonymous memory grew from {} to {} kB",
+        before.anon_kb,
+        after.anon_kb
+    );
+    env.remove_task("anchor");
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
