@@ -62,6 +62,21 @@ impl Event {
         }
     }
 
+    /// The container the event is about, for log lines.
+    fn container_id(&self) -> &str {
+        match self {
+            Event::Create(e) => &e.container_id,
+            Event::Start(e) => &e.container_id,
+            Event::ExecAdded(e) => &e.container_id,
+            Event::ExecStarted(e) => &e.container_id,
+            Event::Exit(e) => &e.container_id,
+            Event::Delete(e) => &e.container_id,
+            Event::Paused(e) => &e.container_id,
+            Event::Resumed(e) => &e.container_id,
+            Event::Oom(e) => &e.container_id,
+        }
+    }
+
     fn to_any(&self) -> Any {
         to_any(self.message())
     }
@@ -110,7 +125,7 @@ impl Publisher {
                         match c.forward(ctx, &request).await {
                             Ok(_) => break,
                             Err(e) => {
-                                crate::warn!("", "publish {}: {e}", event.topic());
+                                crate::warn!(event.container_id(), "publish {}: {e}", event.topic());
                                 client = None;
                             }
                         }

@@ -127,6 +127,10 @@ pub fn start(flags: &Flags) -> Result<()> {
     let mut ttrpc_address = None;
     if let Bootstrap::Params(p) = &bootstrap {
         // The parameters win over flags and environment where they say something.
+        // The level is an open enum, INFO = 0 and more verbose below: DEBUG is -4.
+        if p.log_level.value() <= -4 {
+            flags.debug = true;
+        }
         if !p.namespace.is_empty() {
             flags.namespace = p.namespace.clone();
         }

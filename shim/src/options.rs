@@ -37,6 +37,7 @@ pub struct RuntimeOptions {
     pub io_gid: u32,
     /// An existing cgroup the shim daemon is moved into.
     pub shim_cgroup: String,
+    /// Handed to runtime-core (move + chroot instead of pivot_root; no keyring of the container's own).
     pub no_pivot_root: bool,
     pub no_new_keyring: bool,
     // runc's keys that mean nothing without runc or checkpointing: refused when set.
@@ -107,9 +108,6 @@ impl RuntimeOptions {
             ("CriuWorkPath", !self.criu_work_path.is_empty(), "checkpoint/restore is not implemented"),
             ("TaskApiAddress", !self.task_api_address.is_empty(), "ferrum serves the Task API itself"),
             ("TaskApiVersion", self.task_api_version != 0, "ferrum serves the Task API itself"),
-            // runtime-core learns these from the issue-3 work; until then, refused.
-            ("NoPivotRoot", self.no_pivot_root, "runtime-core cannot run without pivot_root yet"),
-            ("NoNewKeyring", self.no_new_keyring, "runtime-core has no keyring option yet"),
             (
                 "SystemdCgroup",
                 self.systemd_cgroup,
@@ -291,10 +289,16 @@ mod tests {
 
     #[test]
     fn runc_typed_options() {
-        let o = RuncOptions { io_uid: 1000, io_gid: 1001, root: "/run/r".into(), ..Default::default() };
+        let o = RuncOptions {
+            io_uid: 1000,
+            io_gid: 1001,
+            root: "/run/r".into(),
+            no_pivot_root: true,
+            ..Default::default()
+        };
         let any = Any { type_url: RUNC_OPTIONS.into(), value: o.write_to_bytes().unwrap(), ..Default::default() };
         let got = RuntimeOptions::from_any(&any).unwrap();
-        assert_eq!(got.io_owner(), Some((1000, 1001)));
+        assert_eq!((got.io_owner(), got.no_pivot_root), (Some((1000, 1001)), true));
         assert_eq!(got.state_root("k8s.io"), Path::new("/run/r/k8s.io"));
     }
 

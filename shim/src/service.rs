@@ -16,7 +16,7 @@ use containerd_shim_protos::events::task::{
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim_async::Task;
 use runtime_core::mount::{mount_rootfs, unmount_all, RootfsMount};
-use runtime_core::{Container, CreateOptions};
+use runtime_core::{Container, CreateOptions, SetupOptions};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -152,7 +152,9 @@ impl TaskService {
             Some(any) => RuntimeOptions::from_any(any).map_err(invalid)?,
             None => RuntimeOptions::default(),
         };
+        crate::debug!(&req.id, "runtime options {options:?}");
         let state_root = options.state_root(&self.namespace);
+        let setup = SetupOptions { no_pivot_root: options.no_pivot_root, no_new_keyring: options.no_new_keyring };
         let bundle = PathBuf::from(&req.bundle);
         options.remember_state_root(&bundle, &self.namespace).map_err(invalid)?;
         let (stdio, io) = if req.terminal {
@@ -174,7 +176,7 @@ impl TaskService {
                 mount_rootfs(&mounts, target)
                     .map_err(|e| status(Code::UNKNOWN, format!("container {id}: {e}")))?;
             }
-            Container::create(&id, &bundle, CreateOptions { state_root, stdio, ..Default::default() })
+            Container::create(&id, &bundle, CreateOptions { state_root, stdio, setup })
                 .map(|c| (c, rootfs.clone()))
                 .map_err(|e| {
                     if let Some(target) = &rootfs {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferrum_tests::Env;
+use ferrum_tests::{Env, Options};
 
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -50,7 +50,10 @@ fn options_from_a_config_file_are_applied() {
     let config = write_options(
         &env,
         "options.toml",
-        &format!("IoUid = 4242\nIoGid = 4343\nRoot = {:?}\nShimCgroup = {shim_cgroup:?}\n", root.display()),
+        &format!(
+            "IoUid = 4242\nIoGid = 4343\nRoot = {:?}\nShimCgroup = {shim_cgroup:?}\nNoNewKeyring = true\n",
+            root.display()
+        ),
     );
 
     // IoUid/IoGid: the process's stdout and stderr FIFOs belong to that user.
@@ -80,6 +83,33 @@ fn options_from_a_config_file_are_applied() {
     for d in &shim_dirs {
         std::fs::remove_dir(d).unwrap();
     }
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
+
+/// `ctr run --no-pivot` sends runc's typed Options on containerd 2.x and
+/// containerd.linux.runc.CreateOptions on 1.x; either way they reach Create and
+/// the container runs (what the option does inside is runtime-core's, tested
+/// there). The shim logs the options at debug level, which it runs at because
+/// containerd does, each line naming the container.
+#[test]
+fn no_pivot_from_ctr_reaches_create_and_the_shim_logs_at_containerds_level() {
+    let debug = Options { extra_config: "[debug]\n  level = \"debug\"".into(), ..Options::default() };
+    let env = Env::start_with(debug).expect("starting containerd at debug level");
+    let image = env.import_busybox().expect("importing busybox");
+    env.run_on_ferrum(&["--rm", "--no-pivot"], &image, "c1", &["true"]).assert_ok();
+    let log = std::fs::read_to_string(env.root_dir().join("containerd.log")).unwrap();
+    let line =
+        log.lines().find(|l| l.contains("runtime options")).unwrap_or_else(|| panic!("no options logged:\n{log}"));
+    assert!(line.contains("level=debug") && line.contains("no_pivot_root: true") && line.contains("id=c1"), "{line}");
+    let shim_lines: Vec<&str> = log.lines().filter(|l| l.contains("runtime=io.containerd.ferrum.v2")).collect();
+    assert!(shim_lines.iter().all(|l| l.contains("id=c1")), "a shim line without the container id: {shim_lines:#?}");
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+
+    // At containerd's default level, no debug lines.
+    let (env, image) = Env::with_busybox();
+    env.run_on_ferrum(&["--rm"], &image, "c1", &["true"]).assert_ok();
+    let log = std::fs::read_to_string(env.root_dir().join("containerd.log")).unwrap();
+    assert!(!log.lines().any(|l| l.contains("runtime options")), "debug lines at info level:\n{log}");
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
 
@@ -130,7 +160,14 @@ fn containerd_introspects_the_runtime() {
     let good = write_options(&env, "good.toml", "IoUid = 1000\n");
     let bad = write_options(&env, "bad.toml", "Frobnicate = 1\n");
     let inspect = |config: &str| {
-        env.ctr(&["plugins", "inspect-runtime", "--runtime", ferrum_tests::FERRUM_RUNTIME, "--runtime-config-path", config])
+        env.ctr(&[
+            "plugins",
+            "inspect-runtime",
+            "--runtime",
+            ferrum_tests::FERRUM_RUNTIME,
+            "--runtime-config-path",
+            config,
+        ])
     };
     if containerd_config_schema().unwrap() == Schema::V2 {
         let out = inspect(&good);
@@ -139,7 +176,7 @@ fn containerd_introspects_the_runtime() {
     }
     let out = inspect(&good);
     out.assert_ok();
-    assert!(out.stdout.contains("io.containerd.ferrum.v2") && out.stdout.contains("runtimeoptions.v1.Options"), "{out}");
+    assert!(out.stdout.contains("io.containerd.ferrum.v2") && out.stdout.contains(&good), "{out}");
     let out = inspect(&bad);
     assert!(!out.success() && out.stderr.contains("Frobnicate"), "{out}");
     assert_eq!(env.leftovers(), Vec::<String>::new(), "left behind");
