@@ -5,7 +5,7 @@ use crate::cgroup::Cgroup;
 use crate::channel::Channel;
 use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind, HookState};
-use crate::init::{InitReply, InitRequest, ParentMessage};
+use crate::init::{CreateRequest, InitReply, InitRequest, ParentMessage};
 use crate::namespaces::Namespaces;
 use crate::spawn::spawn_in_pid_namespace;
 use crate::state::{State, Status};
@@ -158,14 +158,14 @@ impl Container {
         };
         let (idmapped, mount_fds): (Vec<usize>, Vec<OwnedFd>) =
             crate::idmap::prepare(&spec).map_err(|message| Error::Init { id: id.into(), message })?.into_iter().unzip();
-        let request = InitRequest::Create {
+        let request = InitRequest::Create(CreateRequest {
             id: id.into(),
             spec: spec.clone(),
             rootfs: rootfs.clone(),
             bundle: bundle.into(),
             setup: opts.setup,
             idmapped,
-        };
+        });
         let (init_warnings, console) =
             handshake(id, &mut child.channel, request, &mount_fds, || runtime_hooks(child.pid))?;
         drop(mount_fds);

@@ -37,9 +37,7 @@ pub const INIT_ARG: &str = "__ferrum_init__";
 #[derive(Serialize, Deserialize)]
 pub(crate) enum InitRequest {
     /// Become a new container's init.
-    /// `idmapped`: indices of the spec's mounts that arrive (in this order,
-    /// after the request) as detached idmapped mounts made by the parent.
-    Create { id: String, spec: Spec, rootfs: PathBuf, bundle: PathBuf, setup: SetupOptions, idmapped: Vec<usize> },
+    Create(CreateRequest),
     /// Become a process in a running container: join its namespaces (the pid
     /// namespace was joined by the parent at clone time).
     /// `seccomp` is the container's profile, which applies to its execs too.
@@ -54,6 +52,18 @@ pub(crate) enum InitRequest {
     /// namespaces, single-threaded and the hooks' only reaper), then exit.
     /// With `all`, failures come back as warnings of a Ready.
     Hooks { kind: HookKind, hooks: Vec<oci_spec::runtime::Hook>, state: Vec<u8>, all: bool },
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CreateRequest {
+    pub id: String,
+    pub spec: Spec,
+    pub rootfs: PathBuf,
+    pub bundle: PathBuf,
+    pub setup: SetupOptions,
+    /// Indices of the spec's mounts that arrive (in this order, after the
+    /// request) as detached idmapped mounts made by the parent.
+    pub idmapped: Vec<usize>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -117,14 +127,11 @@ fn run() -> i32 {
             };
             return if channel.send(&reply).is_ok() { 0 } else { 1 };
         }
-        InitRequest::Create { id, spec, rootfs, bundle, setup, idmapped } => {
-            let received: std::io::Result<Vec<(usize, OwnedFd)>> =
-                idmapped.iter().map(|i| channel.recv_fd().map(|fd| (*i, fd))).collect();
+        InitRequest::Create(create) => {
+            let received: std::io::Result<HashMap<usize, OwnedFd>> =
+                create.idmapped.iter().map(|i| channel.recv_fd().map(|fd| (*i, fd))).collect();
             match received {
-                Ok(mounts) => {
-                    let mounts = mounts.into_iter().collect();
-                    prepare_container(id, spec, rootfs, bundle, *setup, &mounts, &mut channel, &mut warnings)
-                }
+                Ok(mounts) => prepare_container(create, &mounts, &mut channel, &mut warnings),
                 Err(e) => Err(format!("receive the idmapped mounts: {e}")),
             }
         }
@@ -154,7 +161,7 @@ fn run() -> i32 {
         // The parent went away or deleted us before start.
         _ => return 0,
     }
-    if let InitRequest::Create { id, spec, bundle, .. } = &request {
+    if let InitRequest::Create(CreateRequest { id, spec, bundle, .. }) = &request {
         // In the container, as the user's process will be, right before it.
         let state = HookState::new(spec, id, bundle, "created", Some(std::process::id() as i32));
         if let Err(message) = hooks::run(HookKind::StartContainer, spec, &state) {
@@ -168,15 +175,12 @@ fn run() -> i32 {
 }
 
 fn prepare_container(
-    id: &str,
-    spec: &Spec,
-    rootfs: &Path,
-    bundle: &Path,
-    setup: SetupOptions,
+    create: &CreateRequest,
     idmapped: &HashMap<usize, OwnedFd>,
     channel: &mut Channel,
     warnings: &mut Vec<String>,
 ) -> Result<process::Prepared> {
+    let CreateRequest { id, spec, rootfs, bundle, setup, .. } = create;
     let ns = Namespaces::from_spec(spec);
     join_namespaces(&ns.joins)?;
     if ns.new_cgroup {
