@@ -21,6 +21,7 @@ pub mod cgroup;
 mod clone3;
 mod container;
 mod error;
+mod features;
 mod hooks;
 mod idmap;
 pub mod init;
@@ -35,6 +36,7 @@ mod state;
 
 pub use container::{Container, CreateOptions, ExecProcess, SetupOptions, Stdio};
 pub use error::{Error, Result};
+pub use features::features;
 pub use spec::load_spec;
 pub use state::{State, Status};
 

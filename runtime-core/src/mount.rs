@@ -56,6 +56,14 @@ impl MountOptions {
     }
 }
 
+/// Every option `flag` and `propagation` know (the rest is filesystem data).
+pub(crate) const OPTION_NAMES: [&str; 35] = [
+    "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async", "dirsync", "remount", "mand",
+    "nomand", "noatime", "atime", "nodiratime", "diratime", "relatime", "norelatime", "strictatime",
+    "nostrictatime", "silent", "loud", "bind", "rbind", "defaults", "private", "rprivate", "shared", "rshared",
+    "slave", "rslave", "unbindable", "runbindable",
+];
+
 fn flag(opt: &str) -> Option<(bool, MsFlags)> {
     use MsFlags as F;
     Some(match opt {

@@ -267,6 +267,12 @@ pub fn info() -> Result<()> {
             ..Default::default()
         }),
         options: if input.is_empty() { protobuf::MessageField::none() } else { protobuf::MessageField::some(options) },
+        // containerd decodes this with typeurl (JSON); it checks e.g. idmap support.
+        features: protobuf::MessageField::some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/features/Features".into(),
+            value: serde_json::to_vec(&runtime_core::features())?,
+            ..Default::default()
+        }),
         ..Default::default()
     };
     std::io::stdout().write_all(&info.write_to_bytes()?)?;

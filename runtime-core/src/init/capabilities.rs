@@ -4,7 +4,7 @@ use super::Result;
 use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities};
 
 /// Kernel numbers of the capabilities, by their spec names.
-const NAMES: [&str; 41] = [
+pub(super) const NAMES: [&str; 41] = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_DAC_READ_SEARCH",

@@ -29,6 +29,11 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+/// The capability names process.capabilities may use.
+pub(crate) fn capability_names() -> &'static [&'static str] {
+    &capabilities::NAMES
+}
+
 /// argv[1] that makes our binary act as a container's init.
 pub const INIT_ARG: &str = "__ferrum_init__";
 
