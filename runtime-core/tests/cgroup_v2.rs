@@ -413,3 +413,94 @@ fn v2_resource_files_and_refusals() {
     assert!(bad.to_string().contains("memory.nonesuch"), "{bad}");
     cg.remove().expect("remove");
 }
+
+/// Debian's runc, the reference for the values (bookworm's 1.1.5 on the CI host).
+const RUNC: &str = "/usr/sbin/runc";
+
+/// A container runc created, force-deleted (with its cgroup) on drop.
+struct RuncContainer {
+    root: PathBuf,
+    id: &'static str,
+}
+
+impl Drop for RuncContainer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(RUNC)
+            .arg("--root")
+            .arg(&self.root)
+            .args(["delete", "-f", self.id])
+            .status();
+        let _ = std::fs::remove_dir_all(self.root.parent().unwrap());
+    }
+}
+
+/// Differential against runc on cgroup v2: the same resources give the same
+/// file values (runc creates its container in a bundle of its own).
+#[test]
+fn v2_values_match_runcs() {
+    if !pure_v2_or_skip("v2_values_match_runcs") {
+        return;
+    }
+    if !Path::new(RUNC).exists() {
+        assert!(std::env::var("CI").is_err(), "{RUNC} missing: apt-get install runc");
+        eprintln!("v2_values_match_runcs: skipped, no {RUNC}");
+        return;
+    }
+    let resources_json = serde_json::json!({
+        "memory": { "limit": 67108864, "reservation": 33554432, "swap": 134217728 },
+        "cpu": { "shares": 512, "quota": 50000, "period": 100000 },
+        "pids": { "limit": 64 },
+        "unified": { "memory.high": "50331648" }
+    });
+    let parent = format!("ferrum-test-{}-diff", std::process::id());
+
+    // runc's side: a busybox bundle with runc's own default spec.
+    let work = std::env::temp_dir().join(&parent);
+    let bundle = work.join("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs/bin")).unwrap();
+    std::fs::copy("/bin/busybox", bundle.join("rootfs/bin/busybox")).expect("busybox");
+    std::os::unix::fs::symlink("busybox", bundle.join("rootfs/bin/sleep")).unwrap();
+    // Errors to a file: a pipe would stay open in the container's init.
+    let errors = work.join("runc-errors");
+    let runc = |args: &[&str]| {
+        let status = std::process::Command::new(RUNC)
+            .args(args)
+            .current_dir(&bundle)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&errors).unwrap())
+            .status()
+            .expect("run runc");
+        assert!(status.success(), "runc {args:?}: {}", std::fs::read_to_string(&errors).unwrap_or_default());
+    };
+    runc(&["spec"]);
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    spec["process"]["terminal"] = serde_json::json!(false);
+    spec["process"]["args"] = serde_json::json!(["sleep", "600"]);
+    spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{parent}/r1"));
+    spec["linux"]["resources"] = resources_json.clone();
+    std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    let state = work.join("state");
+    let _runc_container = RuncContainer { root: state.clone(), id: "r1" };
+    let state_arg = state.to_str().unwrap();
+    runc(&["--root", state_arg, "create", "--bundle", bundle.to_str().unwrap(), "r1"]);
+
+    // Ours, next to it.
+    let ours = Cgroup::resolve(Some(Path::new(&format!("/{parent}/f1"))), "f1").expect("resolve");
+    let _guard = Cleanup {
+        child: None,
+        dirs: vec![ours.dirs()[0].clone(), ours.dirs()[0].parent().unwrap().to_path_buf()],
+    };
+    ours.create().expect("create");
+    ours.apply(&resources(resources_json)).expect("apply");
+
+    let read = |id: &str, f: &str| {
+        let path = Path::new("/sys/fs/cgroup").join(&parent).join(id).join(f);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    for file in ["memory.max", "memory.low", "memory.swap.max", "memory.high", "cpu.weight", "cpu.max", "pids.max"] {
+        assert_eq!(read("f1", file), read("r1", file), "{file} differs from runc's");
+    }
+    ours.remove().expect("remove");
+}
