@@ -504,3 +504,57 @@ fn v2_values_match_runcs() {
     }
     ours.remove().expect("remove");
 }
+
+/// Touches 16 MiB, then waits to be killed.
+fn use_16_mib() -> libc::c_int {
+    let len = 16 << 20;
+    // SAFETY: an anonymous private mapping, written within its length; pause(2).
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return 1;
+        }
+        std::ptr::write_bytes(p.cast::<u8>(), 1, len);
+        loop {
+            libc::pause();
+        }
+    }
+}
+
+/// checkBeforeUpdate refuses a memory limit below what the cgroup uses, on
+/// whatever cgroup version this host has.
+#[test]
+fn a_memory_limit_below_usage_is_refused_with_check_before_update() {
+    if !is_root() {
+        assert!(std::env::var("CI").is_err(), "cgroup_v2 needs root, and CI runs as root");
+        eprintln!("skipped: cgroup_v2 needs root");
+        return;
+    }
+    let (cg, mut guard) = test_cgroup("check");
+    // Created with a limit (which on v2 also enables the memory controller), updated below.
+    cg.apply(&resources(serde_json::json!({ "memory": { "limit": 128 << 20 } }))).expect("apply");
+    let (child, go) = fork_on_go(use_16_mib);
+    guard.child = Some(child);
+    cg.add(child).expect("add");
+    go();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cg.stats().memory_usage < 16 << 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(cg.stats().memory_usage >= 16 << 20, "the child's 16 MiB are not charged");
+    let below = resources(serde_json::json!({ "memory": { "limit": 8 << 20, "checkBeforeUpdate": true } }));
+    let err = cg.apply(&below).expect_err("a limit below the usage");
+    assert!(err.to_string().contains("checkBeforeUpdate") && err.to_string().contains("8388608"), "{err}");
+    assert_eq!(cg.procs(), [child], "the refused limit killed nothing");
+    // Above the usage it applies.
+    cg.apply(&resources(serde_json::json!({ "memory": { "limit": 64 << 20, "checkBeforeUpdate": true } })))
+        .expect("a limit above the usage");
+    assert_eq!(cg.stats().memory_limit, 64 << 20);
+}
