@@ -11,6 +11,9 @@
 //!
 //! Usage: ferrum-bench [N]   (scripts/bench builds release binaries and runs it)
 
+#[path = "ferrum-bench/cri.rs"]
+mod cri;
+
 use anyhow::{bail, Context, Result};
 use ferrum_tests::Env;
 use std::collections::HashMap;
@@ -285,5 +288,6 @@ fn main() -> Result<()> {
     let (fp, _) = idle_shim(&env, &image, FERRUM, &pod, Some("bench-pod-ferrum"))?;
     remove(&env, &pod);
     print_memory("idle shim of a pod of three containers (one shim per pod for both)", &rp, &fp);
-    Ok(())
+    drop(env);
+    cri::run(n)
 }
