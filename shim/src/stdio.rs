@@ -155,7 +155,7 @@ fn open_file(path: &str) -> Result<OwnedFd> {
     Ok(file.with_context(|| format!("open {path}"))?.into())
 }
 
-fn open_output(path: &str) -> Result<Option<OwnedFd>> {
+async fn open_output(path: &str) -> Result<Option<OwnedFd>> {
     if path.is_empty() {
         return Ok(None);
     }
@@ -164,6 +164,7 @@ fn open_output(path: &str) -> Result<Option<OwnedFd>> {
     }
     check_scheme(path)?;
     let is_fifo = std::fs::metadata(path).map(|m| m.file_type().is_fifo()).unwrap_or(false);
+    let reader_seen = if is_fifo { wait_for_reader(path).await } else { None };
     let mut opts = OpenOptions::new();
     if is_fifo {
         opts.read(true).write(true);
@@ -171,7 +172,33 @@ fn open_output(path: &str) -> Result<Option<OwnedFd>> {
         opts.append(true).create(true).mode(0o640);
     }
     let file = opts.open(path).with_context(|| format!("open {path}"))?;
+    // Only now: closing a FIFO's last writer would hand the reader EOF.
+    drop(reader_seen);
     Ok(Some(file.into()))
+}
+
+/// How long Create and Exec wait for the client to open an output FIFO.
+const READER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits until someone besides us reads the FIFO; returns a write handle
+/// proving it. A process handed a read-write FIFO runs at once: if it prints
+/// and exits before containerd has opened its end (the CRI opens exec FIFOs
+/// concurrently with Exec), the pipe's last handle closes with the output in
+/// it, and containerd's open then blocks for ever waiting for a writer, so
+/// ExecSync never returns. runc's shim is safe by opening its writer blocking.
+/// After the timeout we go on as before: a client may never read.
+async fn wait_for_reader(path: &str) -> Option<std::fs::File> {
+    let deadline = tokio::time::Instant::now() + READER_TIMEOUT;
+    loop {
+        // O_WRONLY|O_NONBLOCK on a FIFO fails with ENXIO while it has no reader.
+        match OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path) {
+            Ok(writer) => return Some(writer),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(_) => return None,
+        }
+    }
 }
 
 /// The stdin FIFO, read asynchronously. Readiness is edge-triggered: a FIFO
@@ -196,7 +223,7 @@ pub async fn open(stdin: &str, stdout: &str, stderr: &str, owner: &Owner<'_>) ->
         let (out, err) = spawn_logger(stdout, owner).await?;
         (Some(out), Some(err))
     } else {
-        (open_output(stdout)?, open_output(stderr)?)
+        (open_output(stdout).await?, open_output(stderr).await?)
     };
     let mut io = ProcessIo::default();
     let stdin = match open_input(stdin)? {
