@@ -44,6 +44,9 @@ pub struct Options {
     /// TOML appended verbatim to config.toml. Must consist of whole tables
     /// (`[plugins."…"]`), since bare keys would land in the table before them.
     pub extra_config: String,
+    /// Run containerd (and so its shims and CNI plugins) in a network namespace
+    /// of its own, so a CNI bridge and its routes never touch the host's.
+    pub private_network: bool,
 }
 
 impl Default for Options {
@@ -52,6 +55,7 @@ impl Default for Options {
             ferrum_snapshotter: true,
             cri: false,
             extra_config: String::new(),
+            private_network: false,
         }
     }
 }
@@ -104,6 +108,7 @@ pub struct Env {
     binaries: Binaries,
     containerd: Option<Child>,
     snapshotter: Option<Child>,
+    private_network: bool,
 }
 
 impl Env {
@@ -124,6 +129,7 @@ impl Env {
             binaries,
             containerd: None,
             snapshotter: None,
+            private_network: options.private_network,
         };
         for dir in [&env.layout.tmp, &env.layout.fifo] {
             fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -414,7 +420,16 @@ impl Env {
 
     fn start_containerd(&mut self) -> Result<()> {
         let log = log_file(&self.layout.containerd_log)?;
-        let child = Command::new(&self.binaries.containerd)
+        let mut command = if self.private_network {
+            // util-linux's unshare execs containerd in the new namespace (no fork),
+            // so the child's pid is containerd's.
+            let mut c = Command::new("unshare");
+            c.args(["--net", "--"]).arg(&self.binaries.containerd);
+            c
+        } else {
+            Command::new(&self.binaries.containerd)
+        };
+        let child = command
             .arg("--config")
             .arg(&self.layout.config)
             .env("PATH", self.binaries.containerd_path())

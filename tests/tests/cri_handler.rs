@@ -99,6 +99,7 @@ fn example_handler_options_reach_the_shim() {
     let cri = CriEnv::start_with(CriOptions {
         ferrum,
         ferrum_snapshotter: on_own_snapshotter.is_some(),
+        ..Default::default()
     })
     .expect("starting containerd with the example's handler");
     let pod = cri.pod_config("example");
@@ -141,7 +142,7 @@ fn an_unknown_option_is_refused_by_name() {
             options: vec!["NoSuchOption = true".into()],
             snapshotter: None,
         },
-        ferrum_snapshotter: false,
+        ..Default::default()
     })
     .expect("starting containerd");
     let err = cri

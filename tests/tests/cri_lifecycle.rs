@@ -169,6 +169,25 @@ fn exec_sync(handler: Handler) {
     assert_eq!(cri.leftovers_after(GRACE), Vec::<String>::new());
 }
 
+/// Many short ExecSyncs in a row each return with their output: a process
+/// that prints and exits before containerd has opened its output FIFO must
+/// neither lose the output nor leave ExecSync waiting for ever.
+fn exec_sync_many(handler: Handler) {
+    let cri = CriEnv::start();
+    let (pod, pod_id) = start_pod(&cri, handler, "execs");
+    let id = cri.run_container(
+        &pod_id,
+        &pod,
+        &cri.container_config(&pod, "app", &["sleep", "600"]),
+    );
+    for i in 0..150 {
+        let n = i.to_string();
+        assert_eq!(cri.exec_ok(&id, &["echo", &n]), format!("{n}\n"));
+    }
+    cri.remove_pod_fully(&pod_id);
+    assert_eq!(cri.leftovers_after(GRACE), Vec::<String>::new());
+}
+
 /// Lines of a CRI log file: `<RFC 3339 time> <stream> <F|P> <text>`.
 fn log_lines(path: &Path) -> Vec<(String, String)> {
     let text = fs::read_to_string(path).unwrap_or_default();
@@ -429,6 +448,7 @@ for_each_handler!(
     pod_lifecycle,
     exit_code_and_timestamps,
     exec_sync,
+    exec_sync_many,
     logs_and_reopen,
     stats,
     update_resources,

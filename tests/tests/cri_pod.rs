@@ -11,7 +11,9 @@ use ferrum_tests::cri::api::security_profile::ProfileType;
 use ferrum_tests::cri::api::{
     Capability, ContainerConfig, Int64Value, NamespaceMode, PodSandboxConfig, SecurityProfile,
 };
-use ferrum_tests::cri::{pod_security_context, security_context, CriEnv, Handler};
+use ferrum_tests::cri::{
+    pod_security_context, security_context, CriEnv, CriOptions, Handler, Network, BRIDGE_SUBNET,
+};
 use ferrum_tests::for_each_handler;
 
 const GRACE: Duration = Duration::from_secs(10);
@@ -74,7 +76,10 @@ fn containers_share_the_sandbox_namespaces(handler: Handler) {
         namespaces_inside(&cri, &a, &["pid"]),
         namespaces_inside(&cri, &b, &["pid"])
     );
-    assert_eq!(cri.exec_ok(&a, &["cat", "/proc/1/cmdline"]), "sleep\x00600\0");
+    assert_eq!(
+        cri.exec_ok(&a, &["cat", "/proc/1/cmdline"]),
+        "sleep\x00600\0"
+    );
     cri.remove_pod_fully(&pod_id);
 
     let mut pod = cri.pod_config("sharepid");
@@ -386,7 +391,44 @@ fn bad_input_fails_one_call(handler: Handler) {
     assert_eq!(cri.leftovers_after(GRACE), Vec::<String>::new());
 }
 
+/// Two pods on the real CNI bridge plugin (inside containerd's own network
+/// namespace) reach each other on the addresses the CRI reports.
+fn pods_reach_each_other(handler: Handler) {
+    let cri = CriEnv::start_with(CriOptions {
+        network: Network::Bridge,
+        ..Default::default()
+    })
+    .expect("starting containerd in a network namespace of its own");
+    let mut pods = Vec::new();
+    for name in ["left", "right"] {
+        let pod = cri.pod_config(name);
+        let pod_id = cri.run_pod(handler, &pod).expect("RunPodSandbox");
+        let ip = cri.pod_status(&pod_id).0.network.expect("pod network").ip;
+        assert!(ip.starts_with("10.99.0."), "{ip} not from {BRIDGE_SUBNET}");
+        let mut config = sleeper(&cri, &pod, "app");
+        // ping needs a raw socket; containerd 2.x no longer grants NET_RAW by default.
+        security_context(&mut config).capabilities = Some(Capability {
+            add_capabilities: vec!["NET_RAW".into()],
+            ..Default::default()
+        });
+        let id = cri.run_container(&pod_id, &pod, &config);
+        pods.push((pod_id, ip, id));
+    }
+    assert_ne!(pods[0].1, pods[1].1, "each pod has an address of its own");
+    let addr = cri.exec_ok(&pods[0].2, &["ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(addr.contains(&format!("{}/24", pods[0].1)), "{addr}");
+    for (from, to) in [(0, 1), (1, 0)] {
+        let ping = cri.exec_ok(&pods[from].2, &["ping", "-c", "1", "-W", "5", &pods[to].1]);
+        assert!(ping.contains("1 packets received"), "{ping}");
+    }
+    for (pod_id, _, _) in &pods {
+        cri.remove_pod_fully(pod_id);
+    }
+    assert_eq!(cri.leftovers_after(GRACE), Vec::<String>::new());
+}
+
 for_each_handler!(
+    pods_reach_each_other,
     containers_share_the_sandbox_namespaces,
     host_namespaces,
     security_context_fields,

@@ -1,6 +1,8 @@
-//! Pod networking for the CRI tests without a real network: a CNI plugin that
-//! answers ADD with one interface and address and configures nothing, next to
-//! the real `loopback` plugin the CRI always adds first.
+//! Pod networking for the CRI tests: by default a CNI plugin that answers ADD
+//! with one interface and address and configures nothing; or the real `bridge`
+//! plugin with `host-local` addresses, for an Env whose containerd has a
+//! network namespace of its own (the bridge lives there, never on the host).
+//! Either way next to the real `loopback` plugin the CRI always adds first.
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -13,7 +15,19 @@ const PLUGIN: &str = "ferrum-test-cni";
 /// never talk to each other through it).
 pub const POD_ADDRESS: &str = "10.99.0.2";
 /// Where Debian's containernetworking-plugins puts them, then the usual place.
-const LOOPBACK_DIRS: [&str; 2] = ["/usr/lib/cni", "/opt/cni/bin"];
+const PLUGIN_DIRS: [&str; 2] = ["/usr/lib/cni", "/opt/cni/bin"];
+/// The bridge's subnet; the bridge itself takes .1.
+pub const BRIDGE_SUBNET: &str = "10.99.0.0/24";
+
+/// Which network pods get.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Network {
+    /// The script below: an address on paper, no interface.
+    #[default]
+    Stub,
+    /// containernetworking-plugins' bridge + host-local: pods reach each other.
+    Bridge,
+}
 
 /// One line per call (`ADD <container id>`) goes to `calls.log` in the bin dir,
 /// so tests can see that a pod's network was torn down.
@@ -34,6 +48,22 @@ VERSION)
 esac
 "#;
 
+/// Links the named plugins of containernetworking-plugins into `bin`.
+fn link_plugins(bin: &Path, names: &[&str]) -> Result<()> {
+    for name in names {
+        let Some(found) = PLUGIN_DIRS
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.is_file())
+        else {
+            bail!("CNI plugin `{name}` not found in {PLUGIN_DIRS:?} (Debian package `containernetworking-plugins`)");
+        };
+        symlink(&found, bin.join(name))
+            .with_context(|| format!("linking the {name} CNI plugin"))?;
+    }
+    Ok(())
+}
+
 const CONFLIST: &str =
     r#"{"cniVersion":"1.0.0","name":"ferrum-test","plugins":[{"type":"ferrum-test-cni"}]}"#;
 
@@ -43,8 +73,8 @@ pub(crate) struct Cni {
 }
 
 impl Cni {
-    /// Writes the plugin, its conflist and a link to `loopback` under `dir`.
-    pub fn install(dir: &Path) -> Result<Cni> {
+    /// Writes the conflist for `network` under `dir`, with the plugins it needs.
+    pub fn install(dir: &Path, network: Network) -> Result<Cni> {
         let cni = Cni {
             bin: dir.join("bin"),
             conf: dir.join("conf"),
@@ -52,20 +82,38 @@ impl Cni {
         for d in [&cni.bin, &cni.conf] {
             fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        let plugin = cni.bin.join(PLUGIN);
-        fs::write(&plugin, SCRIPT).with_context(|| format!("writing {}", plugin.display()))?;
-        fs::set_permissions(&plugin, fs::Permissions::from_mode(0o755))?;
-        let conflist = cni.conf.join("10-ferrum-test.conflist");
-        fs::write(&conflist, CONFLIST)
-            .with_context(|| format!("writing {}", conflist.display()))?;
-        let Some(loopback) = LOOPBACK_DIRS
-            .iter()
-            .map(|d| Path::new(d).join("loopback"))
-            .find(|p| p.is_file())
-        else {
-            bail!("CNI plugin `loopback` not found in {LOOPBACK_DIRS:?} (Debian package `containernetworking-plugins`)");
+        let conflist = match network {
+            Network::Stub => {
+                let plugin = cni.bin.join(PLUGIN);
+                fs::write(&plugin, SCRIPT)
+                    .with_context(|| format!("writing {}", plugin.display()))?;
+                fs::set_permissions(&plugin, fs::Permissions::from_mode(0o755))?;
+                link_plugins(&cni.bin, &["loopback"])?;
+                CONFLIST.to_string()
+            }
+            Network::Bridge => {
+                link_plugins(&cni.bin, &["loopback", "bridge", "host-local"])?;
+                // No masquerading or port maps: nothing but the pods uses the bridge.
+                serde_json::json!({
+                    "cniVersion": "1.0.0",
+                    "name": "ferrum-bridge",
+                    "plugins": [{
+                        "type": "bridge",
+                        "bridge": "ferrum0",
+                        "isGateway": true,
+                        "ipMasq": false,
+                        "ipam": {
+                            "type": "host-local",
+                            "ranges": [[{ "subnet": BRIDGE_SUBNET }]],
+                            "dataDir": dir.join("ipam"),
+                        },
+                    }],
+                })
+                .to_string()
+            }
         };
-        symlink(&loopback, cni.bin.join("loopback")).context("linking the loopback CNI plugin")?;
+        let file = cni.conf.join("10-ferrum-test.conflist");
+        fs::write(&file, conflist).with_context(|| format!("writing {}", file.display()))?;
         Ok(cni)
     }
 

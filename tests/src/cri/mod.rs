@@ -22,7 +22,7 @@ use crate::containerd::{containerd_config_schema, Env, Options};
 use crate::image::{busybox_layer, ImageBuilder, DEFAULT_IMAGE};
 
 pub use client::CriClient;
-pub use cni::POD_ADDRESS;
+pub use cni::{Network, BRIDGE_SUBNET, POD_ADDRESS};
 pub use config::FerrumHandler;
 pub use k8s_cri::v1 as api;
 pub use pod::{pod_security_context, security_context};
@@ -82,6 +82,9 @@ pub struct CriOptions {
     pub ferrum: FerrumHandler,
     /// Also run ferrum-snapshotter (for a handler's own snapshotter).
     pub ferrum_snapshotter: bool,
+    /// The pods' network. A bridge puts containerd in a network namespace of
+    /// its own (where the bridge is made), so hostNetwork pods get that one.
+    pub network: Network,
 }
 
 pub struct CriEnv {
@@ -108,7 +111,7 @@ impl CriEnv {
         // config can point at it, and removed after the Env on drop.
         let dir = tempdir_for_cri()?;
         let built = (|| {
-            let cni = cni::Cni::install(&dir)?;
+            let cni = cni::Cni::install(&dir, options.network)?;
             let state_roots = [dir.join("runc"), dir.join("ferrum")];
             let options_file = dir.join("ferrum-options.toml");
             let lines = options.ferrum.option_lines(&state_roots[1]);
@@ -126,6 +129,7 @@ impl CriEnv {
                 ferrum_snapshotter: options.ferrum_snapshotter,
                 cri: true,
                 extra_config: config::render(schema, &paths, &options.ferrum),
+                private_network: options.network == Network::Bridge,
             })?;
             Ok::<_, anyhow::Error>((cni, state_roots, env))
         })();
