@@ -36,3 +36,36 @@ fn an_oom_kill_is_one_oom_event_before_the_exit() {
     });
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
+
+/// Three children killed one after the other: three TaskOOM, then the exit of
+/// the init, which survives them.
+#[test]
+fn each_oom_kill_is_one_event() {
+    let (env, image) = Env::with_busybox();
+    let script = format!("for i in 1 2 3; do sh -c '{ALLOCATE}'; done; exit 0");
+    std::thread::scope(|s| {
+        let events = s.spawn(|| env.ctr_timeout(&["events"], Duration::from_secs(15)));
+        std::thread::sleep(Duration::from_millis(500));
+        let run = env.run_on_ferrum(
+            &["--rm", "--memory-limit", "33554432"],
+            &image,
+            "o3",
+            &["sh", "-c", &script],
+        );
+        run.assert_ok();
+        let out = events.join().unwrap();
+        let of_o3: Vec<&str> = out.stdout.lines().filter(|l| l.contains("o3")).collect();
+        let exit = of_o3
+            .iter()
+            .position(|l| l.contains("/tasks/exit"))
+            .unwrap_or_else(|| panic!("no exit:\n{}", out.stdout));
+        let ooms = of_o3[..exit].iter().filter(|l| l.contains("/tasks/oom")).count();
+        assert_eq!(ooms, 3, "not one /tasks/oom per kill before the exit:\n{}", out.stdout);
+        assert!(
+            !of_o3[exit..].iter().any(|l| l.contains("/tasks/oom")),
+            "an oom after the exit:\n{}",
+            out.stdout
+        );
+    });
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
