@@ -230,24 +230,31 @@ fn fork_on_go(work: fn() -> libc::c_int) -> (libc::pid_t, impl FnOnce()) {
     }
 }
 
+/// Maps `len` bytes of fresh anonymous memory and writes all of it (so it is
+/// charged to the cgroup). Only mmap and memory writes: fine after fork.
+fn touch_new_memory(len: usize) -> bool {
+    // SAFETY: an anonymous private mapping, written within its length.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        std::ptr::write_bytes(p.cast::<u8>(), 1, len);
+    }
+    true
+}
+
 /// Allocates and touches memory until something kills it.
 fn allocate_forever() -> libc::c_int {
     loop {
-        let len = 1 << 20;
-        // SAFETY: an anonymous private mapping, written within its length.
-        unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            if p != libc::MAP_FAILED {
-                std::ptr::write_bytes(p.cast::<u8>(), 1, len);
-            }
-        }
+        touch_new_memory(1 << 20);
     }
 }
 
@@ -507,24 +514,12 @@ fn v2_values_match_runcs() {
 
 /// Touches 16 MiB, then waits to be killed.
 fn use_16_mib() -> libc::c_int {
-    let len = 16 << 20;
-    // SAFETY: an anonymous private mapping, written within its length; pause(2).
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return 1;
-        }
-        std::ptr::write_bytes(p.cast::<u8>(), 1, len);
-        loop {
-            libc::pause();
-        }
+    if !touch_new_memory(16 << 20) {
+        return 1;
+    }
+    loop {
+        // SAFETY: pause(2) has no preconditions.
+        unsafe { libc::pause() };
     }
 }
 
