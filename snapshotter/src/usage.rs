@@ -18,8 +18,11 @@ pub struct Error {
 }
 
 /// Walks `root` without following symlinks or crossing into other entries'
-/// targets. Entries that vanish during the walk are skipped: an active
-/// snapshot may be in use by a running container.
+/// targets. Each entry is stat'ed relative to its directory's open handle
+/// (what `DirEntry::metadata` does), not by a full path looked up again from
+/// the root: this runs on every Usage of an active snapshot, which the CRI asks
+/// for every 10 s per container. Entries that vanish during the walk are
+/// skipped: an active snapshot may be in use by a running container.
 pub fn disk_usage(root: &Path) -> Result<Usage, Error> {
     let fail = |path: &Path, source| Error {
         path: path.to_owned(),
@@ -27,31 +30,44 @@ pub fn disk_usage(root: &Path) -> Result<Usage, Error> {
     };
     let mut seen = HashSet::new();
     let mut usage = Usage::default();
-    let mut pending = vec![root.to_owned()];
-    while let Some(path) = pending.pop() {
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(meta) => meta,
-            Err(err) if err.kind() == io::ErrorKind::NotFound && path != root => continue,
-            Err(err) => return Err(fail(&path, err)),
+    let meta = fs::symlink_metadata(root).map_err(|err| fail(root, err))?;
+    count(&meta, &mut seen, &mut usage);
+    let mut pending: Vec<PathBuf> = Vec::new();
+    if meta.is_dir() {
+        pending.push(root.to_owned());
+    }
+    while let Some(dir) = pending.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound && dir != root => continue,
+            Err(err) => return Err(fail(&dir, err)),
         };
-        if !seen.insert((meta.dev(), meta.ino())) {
-            continue;
-        }
-        usage.inodes += 1;
-        // st_blocks is in 512-byte units whatever the filesystem block size.
-        usage.size += i64::try_from(meta.blocks() * 512).unwrap_or(i64::MAX);
-        if meta.is_dir() {
-            let entries = match fs::read_dir(&path) {
-                Ok(entries) => entries,
-                Err(err) if err.kind() == io::ErrorKind::NotFound && path != root => continue,
-                Err(err) => return Err(fail(&path, err)),
+        for entry in entries {
+            let entry = entry.map_err(|err| fail(&dir, err))?;
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(fail(&entry.path(), err)),
             };
-            for entry in entries {
-                pending.push(entry.map_err(|err| fail(&path, err))?.path());
+            if count(&meta, &mut seen, &mut usage) && meta.is_dir() {
+                pending.push(entry.path());
             }
         }
     }
     Ok(usage)
+}
+
+/// Adds one inode to `usage` unless a hard link already brought it in;
+/// returns whether it was new.
+fn count(meta: &fs::Metadata, seen: &mut HashSet<(u64, u64)>, usage: &mut Usage) -> bool {
+    // Only files with other links can be met twice; the set stays small.
+    if !meta.is_dir() && meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) {
+        return false;
+    }
+    usage.inodes += 1;
+    // st_blocks is in 512-byte units whatever the filesystem block size.
+    usage.size += i64::try_from(meta.blocks() * 512).unwrap_or(i64::MAX);
+    true
 }
 
 #[cfg(test)]
