@@ -10,6 +10,7 @@ pub mod ctr;
 pub mod image;
 mod procfs;
 pub mod spec_file;
+pub mod snapshot_bench;
 pub mod snapshots;
 
 pub use binaries::ferrum_binary;

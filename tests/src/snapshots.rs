@@ -233,6 +233,7 @@ impl SnapshotClient {
 #[macro_export]
 macro_rules! labels {
     ($($k:expr => $v:expr),* $(,)?) => {{
+        #[allow(unused_mut)] // labels!{} sets nothing
         let mut map = $crate::snapshots::Labels::new();
         $(map.insert(String::from($k), String::from($v));)*
         map

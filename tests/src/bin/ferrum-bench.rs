@@ -7,9 +7,12 @@
 //! - where each run's time goes, from containerd's events (median per phase);
 //! - the memory of one idle shim of each (RSS, PSS, threads), with one container
 //!   and with a pod of three (one shim per pod for both, by sandbox id), and
-//!   where ferrum's resident pages come from (/proc/PID/smaps).
+//!   where ferrum's resident pages come from (/proc/PID/smaps);
+//! - ferrum-snapshotter against containerd's overlayfs (see
+//!   `ferrum_tests::snapshot_bench`).
 //!
-//! Usage: ferrum-bench [N]   (scripts/bench builds release binaries and runs it)
+//! Usage: ferrum-bench [snapshotter] [N]   (scripts/bench builds release
+//! binaries and runs it; `snapshotter` runs only the snapshotter part)
 
 #[path = "ferrum-bench/cri.rs"]
 mod cri;
@@ -228,8 +231,18 @@ fn print_memory(title: &str, runc: &Memory, ferrum: &Memory) {
 }
 
 fn main() -> Result<()> {
-    let n: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(20);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // `ferrum-bench snapshotter [N]`: only ferrum-snapshotter against overlayfs.
+    let only_snapshotter = args.first().is_some_and(|a| a == "snapshotter");
+    if only_snapshotter {
+        args.remove(0);
+    }
+    let n: usize = args.first().map(|a| a.parse()).transpose()?.unwrap_or(20);
     let env = Env::start().context("start containerd")?;
+    if only_snapshotter {
+        print!("{}", ferrum_tests::snapshot_bench::run(&env, n)?);
+        return Ok(());
+    }
     let image = env.import_busybox()?;
     // Unpack into both snapshotters and warm both shims' binaries up.
     timed_run(&env, &image, RUNC, "overlayfs", "warm-runc")?;
@@ -288,6 +301,7 @@ fn main() -> Result<()> {
     let (fp, _) = idle_shim(&env, &image, FERRUM, &pod, Some("bench-pod-ferrum"))?;
     remove(&env, &pod);
     print_memory("idle shim of a pod of three containers (one shim per pod for both)", &rp, &fp);
+    print!("{}", ferrum_tests::snapshot_bench::run(&env, n)?);
     drop(env);
     cri::run(n)
 }
