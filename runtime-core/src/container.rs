@@ -166,8 +166,11 @@ impl Container {
             setup: opts.setup,
             idmapped,
         });
-        let (init_warnings, console) =
-            handshake(id, &mut child.channel, request, &mount_fds, || runtime_hooks(child.pid))?;
+        let duties = Duties {
+            hooks: &|| runtime_hooks(child.pid),
+            listener: &|fd| listen(&spec, id, bundle, "creating", child.pid, fd),
+        };
+        let (init_warnings, console) = handshake(id, &mut child.channel, request, &mount_fds, &duties)?;
         drop(mount_fds);
         warnings.extend(init_warnings);
         let state = State {
@@ -199,13 +202,15 @@ impl Container {
                 })
             }
         };
-        release(&id, channel)?;
+        let spec = spec::load_spec(&self.state.bundle)?;
+        let (bundle, pid) = (&self.state.bundle, self.state.pid);
+        let duties = Duties { hooks: &|| Ok(()), listener: &|fd| listen(&spec, &id, bundle, "created", pid, fd) };
+        release(&id, channel, &duties)?;
         self.channel = None;
         self.state.status = Status::Running;
         self.state.save(&self.dir).ctx(&id, || "save state".into())?;
         // As runc: a failed poststart hook fails the start, and the container
         // does not keep running unseen.
-        let spec = spec::load_spec(&self.state.bundle)?;
         let state = HookState::new(&spec, &id, &self.state.bundle, "running", Some(self.state.pid));
         run_hooks(HookKind::Poststart, &spec, &state, false).map(drop).map_err(|message| {
             let _ = self.kill(libc::SIGKILL, true);
@@ -242,7 +247,8 @@ impl Container {
         // The container's cgroup exists (and is set up): just move in.
         self.cgroup().add(child.pid)?;
         // The container's seccomp profile and personality apply to its execs too (as runc).
-        let linux = spec::load_spec(&self.state.bundle)?.linux().clone();
+        let spec = spec::load_spec(&self.state.bundle)?;
+        let linux = spec.linux();
         let request = InitRequest::Exec {
             id: id.clone(),
             process: process.clone(),
@@ -250,8 +256,10 @@ impl Container {
             seccomp: linux.as_ref().and_then(|l| l.seccomp().clone()),
             personality: linux.as_ref().and_then(|l| l.personality().clone()),
         };
-        let (_, console) = handshake(id, &mut child.channel, request, &[], || Ok(()))?;
-        release(id, &mut child.channel)?;
+        let bundle = &self.state.bundle;
+        let duties = Duties { hooks: &|| Ok(()), listener: &|fd| listen(&spec, id, bundle, "running", child.pid, fd) };
+        let (_, console) = handshake(id, &mut child.channel, request, &[], &duties)?;
+        release(id, &mut child.channel, &duties)?;
         guard.disarm();
         Ok(ExecProcess { pid: child.pid, console })
     }
@@ -369,38 +377,64 @@ impl Container {
     }
 }
 
+/// What init may ask of us while it sets up or starts: the runtime's hooks
+/// (before its pivot_root), or passing its seccomp listener fd on.
+struct Duties<'a> {
+    hooks: &'a dyn Fn() -> std::result::Result<(), String>,
+    listener: &'a dyn Fn(OwnedFd) -> std::result::Result<(), String>,
+}
+
+impl Duties<'_> {
+    /// Read init's messages, doing what it asks, until one that is not a duty:
+    /// that one is returned (None at EOF).
+    fn serve(&self, id: &str, channel: &mut Channel) -> Result<Option<InitReply>> {
+        loop {
+            match channel.recv::<InitReply>().ctx(id, || "read init's reply".into())? {
+                Some(InitReply::RunHooks) => {
+                    (self.hooks)().map_err(|message| Error::Init { id: id.into(), message })?;
+                    channel.send(&ParentMessage::HooksDone).ctx(id, || "resume init after hooks".into())?;
+                }
+                Some(InitReply::SeccompListener) => {
+                    let fd = channel.recv_fd().ctx(id, || "receive the seccomp listener fd".into())?;
+                    (self.listener)(fd).map_err(|message| Error::Init { id: id.into(), message })?;
+                    channel.send(&ParentMessage::SeccompListenerDone).ctx(id, || "resume init after seccomp".into())?;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+}
+
 /// Send init its request (and `fds`, which it announces) and serve it until it
-/// is ready: `run_hooks` when it asks for the runtime's hooks (a failure there
-/// is the container's error).
+/// is ready (a failure of a duty is the container's error).
 fn handshake(
     id: &str,
     channel: &mut Channel,
     request: InitRequest,
     fds: &[OwnedFd],
-    run_hooks: impl Fn() -> std::result::Result<(), String>,
+    duties: &Duties,
 ) -> Result<(Vec<String>, Option<OwnedFd>)> {
     channel.send(&request).ctx(id, || "send spec to init".into())?;
     for fd in fds {
         channel.send_fd(fd.as_raw_fd()).ctx(id, || "send a mount to init".into())?;
     }
-    loop {
-        match channel.recv::<InitReply>() {
-            Ok(Some(InitReply::RunHooks)) => {
-                run_hooks().map_err(|message| Error::Init { id: id.into(), message })?;
-                channel.send(&ParentMessage::HooksDone).ctx(id, || "resume init after hooks".into())?;
-            }
-            Ok(Some(InitReply::Ready { warnings, console: false })) => return Ok((warnings, None)),
-            Ok(Some(InitReply::Ready { warnings, console: true })) => {
-                let master = channel.recv_fd().ctx(id, || "receive the console".into())?;
-                return Ok((warnings, Some(master)));
-            }
-            Ok(Some(InitReply::Failed { message })) => return Err(Error::Init { id: id.into(), message }),
-            Ok(None) => {
-                return Err(Error::Init { id: id.into(), message: "container init exited during setup".into() })
-            }
-            Err(e) => return Err(e).ctx(id, || "read init's reply".into()),
+    match duties.serve(id, channel)? {
+        Some(InitReply::Ready { warnings, console: false }) => Ok((warnings, None)),
+        Some(InitReply::Ready { warnings, console: true }) => {
+            let master = channel.recv_fd().ctx(id, || "receive the console".into())?;
+            Ok((warnings, Some(master)))
         }
+        Some(InitReply::Failed { message }) => Err(Error::Init { id: id.into(), message }),
+        // Duties are served above; nothing else may come before Ready.
+        Some(_) => Err(Error::Init { id: id.into(), message: "init answered out of turn".into() }),
+        None => Err(Error::Init { id: id.into(), message: "container init exited during setup".into() }),
     }
+}
+
+/// Pass process `pid`'s seccomp listener fd to the spec's listenerPath.
+fn listen(spec: &Spec, id: &str, bundle: &Path, status: &'static str, pid: i32, fd: OwnedFd) -> std::result::Result<(), String> {
+    let state = HookState::new(spec, id, bundle, status, Some(pid));
+    crate::seccomp_listener::send(spec, pid, &state, fd)
 }
 
 /// Run the runtime's own hooks of `kind` (see hooks): in a runner, our binary
@@ -452,15 +486,12 @@ fn namespaces_of(pid: i32) -> std::io::Result<Vec<(LinuxNamespaceType, PathBuf)>
 
 /// Tell a prepared init to exec, and wait until it did: EOF on the channel
 /// (close-on-exec) means the user's process runs, a message says why not.
-fn release(id: &str, channel: &mut Channel) -> Result<()> {
+fn release(id: &str, channel: &mut Channel, duties: &Duties) -> Result<()> {
     channel.send(&ParentMessage::Start).ctx(id, || "tell init to start".into())?;
-    match channel.recv::<InitReply>() {
-        Ok(None) => Ok(()),
-        Ok(Some(InitReply::Failed { message })) => Err(Error::Init { id: id.into(), message }),
-        Ok(Some(InitReply::Ready { .. } | InitReply::RunHooks)) => {
-            Err(Error::Init { id: id.into(), message: "init answered start out of turn".into() })
-        }
-        Err(e) => Err(e).ctx(id, || "wait for exec".into()),
+    match duties.serve(id, channel)? {
+        None => Ok(()),
+        Some(InitReply::Failed { message }) => Err(Error::Init { id: id.into(), message }),
+        Some(_) => Err(Error::Init { id: id.into(), message: "init answered start out of turn".into() }),
     }
 }
 

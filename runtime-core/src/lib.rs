@@ -30,6 +30,7 @@ pub mod mount;
 mod namespaces;
 mod new_mount_api;
 mod proc_stat;
+mod seccomp_listener;
 mod spawn;
 mod spec;
 mod state;

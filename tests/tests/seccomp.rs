@@ -41,3 +41,93 @@ fn a_custom_profile_applies_to_the_container_and_its_execs() {
     env.remove_task("c1");
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
+
+/// A seccomp listener as a supervisor would run one: it receives the filter's
+/// fd with the container's process state at listenerPath, then answers every
+/// notified syscall with EACCES until the container is gone. Returns the
+/// state JSON and how many syscalls it answered.
+fn serve_listener(socket: std::path::PathBuf) -> std::thread::JoinHandle<(serde_json::Value, usize)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 16384];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).unwrap();
+        let fd = msg
+            .cmsgs()
+            .unwrap()
+            .find_map(|c| match c {
+                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                _ => None,
+            })
+            .expect("an fd with the state");
+        let len = msg.bytes;
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let state: serde_json::Value = serde_json::from_slice(&buf[..len]).unwrap();
+        // linux/seccomp.h: SECCOMP_IOCTL_NOTIF_RECV / _SEND and their structs.
+        const RECV: libc::c_ulong = 0xC050_2100;
+        const SEND: libc::c_ulong = 0xC018_2101;
+        let mut answered = 0;
+        loop {
+            let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            if unsafe { libc::poll(&mut pfd, 1, 30_000) } <= 0 || pfd.revents & libc::POLLHUP != 0 {
+                break;
+            }
+            let mut notif = [0u64; 10]; // struct seccomp_notif: id, pid+flags, seccomp_data
+            if unsafe { libc::ioctl(fd.as_raw_fd(), RECV, notif.as_mut_ptr()) } < 0 {
+                break;
+            }
+            // struct seccomp_notif_resp: id, val, error (negative errno), flags.
+            let resp: [u64; 3] = [notif[0], 0, (-libc::EACCES) as u32 as u64];
+            if unsafe { libc::ioctl(fd.as_raw_fd(), SEND, resp.as_ptr()) } == 0 {
+                answered += 1;
+            }
+        }
+        (state, answered)
+    })
+}
+
+#[test]
+fn a_notify_rule_hands_the_syscall_to_the_listener_as_with_runc() {
+    use ferrum_tests::{SpecFile, FERRUM_RUNTIME};
+    let env = Env::start().unwrap();
+    let script = "mkdir /tmp/x; echo rc=$?; [ -d /tmp/x ] || echo absent";
+    for (i, runtime) in [FERRUM_RUNTIME, "io.containerd.runc.v2"].into_iter().enumerate() {
+        let socket = env.root_dir().join(format!("listener-{i}.sock"));
+        let served = serve_listener(socket.clone());
+        let id = format!("notify{i}");
+        let mut file = SpecFile::new(&env, &id, &["sh", "-c", script]).unwrap();
+        file.spec["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW", "listenerPath": socket, "listenerMetadata": "probe",
+            "syscalls": [{ "names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY" }],
+        });
+        let out = file.run(&env, runtime, &["--rm"]).unwrap();
+        out.assert_ok();
+        let (state, answered) = served.join().unwrap();
+        assert!(out.stdout.contains("Permission denied") || out.stderr.contains("Permission denied"), "{runtime}: {out}");
+        assert!(out.stdout.contains("rc=1") && out.stdout.contains("absent"), "{runtime}: {out}");
+        assert_eq!(answered, 1, "{runtime}: {out}");
+        assert_eq!(state["metadata"], "probe", "{runtime}: {state}");
+        assert_eq!(state["fds"], serde_json::json!(["seccompFd"]), "{runtime}: {state}");
+        assert_eq!(state["state"]["id"], id.as_str(), "{runtime}: {state}");
+        assert!(state["pid"].as_i64().is_some_and(|p| p > 1), "{runtime}: {state}");
+    }
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
+
+#[test]
+fn a_notify_rule_without_a_listener_fails_the_container_by_name() {
+    use ferrum_tests::{SpecFile, FERRUM_RUNTIME};
+    let env = Env::start().unwrap();
+    let mut file = SpecFile::new(&env, "nolistener", &["true"]).unwrap();
+    file.spec["linux"]["seccomp"] = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{ "names": ["mkdir"], "action": "SCMP_ACT_NOTIFY" }],
+    });
+    let out = file.run(&env, FERRUM_RUNTIME, &["--rm"]).unwrap();
+    assert!(!out.success() && out.stderr.contains("listenerPath"), "{out}");
+    env.ctr(&["containers", "rm", "nolistener"]);
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}

@@ -80,12 +80,16 @@ pub(crate) enum InitReply {
     /// The mounts are set up, pivot_root is next: the parent runs the prestart
     /// and createRuntime hooks now and answers `HooksDone`.
     RunHooks,
+    /// A seccomp listener fd follows: the parent sends it to listenerPath and
+    /// answers `SeccompListenerDone`.
+    SeccompListener,
 }
 
 #[derive(Serialize, Deserialize)]
 pub(crate) enum ParentMessage {
     Start,
     HooksDone,
+    SeccompListenerDone,
 }
 
 /// Call first thing in `main` of every binary that creates containers: when this
@@ -141,7 +145,7 @@ fn run() -> i32 {
             }
         }
         InitRequest::Exec { id, process, namespaces, seccomp, personality } => {
-            prepare_exec(id, process, namespaces, seccomp.as_ref(), personality.as_ref(), &mut warnings)
+            prepare_exec(id, process, namespaces, seccomp.as_ref(), personality.as_ref(), &mut channel, &mut warnings)
         }
     };
     let mut prepared = match prepared {
@@ -174,7 +178,7 @@ fn run() -> i32 {
             return 1;
         }
     }
-    let err = prepared.exec();
+    let err = prepared.exec(&mut |fd| hand_off_listener(&mut channel, fd));
     let _ = channel.send(&InitReply::Failed { message: err });
     1
 }
@@ -215,7 +219,7 @@ fn prepare_container(
     rootfs::protect(spec)?;
     let process = spec.process().as_ref().ok_or("no process section")?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
-    process::prepare(id, process, seccomp, process::Role::Init, warnings)
+    process::prepare(id, process, seccomp, process::Role::Init, warnings, &mut |fd| hand_off_listener(channel, fd))
 }
 
 /// The hooks that see the container's mounts with the host's root still
@@ -240,6 +244,7 @@ fn prepare_exec(
     namespaces: &[(LinuxNamespaceType, PathBuf)],
     seccomp: Option<&LinuxSeccomp>,
     personality: Option<&LinuxPersonality>,
+    channel: &mut Channel,
     warnings: &mut Vec<String>,
 ) -> Result<process::Prepared> {
     join_namespaces(namespaces)?;
@@ -248,7 +253,20 @@ fn prepare_exec(
     }
     // Joining the mount namespace put us at its root; the process's cwd is
     // relative to that, and is not created for an exec (as runc).
-    process::prepare(id, process, seccomp, process::Role::Exec, warnings)
+    process::prepare(id, process, seccomp, process::Role::Exec, warnings, &mut |fd| hand_off_listener(channel, fd))
+}
+
+/// Our seccomp filter hands syscalls to a listener: the parent passes its fd
+/// to linux.seccomp.listenerPath (a host path we may no longer reach) while
+/// we wait, so that no notified syscall of ours waits for a listener that
+/// does not have the fd yet.
+fn hand_off_listener(channel: &mut Channel, fd: std::os::fd::RawFd) -> Result<()> {
+    channel.send(&InitReply::SeccompListener).describe(|| "announce the seccomp listener fd".into())?;
+    channel.send_fd(fd).describe(|| "send the seccomp listener fd".into())?;
+    match channel.recv::<ParentMessage>() {
+        Ok(Some(ParentMessage::SeccompListenerDone)) => Ok(()),
+        _ => Err("the runtime did not pass the seccomp fd to the listener".into()),
+    }
 }
 
 /// Open every namespace first (a joined mount namespace changes what /proc

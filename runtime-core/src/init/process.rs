@@ -3,12 +3,11 @@
 
 use super::capabilities::Sets;
 use super::{console, lsm, scheduling, seccomp};
-use libseccomp::ScmpFilterContext;
 use super::{Describe, Result};
 use crate::spawn::CHANNEL_FD;
 use oci_spec::runtime::{LinuxSeccomp, PosixRlimitType, Process};
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +18,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 pub(super) struct Prepared {
     console: Option<OwnedFd>,
     /// A filter to load right before the exec (with no_new_privs set).
-    seccomp: Option<ScmpFilterContext>,
+    seccomp: Option<seccomp::Filter>,
     path: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
@@ -40,6 +39,7 @@ pub(super) fn prepare(
     seccomp: Option<&LinuxSeccomp>,
     role: Role,
     warnings: &mut Vec<String>,
+    listener: &mut dyn FnMut(RawFd) -> Result<()>,
 ) -> Result<Prepared> {
     let filter = seccomp.map(seccomp::build).transpose()?;
     let no_new_privs = p.no_new_privileges().unwrap_or(false);
@@ -92,7 +92,9 @@ pub(super) fn prepare(
     // runc). With no_new_privs, as late as possible, right before the exec.
     let filter = match filter {
         Some(f) if !no_new_privs => {
-            seccomp::load(&f)?;
+            if let Some(fd) = seccomp::load(&f)? {
+                listener(fd)?;
+            }
             None
         }
         other => other,
@@ -212,7 +214,8 @@ impl Prepared {
     }
 
     /// Replace init with the user's process. Returns only on failure.
-    pub(super) fn exec(&self) -> String {
+    /// `listener` passes a seccomp listener fd on (see seccomp::load).
+    pub(super) fn exec(&self, listener: &mut dyn FnMut(RawFd) -> Result<()>) -> String {
         if self.no_new_privs {
             // SAFETY: prctl with integer arguments.
             if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
@@ -220,8 +223,14 @@ impl Prepared {
             }
         }
         if let Some(filter) = &self.seccomp {
-            if let Err(e) = seccomp::load(filter) {
-                return e;
+            match seccomp::load(filter) {
+                Ok(Some(fd)) => {
+                    if let Err(e) = listener(fd) {
+                        return e;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return e,
             }
         }
         reset_signals();

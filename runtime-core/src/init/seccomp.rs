@@ -9,6 +9,7 @@
 use super::Result;
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction as A, LinuxSeccompFilterFlag as F, LinuxSeccompOperator as Op};
+use std::os::fd::RawFd;
 use std::str::FromStr;
 
 const EPERM: i32 = libc::EPERM;
@@ -22,9 +23,7 @@ fn action(a: A, errno_ret: Option<u32>) -> Result<ScmpAction> {
         A::ScmpActTrace => ScmpAction::Trace(errno_ret.map_or(EPERM as u16, |e| e as u16)),
         A::ScmpActLog => ScmpAction::Log,
         A::ScmpActAllow => ScmpAction::Allow,
-        A::ScmpActNotify => {
-            return Err("seccomp: SCMP_ACT_NOTIFY (a seccomp listener) is not supported yet".into())
-        }
+        A::ScmpActNotify => ScmpAction::Notify,
     })
 }
 
@@ -46,8 +45,22 @@ fn err(what: &str) -> impl FnOnce(libseccomp::error::SeccompError) -> String + '
     move |e| format!("seccomp: {what}: {e}")
 }
 
+/// A compiled profile, not yet loaded.
+pub(super) struct Filter {
+    ctx: ScmpFilterContext,
+    /// Some rule hands syscalls to a listener (SCMP_ACT_NOTIFY).
+    notify: bool,
+}
+
 /// Compile `profile` into a filter, not yet loaded.
-pub(super) fn build(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
+pub(super) fn build(profile: &LinuxSeccomp) -> Result<Filter> {
+    if profile.default_action() == A::ScmpActNotify {
+        return Err("seccomp: SCMP_ACT_NOTIFY cannot be the defaultAction (the runtime's own syscalls would wait for the listener)".into());
+    }
+    let notify = profile.syscalls().iter().flatten().any(|r| r.action() == A::ScmpActNotify);
+    if notify && profile.listener_path().as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+        return Err("seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath".into());
+    }
     let default = action(profile.default_action(), profile.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default).map_err(err("create filter"))?;
     ctx.set_ctl_nnp(false).map_err(err("leave no_new_privs to the spec"))?;
@@ -93,11 +106,17 @@ pub(super) fn build(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
             }
         }
     }
-    Ok(ctx)
+    Ok(Filter { ctx, notify })
 }
 
-pub(super) fn load(ctx: &ScmpFilterContext) -> Result<()> {
-    ctx.load().map_err(err("load filter"))
+/// Load the filter into this process. With notify rules, returns the
+/// listener fd (close-on-exec) for the parent to pass to listenerPath.
+pub(super) fn load(filter: &Filter) -> Result<Option<RawFd>> {
+    filter.ctx.load().map_err(err("load filter"))?;
+    if !filter.notify {
+        return Ok(None);
+    }
+    filter.ctx.get_notify_fd().map(Some).map_err(err("get the listener fd"))
 }
 
 #[cfg(test)]
@@ -127,8 +146,14 @@ mod tests {
     }
 
     #[test]
-    fn notify_is_refused_by_name() {
+    fn notify_needs_a_listener_and_cannot_be_the_default() {
         let p = profile(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"}]}"#);
-        assert!(build(&p).err().unwrap().contains("SCMP_ACT_NOTIFY"));
+        assert!(build(&p).err().unwrap().contains("needs linux.seccomp.listenerPath"));
+        let p = profile(r#"{"defaultAction":"SCMP_ACT_NOTIFY","listenerPath":"/l"}"#);
+        assert!(build(&p).err().unwrap().contains("cannot be the defaultAction"));
+        let p = profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/l","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+        );
+        assert!(build(&p).unwrap().notify);
     }
 }
