@@ -301,6 +301,7 @@ fn an_oom_kill_is_counted_once_and_wakes_the_watcher() {
     assert_eq!(ready, 1, "the watcher's fd did not become readable");
     assert_eq!(watcher.new_kills(), 1, "one kill");
     assert_eq!(watcher.new_kills(), 0, "reported once");
+    assert_eq!(cg.stats().memory_events.get("oom_kill"), Some(&1), "in the metrics too");
     // Read empty: not readable until the next wakeup.
     // SAFETY: as above.
     assert_eq!(unsafe { libc::poll(&mut poll, 1, 0) }, 0);

@@ -33,7 +33,14 @@ fn to_v1(s: &CgroupStats) -> v1::Metrics {
             })
             .collect()
     };
+    let event = |k: &str| s.memory_events.get(k).copied().unwrap_or(0);
     v1::Metrics {
+        memory_oom_control: MessageField::some(v1::MemoryOomControl {
+            oom_kill_disable: event("oom_kill_disable"),
+            under_oom: event("under_oom"),
+            oom_kill: event("oom_kill"),
+            ..Default::default()
+        }),
         hugetlb: s
             .hugetlb
             .iter()
@@ -121,7 +128,16 @@ fn to_v1(s: &CgroupStats) -> v1::Metrics {
 
 fn to_v2(s: &CgroupStats) -> v2::Metrics {
     let m = |k: &str| s.memory_stat.get(k).copied().unwrap_or(0);
+    let event = |k: &str| s.memory_events.get(k).copied().unwrap_or(0);
     v2::Metrics {
+        memory_events: MessageField::some(v2::MemoryEvents {
+            low: event("low"),
+            high: event("high"),
+            max: event("max"),
+            oom: event("oom"),
+            oom_kill: event("oom_kill"),
+            ..Default::default()
+        }),
         io: MessageField::some(v2::IOStat {
             usage: s
                 .io
@@ -196,12 +212,15 @@ mod tests {
     fn v1_and_v2_figures_land_in_containerds_types() {
         let mut s = CgroupStats { memory_usage: 4096, cpu_usage_ns: 2_000_000, pids_current: 3, ..Default::default() };
         s.memory_stat.insert("rss".into(), 1024);
+        s.memory_events.insert("oom_kill".into(), 2);
         let any = to_any(&s);
         assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
         let m = to_v1(&s);
         assert_eq!((m.memory.usage.usage, m.memory.rss, m.pids.current), (4096, 1024, 3));
+        assert_eq!(m.memory_oom_control.oom_kill, 2);
         s.unified = true;
         assert_eq!(to_any(&s).type_url, "io.containerd.cgroups.v2.Metrics");
         assert_eq!(to_v2(&s).cpu.usage_usec, 2000);
+        assert_eq!(to_v2(&s).memory_events.oom_kill, 2);
     }
 }

@@ -19,6 +19,8 @@ pub struct CgroupStats {
     pub memory_failcnt: u64,
     /// memory.stat as the kernel lists it.
     pub memory_stat: BTreeMap<String, u64>,
+    /// OOM counters: v1's memory.oom_control, v2's memory.events.
+    pub memory_events: BTreeMap<String, u64>,
     pub cpu_usage_ns: u64,
     pub cpu_user_ns: u64,
     pub cpu_system_ns: u64,
@@ -73,6 +75,7 @@ impl Cgroup {
             s.memory_max_usage = number(d, "memory.max_usage_in_bytes").unwrap_or(0);
             s.memory_failcnt = number(d, "memory.failcnt").unwrap_or(0);
             s.memory_stat = keyed(d, "memory.stat");
+            s.memory_events = keyed(d, "memory.oom_control");
         }
         if let Some(d) = self.dir_with("cpuacct.usage") {
             s.cpu_usage_ns = number(d, "cpuacct.usage").unwrap_or(0);
@@ -106,6 +109,7 @@ impl Cgroup {
             s.memory_max_usage = number(d, "memory.peak").unwrap_or(0);
             s.memory_failcnt = keyed(d, "memory.events").get("max").copied().unwrap_or(0);
             s.memory_stat = keyed(d, "memory.stat");
+            s.memory_events = keyed(d, "memory.events");
         }
         if let Some(d) = self.dir_with("cpu.stat") {
             let stat = keyed(d, "cpu.stat");
