@@ -51,15 +51,15 @@ async fn trim_when_quiet(notify: Arc<Notify>) {
 }
 
 fn trim() {
-    if let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") {
-        for (start, end) in droppable(&smaps) {
-            // SAFETY: the range is a whole mapping of a file, read-only and with
-            // no private page: dropping its page table entries loses nothing.
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
-        }
-    }
     // SAFETY: malloc_trim only returns free memory to the kernel.
     unsafe { libc::malloc_trim(0) };
+    // Unmapping last: code run after it (malloc_trim's too) would be mapped again.
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return };
+    for (start, end) in droppable(&smaps) {
+        // SAFETY: the range is a whole mapping of a file, read-only and with
+        // no private page: dropping its page table entries loses nothing.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
 }
 
 /// Address ranges of file mappings that are not writable and hold no

@@ -161,7 +161,7 @@ fn memory(pid: i32) -> Result<Memory> {
     })
 }
 
-/// Resident kB per mapped object (file, [heap], [stack], anonymous...).
+/// Resident kB per mapped object (file, [heap], [stack], anonymous...) and permissions.
 fn resident_by_mapping(pid: i32) -> Result<Vec<(String, u64)>> {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
     let mut by: HashMap<String, u64> = HashMap::new();
@@ -169,7 +169,8 @@ fn resident_by_mapping(pid: i32) -> Result<Vec<(String, u64)>> {
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or_default();
         if first.contains('-') && !first.ends_with(':') {
-            current = line.split_whitespace().nth(5).unwrap_or("[anonymous]").to_string();
+            let f: Vec<&str> = line.split_whitespace().collect();
+            current = format!("{} {}", f[1], f.get(5).unwrap_or(&"[anonymous]"));
         } else if let Some(kb) = line.strip_prefix("Rss:") {
             *by.entry(current.clone()).or_default() += kb.split_whitespace().next().unwrap_or("0").parse::<u64>()?;
         }
