@@ -21,6 +21,10 @@ const CHILDREN: TableDefinition<(u64, u64), ()> = TableDefinition::new("children
 /// Counters. Ids are never reused, so a directory left behind by a crash can
 /// never be taken for a newer snapshot's.
 const SEQUENCES: TableDefinition<&str, u64> = TableDefinition::new("sequences");
+/// (parent, `containerd.io/snapshot.ref` target, name) of committed snapshots
+/// carrying that label: lets a Prepare for an unpack find existing content
+/// without reading every record. Derived from SNAPSHOTS, rebuilt at open.
+const REFS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("refs");
 const LAST_ID: &str = "last_id";
 
 /// redb reserves up to this much memory for its page cache; snapshot metadata
@@ -270,7 +274,15 @@ impl Store {
         txn.open_table(SNAPSHOTS)?;
         txn.open_table(CHILDREN)?;
         txn.open_table(SEQUENCES)?;
-        txn.commit()?;
+        // Rebuilt rather than trusted: a store written before the index
+        // existed has none.
+        txn.delete_table(REFS)?;
+        let writer = Writer { txn };
+        let records = all(&writer.txn.open_table(SNAPSHOTS)?)?;
+        for (name, record) in &records {
+            writer.index_ref(name, record, true)?;
+        }
+        writer.commit()?;
         Ok(Store { db })
     }
 
@@ -399,14 +411,29 @@ impl Writer {
                 return Ok(Some(target.to_owned()));
             }
         }
-        Ok(all(&table)?
-            .into_iter()
-            .find(|(_, r)| {
-                r.kind == Kind::Committed
-                    && r.parent == parent
-                    && r.labels.get(SNAPSHOT_REF_LABEL).map(String::as_str) == Some(target)
-            })
-            .map(|(name, _)| name))
+        let refs = self.txn.open_table(REFS)?;
+        let first = refs.range((parent, target, "")..)?.next().transpose()?;
+        Ok(first.and_then(|(entry, _)| {
+            let (p, t, name) = entry.value();
+            (p == parent && t == target).then(|| name.to_owned())
+        }))
+    }
+
+    /// Adds a committed snapshot's `containerd.io/snapshot.ref` to REFS, or
+    /// takes it out; other snapshots are not indexed.
+    fn index_ref(&self, name: &str, record: &Record, present: bool) -> Result<()> {
+        let target = match record.labels.get(SNAPSHOT_REF_LABEL) {
+            Some(target) if record.kind == Kind::Committed => target,
+            _ => return Ok(()),
+        };
+        let mut refs = self.txn.open_table(REFS)?;
+        let key = (record.parent.as_str(), target.as_str(), name);
+        if present {
+            refs.insert(key, ())?;
+        } else {
+            refs.remove(key)?;
+        }
+        Ok(())
     }
 
     /// Turns the active snapshot `key` into the committed snapshot `name`,
@@ -447,7 +474,8 @@ impl Writer {
         record.updated = record.created;
         record.usage = usage;
         table.remove(key)?;
-        put(&mut table, name, &record)
+        put(&mut table, name, &record)?;
+        self.index_ref(name, &record, true)
     }
 
     /// Forgets `key` and returns its id, whose directory the caller removes.
@@ -467,6 +495,7 @@ impl Writer {
                 children.remove((parent.id, record.id))?;
             }
         }
+        self.index_ref(key, &record, false)?;
         table.remove(key)?;
         Ok(record.id)
     }
@@ -483,6 +512,7 @@ impl Writer {
     ) -> Result<Info> {
         let mut table = self.txn.open_table(SNAPSHOTS)?;
         let mut record = require(&table, key)?;
+        self.index_ref(key, &record, false)?;
         if paths.is_empty() {
             record.labels = labels.clone();
         }
@@ -505,6 +535,7 @@ impl Writer {
         validate(&record.labels)?;
         record.updated = to_nanos(now);
         put(&mut table, key, &record)?;
+        self.index_ref(key, &record, true)?;
         Ok(record.info(key))
     }
 
@@ -864,6 +895,57 @@ mod tests {
             "another parent is other content"
         );
         assert_eq!(w.committed_target("sha256:def", "l1").unwrap(), None);
+    }
+
+    #[test]
+    fn ref_index_follows_commits_updates_removals_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.redb");
+        let target =
+            |store: &Store, t: &str| store.write().unwrap().committed_target(t, "").unwrap();
+        let ref_label = |t: &str| labels(&[(SNAPSHOT_REF_LABEL, t)]);
+        {
+            let store = Store::open(&path).unwrap();
+            for (key, name) in [("k1", "ns/1/a"), ("k2", "ns/2/a")] {
+                let mut w = store.write().unwrap();
+                let snap = w
+                    .create(Kind::Active, key, "", Labels::new(), now())
+                    .unwrap();
+                w.commit_active(
+                    key,
+                    name,
+                    snap.id,
+                    ref_label("sha256:a"),
+                    Usage::default(),
+                    now(),
+                )
+                .unwrap();
+                w.commit().unwrap();
+            }
+            assert_eq!(target(&store, "sha256:a").as_deref(), Some("ns/1/a"));
+            let mut w = store.write().unwrap();
+            w.remove("ns/1/a").unwrap();
+            w.commit().unwrap();
+            assert_eq!(
+                target(&store, "sha256:a").as_deref(),
+                Some("ns/2/a"),
+                "the other copy"
+            );
+            let mut w = store.write().unwrap();
+            let paths = [format!("labels.{SNAPSHOT_REF_LABEL}")];
+            w.update("ns/2/a", &ref_label("sha256:b"), &paths, now())
+                .unwrap();
+            w.commit().unwrap();
+            assert_eq!(target(&store, "sha256:a"), None);
+            assert_eq!(target(&store, "sha256:b").as_deref(), Some("ns/2/a"));
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            target(&store, "sha256:b").as_deref(),
+            Some("ns/2/a"),
+            "rebuilt at open"
+        );
+        assert_eq!(target(&store, "sha256:a"), None);
     }
 
     #[test]
