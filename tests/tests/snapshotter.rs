@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::{chown, symlink, PermissionsExt};
 use std::path::Path;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrum_protos::snapshots::v1 as api;
 use ferrum_protos::types::Mount;
@@ -655,10 +655,20 @@ fn sixteen_concurrent_clients() {
 fn sixteen_concurrent_clients_through_containerd() {
     let env = Env::start().expect("starting containerd with ferrum");
     let mut admin = env.snapshots("ferrum").unwrap();
-    sixteen_clients_at_once(&mut admin, &|| env.snapshots("ferrum").unwrap());
-    // containerd removes backend snapshots in its garbage collection, later:
-    // ferrum's own list is what its directories must match.
-    assert_no_orphans(&env, &mut env.ferrum_snapshots().unwrap());
+    let listed = sixteen_clients_at_once(&mut admin, &|| env.snapshots("ferrum").unwrap());
+    // containerd removes backend snapshots in its garbage collection, a moment
+    // later: wait for ferrum to hold just what containerd lists, then check
+    // ferrum's own list against its directories.
+    let mut direct = env.ferrum_snapshots().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while direct.list(&[]).unwrap().len() != listed.len() {
+        assert!(
+            Instant::now() < deadline,
+            "containerd's GC did not catch up"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_no_orphans(&env, &mut direct);
     assert_eq!(env.leftovers(), Vec::<String>::new(), "left behind");
 }
 
