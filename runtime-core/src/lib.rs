@@ -34,6 +34,7 @@ mod seccomp_listener;
 mod spawn;
 mod spec;
 mod state;
+mod sys;
 
 pub use container::{Container, CreateOptions, ExecProcess, SetupOptions, Stdio};
 pub use error::{Error, Result};

@@ -1,7 +1,8 @@
 //! Mount options and mounting, shared by the container's init (the spec's
 //! mounts) and by the caller (the rootfs mounts a snapshotter hands out).
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use crate::sys::{Kernel, Sys};
+use nix::mount::{umount2, MntFlags, MsFlags};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -129,7 +130,8 @@ impl MountTarget {
 /// `reopen` gives the *new* mount for the follow-up calls (bind remount,
 /// propagation), since a magic link opened before the mount still points at the
 /// covered directory.
-pub fn mount_with(
+pub(crate) fn mount_with(
+    sys: &dyn Sys,
     typ: &str,
     source: &Path,
     target: &Path,
@@ -139,20 +141,20 @@ pub fn mount_with(
     let data = opts.data_string();
     if opts.is_bind() {
         let bind = opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
-        mount(Some(source), target, None::<&str>, bind, data.as_deref())?;
+        sys.mount(Some(source), target, None, bind, data.as_deref())?;
     } else {
-        mount(Some(source), target, Some(typ), opts.flags, data.as_deref())?;
+        sys.mount(Some(source), target, Some(typ), opts.flags, data.as_deref())?;
     }
     let remount = opts.is_bind() && !opts.bind_remount_flags().is_empty();
     if remount || !opts.propagation.is_empty() {
         let top = reopen()?;
         if remount {
             let flags =
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | opts.bind_remount_flags() | locked_flags(&top.path);
-            mount(None::<&str>, &top.path, None::<&str>, flags, None::<&str>)?;
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | opts.bind_remount_flags() | sys.locked_flags(&top.path);
+            sys.mount(None, &top.path, None, flags, None)?;
         }
         for p in &opts.propagation {
-            mount(None::<&str>, &top.path, None::<&str>, *p, None::<&str>)?;
+            sys.mount(None, &top.path, None, *p, None)?;
         }
     }
     Ok(())
@@ -200,7 +202,7 @@ pub fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> io::Result<()> {
         let mounted = if typ == "overlay" && too_long {
             mount_overlay_by_parts(&opts, target)
         } else {
-            mount_with(typ, Path::new(&m.source), target, &opts, &|| Ok(MountTarget::plain(target)))
+            mount_with(&Kernel, typ, Path::new(&m.source), target, &opts, &|| Ok(MountTarget::plain(target)))
         };
         mounted.map_err(|e| {
             let _ = unmount_all(target);

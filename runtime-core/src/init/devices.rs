@@ -4,10 +4,11 @@
 use super::paths::{create_in_root, fd_path, open_in_root, Leaf};
 use super::{Describe, Result};
 use crate::namespaces::Namespaces;
-use nix::mount::{mount, MsFlags};
+use crate::sys::Sys;
+use nix::mount::MsFlags;
 use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Spec};
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -32,7 +33,7 @@ const LINKS: [(&str, &str); 4] = [
     ("stderr", "/proc/self/fd/2"),
 ];
 
-pub(super) fn setup(root: &OwnedFd, spec: &Spec, ns: &Namespaces) -> Result<()> {
+pub(super) fn setup(sys: &dyn Sys, root: &OwnedFd, spec: &Spec, ns: &Namespaces) -> Result<()> {
     let mut devices: Vec<Device> = DEFAULT_DEVICES
         .iter()
         .map(|(name, major, minor)| Device {
@@ -64,56 +65,45 @@ pub(super) fn setup(root: &OwnedFd, spec: &Spec, ns: &Namespaces) -> Result<()> 
     }
     let in_userns = ns.has(LinuxNamespaceType::User);
     for d in &devices {
-        create(root, d, in_userns)?;
+        create(sys, root, d, in_userns)?;
     }
-    links(root)
+    links(sys, root)
 }
 
 fn cname(name: &std::ffi::OsStr) -> Result<CString> {
     CString::new(name.as_bytes()).describe(|| "device name".into())
 }
 
-fn create(root: &OwnedFd, d: &Device, in_userns: bool) -> Result<()> {
+fn create(sys: &dyn Sys, root: &OwnedFd, d: &Device, in_userns: bool) -> Result<()> {
     let what = || format!("create device {}", d.path.display());
     let parent_path = d.path.parent().unwrap_or(Path::new("/dev"));
     let parent = create_in_root(root.as_fd(), parent_path, Leaf::Dir, 0o755).describe(what)?;
     let name = cname(d.path.file_name().unwrap_or_default())?;
-    // SAFETY: *at calls on a directory fd we hold with a valid name.
-    let ret = unsafe {
-        let dev = libc::makedev(d.major as u32, d.minor as u32);
-        libc::mknodat(parent.as_raw_fd(), name.as_ptr(), d.kind | d.mode, dev)
-    };
-    if ret < 0 {
-        let err = std::io::Error::last_os_error();
+    let dev = libc::makedev(d.major as u32, d.minor as u32);
+    if let Err(err) = sys.mknodat(parent.as_fd(), &name, d.kind | d.mode, dev) {
         return match err.raw_os_error() {
             Some(libc::EEXIST) => Ok(()),
             // A user namespace may not mknod: bind the host's node instead, as runc does.
-            Some(libc::EPERM) if in_userns => bind_host_device(root, d),
+            Some(libc::EPERM) if in_userns => bind_host_device(sys, root, d),
             _ => Err(format!("{}: {err}", what())),
         };
     }
-    // SAFETY: as above.
-    let ret = unsafe {
-        libc::fchownat(parent.as_raw_fd(), name.as_ptr(), d.uid, d.gid, libc::AT_SYMLINK_NOFOLLOW)
-    };
-    nix::errno::Errno::result(ret).map(drop).describe(what)
+    sys.fchownat(parent.as_fd(), &name, d.uid, d.gid).describe(what)
 }
 
-fn bind_host_device(root: &OwnedFd, d: &Device) -> Result<()> {
+fn bind_host_device(sys: &dyn Sys, root: &OwnedFd, d: &Device) -> Result<()> {
     let what = || format!("bind host device {}", d.path.display());
     let target = create_in_root(root.as_fd(), &d.path, Leaf::File, 0o600).describe(what)?;
-    mount(Some(&d.path), &fd_path(&target), None::<&str>, MsFlags::MS_BIND, None::<&str>).describe(what)
+    sys.mount(Some(&d.path), &fd_path(&target), None, MsFlags::MS_BIND, None).describe(what)
 }
 
-fn links(root: &OwnedFd) -> Result<()> {
+fn links(sys: &dyn Sys, root: &OwnedFd) -> Result<()> {
     let dev = open_in_root(root.as_fd(), Path::new("/dev")).describe(|| "open /dev".into())?;
     let symlink = |target: &str, name: &str| -> Result<()> {
         let (t, n) = (CString::new(target).expect("static"), CString::new(name).expect("static"));
-        // SAFETY: symlinkat relative to the /dev fd we hold.
-        let ret = unsafe { libc::symlinkat(t.as_ptr(), dev.as_raw_fd(), n.as_ptr()) };
-        match nix::errno::Errno::result(ret) {
-            Ok(_) | Err(nix::errno::Errno::EEXIST) => Ok(()),
-            Err(e) => Err(format!("link /dev/{name} -> {target}: {e}")),
+        match sys.symlinkat(&t, dev.as_fd(), &n) {
+            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(format!("link /dev/{name} -> {target}: {e}")),
+            _ => Ok(()),
         }
     };
     for (name, target) in LINKS {
@@ -121,9 +111,7 @@ fn links(root: &OwnedFd) -> Result<()> {
     }
     // With a devpts instance of the container's own, /dev/ptmx must be its ptmx.
     if open_in_root(root.as_fd(), Path::new("/dev/pts/ptmx")).is_ok() {
-        let n = CString::new("ptmx").expect("static");
-        // SAFETY: unlinkat relative to the /dev fd we hold.
-        unsafe { libc::unlinkat(dev.as_raw_fd(), n.as_ptr(), 0) };
+        let _ = sys.unlinkat(dev.as_fd(), c"ptmx");
         symlink("pts/ptmx", "ptmx")?;
     }
     Ok(())

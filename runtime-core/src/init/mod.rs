@@ -214,9 +214,10 @@ fn prepare_container(
     }
     // SAFETY: umask has no memory effects. Files we create get exactly their modes.
     unsafe { libc::umask(0) };
-    rootfs::setup(spec, rootfs, &ns, idmapped, setup.no_pivot_root, || before_pivot(id, spec, bundle, channel))?;
+    let sys = &crate::sys::Kernel;
+    rootfs::setup(sys, spec, rootfs, &ns, idmapped, setup.no_pivot_root, || before_pivot(id, spec, bundle, channel))?;
     sysctl::apply(spec, &ns)?;
-    rootfs::protect(spec)?;
+    rootfs::protect(sys, spec)?;
     let process = spec.process().as_ref().ok_or("no process section")?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
     process::prepare(id, process, seccomp, process::Role::Init, warnings, &mut |fd| hand_off_listener(channel, fd))
