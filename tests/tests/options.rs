@@ -104,6 +104,8 @@ fn no_pivot_from_ctr_reaches_create_and_the_shim_logs_at_containerds_level() {
     let shim_lines: Vec<&str> = log.lines().filter(|l| l.contains("runtime=io.containerd.ferrum.v2")).collect();
     assert!(shim_lines.iter().all(|l| l.contains("id=c1")), "a shim line without the container id: {shim_lines:#?}");
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+    // One private containerd at a time.
+    drop(env);
 
     // At containerd's default level, no debug lines.
     let (env, image) = Env::with_busybox();
