@@ -7,6 +7,7 @@
 
 use crate::args::Flags;
 use crate::options::{self, RuntimeOptions};
+use runtime_core::cgroup::Cgroup;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -150,6 +151,7 @@ pub fn start(flags: &Flags) -> Result<()> {
     let socket = socket_dir.join(socket_name(flags, &group));
     let address = format!("unix://{}", socket.display());
 
+    let shim_cgroup = find_shim_cgroup(&options.shim_cgroup)?;
     let running = UnixStream::connect(&socket).is_ok();
     if !running {
         // A dead shim's socket file; bind would fail on it.
@@ -157,7 +159,7 @@ pub fn start(flags: &Flags) -> Result<()> {
         std::fs::create_dir_all(&socket_dir).with_context(|| format!("create {}", socket_dir.display()))?;
         let listener = UnixListener::bind(&socket).with_context(|| format!("listen on {}", socket.display()))?;
         let spawned = spawn_daemon(flags, &bundle, &listener, &socket, ttrpc_address.as_deref())
-            .and_then(|daemon| join_shim_cgroup(daemon, &options.shim_cgroup));
+            .and_then(|daemon| join_shim_cgroup(daemon, shim_cgroup.as_ref()));
         if let Err(e) = spawned {
             let _ = std::fs::remove_file(&socket);
             return Err(e);
@@ -213,30 +215,32 @@ fn spawn_daemon(
     Ok(daemon)
 }
 
-/// ShimCgroup: move the new daemon into that (existing) cgroup, in every
-/// hierarchy where it exists, as runc's shim does. Our containers' inits are
-/// placed in their own cgroups, so they do not inherit it.
-fn join_shim_cgroup(mut daemon: Child, cgroup: &str) -> Result<()> {
-    if cgroup.is_empty() {
-        return Ok(());
+/// ShimCgroup: the (existing) cgroup to move a new daemon into, in every
+/// hierarchy where it exists, as runc's shim does. Checked even when the
+/// group's shim runs already, so a wrong path is an error for every container.
+/// Our containers' inits are placed in their own cgroups, so they do not
+/// inherit it.
+fn find_shim_cgroup(path: &str) -> Result<Option<Cgroup>> {
+    if path.is_empty() {
+        return Ok(None);
     }
-    let pid = daemon.id() as i32;
-    let joined = (|| {
-        // Relative or not, the path is from each hierarchy's root.
-        let path = Path::new("/").join(cgroup);
-        let dirs = runtime_core::cgroup::Cgroup::resolve(Some(&path), "")?.dirs().to_vec();
-        let existing: Vec<PathBuf> = dirs.into_iter().filter(|d| d.is_dir()).collect();
-        if existing.is_empty() {
-            anyhow::bail!("no such cgroup in any hierarchy");
-        }
-        // Its message names the cgroup and the error already: not its source again.
-        runtime_core::cgroup::Cgroup::from_dirs(existing).add(pid).map_err(|e| anyhow::anyhow!("{e}"))
-    })();
-    joined.map_err(|e: anyhow::Error| {
+    // Relative or not, the path is from each hierarchy's root.
+    let dirs = Cgroup::resolve(Some(&Path::new("/").join(path)), "")?.dirs().to_vec();
+    let existing: Vec<PathBuf> = dirs.into_iter().filter(|d| d.is_dir()).collect();
+    if existing.is_empty() {
+        anyhow::bail!("runtime options: ShimCgroup {path:?}: no such cgroup in any hierarchy");
+    }
+    Ok(Some(Cgroup::from_dirs(existing)))
+}
+
+fn join_shim_cgroup(mut daemon: Child, cgroup: Option<&Cgroup>) -> Result<()> {
+    let Some(cgroup) = cgroup else { return Ok(()) };
+    // Its message names the cgroup and the error already: not its source again.
+    cgroup.add(daemon.id() as i32).map_err(|e| {
         // A shim that is not where it was asked to be must not serve.
         let _ = daemon.kill();
         let _ = daemon.wait();
-        e.context(format!("runtime options: ShimCgroup {cgroup:?}"))
+        anyhow::anyhow!("runtime options: ShimCgroup: {e}")
     })
 }
 

@@ -66,6 +66,9 @@ fn options_from_a_config_file_are_applied() {
     env.run_on_ferrum(&["-d", "--runtime-config-path", &config], &image, "c2", &["sleep", "600"]).assert_ok();
     let state = root.join(env.namespace()).join("c2/state.json");
     assert!(state.exists(), "no state at {}", state.display());
+    // Execs' stdio too.
+    let out = env.ctr(&["tasks", "exec", "--exec-id", "e1", "c2", "stat", "-L", "-c", "%u:%g", "/proc/self/fd/1"]);
+    assert!(out.success() && out.stdout.trim() == "4242:4343", "{out}");
     let shim = env.shim_pid("c2").expect("c2's shim runs");
     let cgroups = std::fs::read_to_string(format!("/proc/{shim}/cgroup")).unwrap();
     assert!(
@@ -128,6 +131,7 @@ fn bad_options_are_clear_errors_and_the_pod_shim_keeps_serving() {
         ("type.toml", "IoGid = 1\nIoUid = \"nobody\"\n", "IoUid"),
         ("systemd.toml", "SystemdCgroup = true\n", "SystemdCgroup"),
         ("runc.toml", "BinaryName = \"/usr/sbin/runc\"\n", "BinaryName"),
+        ("cgroup.toml", "ShimCgroup = \"/no/such/ferrum-cgroup\"\n", "ShimCgroup"),
     ];
     for (file, toml, key) in cases {
         let config = write_options(&env, file, toml);
