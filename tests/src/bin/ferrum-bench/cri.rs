@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use ferrum_tests::cri::{CriEnv, Handler};
 
-use super::{median, memory, Memory};
+use super::{median, memory, print_memory, Memory};
 
 /// The issue's targets, as ratios ferrum / runc handler.
 const START_TARGET: f64 = 0.8;
@@ -89,13 +89,10 @@ pub fn run(n: usize) -> Result<()> {
 
     let (rm, rn) = pod_shims_memory(&cri, Handler::Runc)?;
     let (fm, fn_) = pod_shims_memory(&cri, Handler::Ferrum)?;
-    println!("shims of an idle pod of 3 containers (+ sandbox):");
-    println!("  runc handler   {rn} shim(s)  RSS {:6} kB  PSS {:6} kB  threads {}", rm.rss_kb, rm.pss_kb, rm.threads);
-    println!("  ferrum handler {fn_} shim(s)  RSS {:6} kB  PSS {:6} kB  threads {}", fm.rss_kb, fm.pss_kb, fm.threads);
-    println!(
-        "  ratio ferrum/runc: RSS {:.2}  PSS {:.2} (target <= {MEMORY_TARGET})",
-        fm.rss_kb as f64 / rm.rss_kb as f64,
-        fm.pss_kb as f64 / rm.pss_kb as f64
+    let title = format!(
+        "CRI: all shims of an idle pod of 3 containers (+ sandbox): runc handler {rn}, ferrum handler {fn_} \
+         (target ratio <= {MEMORY_TARGET})"
     );
+    print_memory(&title, &rm, &fm);
     Ok(())
 }
