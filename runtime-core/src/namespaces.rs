@@ -14,6 +14,10 @@ pub(crate) struct Namespaces {
     /// A new time namespace is unshared by init too: its offsets can only be
     /// written before any process is inside.
     pub new_time: bool,
+    /// A new IPC namespace is unshared by init too, once it is root of the
+    /// container's user namespace: the namespace's mqueue root is owned by
+    /// whoever creates it, and the container's root must own /dev/mqueue.
+    pub new_ipc: bool,
     /// An existing pid namespace: the parent clones init into it (setns on a
     /// pid namespace only moves future children, so init cannot join itself).
     pub pid_path: Option<PathBuf>,
@@ -36,6 +40,7 @@ impl Namespaces {
                 }
                 (LinuxNamespaceType::Cgroup, _) => ns.new_cgroup = true,
                 (LinuxNamespaceType::Time, _) => ns.new_time = true,
+                (LinuxNamespaceType::Ipc, _) => ns.new_ipc = true,
                 (typ, _) => ns.clone_flags |= typ as u64,
             }
         }
@@ -51,6 +56,7 @@ impl Namespaces {
         self.creates(typ)
             || (typ == LinuxNamespaceType::Cgroup && self.new_cgroup)
             || (typ == LinuxNamespaceType::Time && self.new_time)
+            || (typ == LinuxNamespaceType::Ipc && self.new_ipc)
             || (typ == LinuxNamespaceType::Pid && self.pid_path.is_some())
             || self.joins.iter().any(|(t, _)| *t == typ)
     }

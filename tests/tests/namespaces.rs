@@ -53,3 +53,13 @@ fn a_user_namespace_from_uidmap_runs_as_its_root() {
     assert_ne!(words[5], "0000000000000000", "root of the namespace has no capabilities: {out}");
     assert_eq!(env.leftovers(), Vec::<String>::new(), "left behind");
 }
+
+#[test]
+fn in_a_user_namespace_its_root_owns_what_init_mounts() {
+    let (env, image) = Env::with_busybox();
+    let maps = ["--rm", "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"];
+    let out = env.run_on_ferrum(&maps, &image, "mq", &["stat", "-c", "%u:%g", "/dev/mqueue", "/dev/shm"]);
+    out.assert_ok();
+    assert_eq!(out.stdout.split_whitespace().collect::<Vec<_>>(), ["0:0", "0:0"], "{out}");
+    assert_eq!(env.leftovers(), Vec::<String>::new(), "left behind");
+}

@@ -170,16 +170,20 @@ fn run() -> i32 {
         // The parent went away or deleted us before start.
         _ => return 0,
     }
-    if let InitRequest::Create(CreateRequest { id, spec, bundle, .. }) = &request {
-        // In the container, as the user's process will be, right before it.
-        let state = HookState::new(spec, id, bundle, "created", Some(std::process::id() as i32));
-        if let Err(message) = hooks::run(HookKind::StartContainer, spec, &state) {
-            let _ = channel.send(&InitReply::Failed { message });
-            return 1;
+    let confined = prepared.confine(&mut |fd| hand_off_listener(&mut channel, fd));
+    let started = confined.and_then(|()| match &request {
+        // In the container, exactly as confined as the user's process, right before it.
+        InitRequest::Create(CreateRequest { id, spec, bundle, .. }) => {
+            let state = HookState::new(spec, id, bundle, "created", Some(std::process::id() as i32));
+            hooks::run(HookKind::StartContainer, spec, &state)
         }
-    }
-    let err = prepared.exec(&mut |fd| hand_off_listener(&mut channel, fd));
-    let _ = channel.send(&InitReply::Failed { message: err });
+        _ => Ok(()),
+    });
+    let message = match started {
+        Ok(()) => prepared.exec(),
+        Err(message) => message,
+    };
+    let _ = channel.send(&InitReply::Failed { message });
     1
 }
 
@@ -195,6 +199,9 @@ fn prepare_container(
     if ns.new_cgroup {
         // The parent placed us in our cgroup before sending the request.
         unshare(CloneFlags::CLONE_NEWCGROUP).describe(|| "unshare cgroup namespace".into())?;
+    }
+    if ns.new_ipc {
+        unshare(CloneFlags::CLONE_NEWIPC).describe(|| "unshare IPC namespace".into())?;
     }
     if ns.new_time {
         new_time_namespace(spec)?;

@@ -75,6 +75,9 @@ pub(super) fn prepare(
     }
     let cwd = p.cwd();
     if role == Role::Init {
+        if cwd.symlink_metadata().is_ok_and(|m| !m.is_dir()) && !cwd.is_dir() {
+            return Err(format!("process.cwd {:?} is not a directory", cwd.display().to_string()));
+        }
         std::fs::create_dir_all(cwd).describe(|| format!("create cwd {}", cwd.display()))?;
     }
     let console = if p.terminal().unwrap_or(false) {
@@ -213,26 +216,26 @@ impl Prepared {
         self.console.take()
     }
 
-    /// Replace init with the user's process. Returns only on failure.
-    /// `listener` passes a seccomp listener fd on (see seccomp::load).
-    pub(super) fn exec(&self, listener: &mut dyn FnMut(RawFd) -> Result<()>) -> String {
+    /// The last confinement before the exec: no_new_privs and, with it, the
+    /// seccomp filter. The startContainer hooks run after it, as confined as
+    /// the user's program (as runc). `listener` passes a seccomp listener fd on.
+    pub(super) fn confine(&self, listener: &mut dyn FnMut(RawFd) -> Result<()>) -> Result<()> {
         if self.no_new_privs {
             // SAFETY: prctl with integer arguments.
             if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
-                return format!("set no_new_privs: {}", std::io::Error::last_os_error());
+                return Err(format!("set no_new_privs: {}", std::io::Error::last_os_error()));
             }
         }
         if let Some(filter) = &self.seccomp {
-            match seccomp::load(filter) {
-                Ok(Some(fd)) => {
-                    if let Err(e) = listener(fd) {
-                        return e;
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => return e,
+            if let Some(fd) = seccomp::load(filter)? {
+                listener(fd)?;
             }
         }
+        Ok(())
+    }
+
+    /// Replace init with the user's process (after `confine`). Returns only on failure.
+    pub(super) fn exec(&self) -> String {
         reset_signals();
         let argv: Vec<*const libc::c_char> =
             self.argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
