@@ -4,7 +4,7 @@
 
 use crate::clone3::{clone3, CloneArgs};
 use crate::mount::MountOptions;
-use crate::new_mount_api::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+use crate::new_mount_api;
 use nix::mount::MsFlags;
 use oci_spec::runtime::{LinuxIdMapping, Mount, Spec};
 use std::io;
@@ -36,18 +36,7 @@ fn idmapped(m: &Mount, uids: &[LinuxIdMapping], gids: &[LinuxIdMapping]) -> io::
     let recursive = opts.flags.contains(MsFlags::MS_REC);
     let userns = user_namespace(uids, gids)?;
     let tree = new_mount_api::clone_tree(source, recursive)?;
-    let mut attrs = 0;
-    for (flag, attr) in [
-        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
-        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
-        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
-        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
-    ] {
-        if opts.flags.contains(flag) {
-            attrs |= attr;
-        }
-    }
-    new_mount_api::set_idmap(&tree, &userns, attrs, recursive)?;
+    new_mount_api::set_idmap(&tree, &userns, new_mount_api::mount_attrs(opts.flags), recursive)?;
     Ok(tree)
 }
 

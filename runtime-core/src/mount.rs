@@ -232,18 +232,7 @@ fn mount_overlay_by_parts(opts: &MountOptions, target: &Path) -> io::Result<()> 
             None => fs.flag(option)?,
         }
     }
-    let mut attrs = 0;
-    for (flag, attr) in [
-        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
-        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
-        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
-        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
-    ] {
-        if opts.flags.contains(flag) {
-            attrs |= attr;
-        }
-    }
-    attach(&fs.mount(attrs)?, target)
+    attach(&fs.mount(mount_attrs(opts.flags))?, target)
 }
 
 /// Unmount everything stacked on `target` (lazily, so a busy mount cannot wedge

@@ -14,9 +14,18 @@ const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 pub(crate) const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
-pub(crate) const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
-pub(crate) const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
-pub(crate) const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
+const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
+
+/// The MOUNT_ATTR_* of a detached mount for these mount(2) flags.
+pub(crate) fn mount_attrs(flags: nix::mount::MsFlags) -> libc::c_uint {
+    use nix::mount::MsFlags as F;
+    [(F::MS_RDONLY, MOUNT_ATTR_RDONLY), (F::MS_NOSUID, MOUNT_ATTR_NOSUID), (F::MS_NODEV, MOUNT_ATTR_NODEV), (F::MS_NOEXEC, MOUNT_ATTR_NOEXEC)]
+        .into_iter()
+        .filter(|(flag, _)| flags.contains(*flag))
+        .fold(0, |attrs, (_, attr)| attrs | attr)
+}
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 fn cstr(s: &str) -> io::Result<CString> {
