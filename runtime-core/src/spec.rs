@@ -4,13 +4,15 @@ use crate::error::{Error, Result};
 use oci_spec::runtime::Spec;
 use std::path::{Path, PathBuf};
 
-/// Read `<bundle>/config.json`. Errors name the bundle and say what is wrong
-/// (serde's message carries the line and column of a syntax error).
+/// Read `<bundle>/config.json`. Errors name the bundle, the field (as a path
+/// like `linux.namespaces[7].type`) and say what is wrong (serde's message
+/// carries the line and column).
 pub fn load_spec(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
     let invalid = |reason: String| Error::InvalidSpec { bundle: bundle.to_path_buf(), reason };
     let text = std::fs::read(&path).map_err(|e| invalid(format!("read {}: {e}", path.display())))?;
-    let spec: Spec = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
+    let spec: Spec = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&text))
+        .map_err(|e| invalid(format!("{}: {}", e.path(), e.inner())))?;
     validate(&spec).map_err(invalid)?;
     Ok(spec)
 }
@@ -81,6 +83,13 @@ mod tests {
         assert!(err.contains("invalid config.json"), "{err}");
         assert!(err.contains(&b.0.display().to_string()), "{err}");
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_name_is_reported_with_its_field() {
+        let b = bundle_with(r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"pid"},{"type":"bogusns"}]}}"#);
+        let err = load_spec(&b.0).unwrap_err().to_string();
+        assert!(err.contains("linux.namespaces[1].type: unknown variant `bogusns`"), "{err}");
     }
 
     #[test]
