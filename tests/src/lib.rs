@@ -8,6 +8,7 @@ pub mod containerd;
 pub mod cri;
 pub mod ctr;
 pub mod image;
+pub mod probe;
 mod procfs;
 pub mod spec_file;
 pub mod snapshot_bench;

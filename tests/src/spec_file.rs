@@ -56,17 +56,13 @@ impl SpecFile {
     }
 }
 
-/// A minimal root filesystem: busybox and the links a shell script needs.
+/// The busybox image's own layer (busybox with every applet, passwd, group,
+/// the usual directories), unpacked: the same filesystem as `ctr run` of the image.
 fn busybox_rootfs(busybox: &Path, rootfs: &Path) -> Result<()> {
-    let bin = rootfs.join("bin");
-    std::fs::create_dir_all(&bin).with_context(|| format!("create {}", bin.display()))?;
-    std::fs::copy(busybox, bin.join("busybox")).context("copy busybox")?;
-    let applets = ["sh", "cat", "echo", "env", "sleep", "ls", "id", "true", "false", "grep", "cut", "uname", "ionice"];
-    for applet in applets {
-        std::os::unix::fs::symlink("busybox", bin.join(applet))?;
-    }
-    for dir in ["proc", "sys", "dev", "tmp", "etc"] {
-        std::fs::create_dir_all(rootfs.join(dir))?;
-    }
-    Ok(())
+    let layer = crate::image::busybox_layer(busybox)?
+        .to_tar()
+        .context("busybox layer")?;
+    tar::Archive::new(&layer[..])
+        .unpack(rootfs)
+        .with_context(|| format!("unpack busybox into {}", rootfs.display()))
 }

@@ -1,0 +1,244 @@
+//! Differential tests: the same `ctr run` flags (or the same config.json) under
+//! containerd's runc shim and under ferrum, with tests/src/probe.sh inside
+//! printing what the container sees: capabilities, NoNewPrivs, seccomp mode, ids
+//! and id maps, cwd, umask, env, limits, masked and read-only paths, the mount
+//! table, /dev, network devices and what unshare/mount/chown/mknod do. The two
+//! prints must be identical; a deliberate difference is normalised only in the
+//! test that allows it, saying why.
+//!
+//! Both containers run in one containerd with its default snapshotter, so the
+//! runtime is the only thing that differs. The reference runc is the host's
+//! (Debian's 1.1.5) under either containerd lane.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferrum_tests::probe::{Probe, PROBE};
+use ferrum_tests::{CtrOutput, Env, SpecFile, FERRUM_RUNTIME, RUNC_RUNTIME};
+use serde_json::{json, Value};
+
+const GRACE: Duration = Duration::from_secs(5);
+const RUNTIMES: [(&str, &str); 2] = [("runc", RUNC_RUNTIME), ("ferrum", FERRUM_RUNTIME)];
+
+/// Runs the probe once per runtime via `run(runtime, container id)`, checks
+/// nothing is left behind, and returns (runc's, ferrum's) prints.
+fn probe_both(env: &Env, run: impl Fn(&str, &str) -> CtrOutput) -> (Probe, Probe) {
+    let [runc, ferrum] = RUNTIMES.map(|(name, runtime)| {
+        let out = run(runtime, name);
+        out.assert_ok();
+        Probe::parse(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"))
+    });
+    assert_eq!(
+        env.leftovers_after(GRACE),
+        Vec::<String>::new(),
+        "left behind"
+    );
+    (runc, ferrum)
+}
+
+/// `ctr run --rm FLAGS… busybox ID sh -c PROBE` under both runtimes.
+fn probe_flags(env: &Env, image: &str, flags: &[&str]) -> (Probe, Probe) {
+    let mut flags = flags.to_vec();
+    flags.push("--rm");
+    probe_both(env, |runtime, id| {
+        env.run_on(runtime, &flags, image, id, &["sh", "-c", PROBE])
+    })
+}
+
+#[track_caller]
+fn assert_same(runc: &Probe, ferrum: &Probe) {
+    let diff = runc.differences("runc", ferrum, "ferrum");
+    assert!(
+        diff.is_empty(),
+        "ferrum's container differs from runc's:\n{diff}"
+    );
+}
+
+/// The common case: one Env, the probe under both runtimes with `flags`, identical.
+fn same_with_flags(flags: &[&str]) {
+    let (env, image) = Env::with_busybox();
+    let (runc, ferrum) = probe_flags(&env, &image, flags);
+    assert_same(&runc, &ferrum);
+}
+
+#[test]
+fn default_container() {
+    same_with_flags(&[]);
+}
+
+#[test]
+fn containerds_default_seccomp_profile() {
+    same_with_flags(&["--seccomp"]);
+}
+
+#[test]
+fn a_custom_seccomp_profile() {
+    let (env, image) = Env::with_busybox();
+    // Errno for mkdir and mknod, a kill for an unused syscall, an argument
+    // comparison (personality(0xffffffff) is the query form), an unknown name.
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+            {"names": ["mknod", "mknodat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+            {"names": ["acct"], "action": "SCMP_ACT_KILL"},
+            {"names": ["unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": 22,
+             "args": [{"index": 0, "value": 268435456, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
+            {"names": ["no_such_syscall"], "action": "SCMP_ACT_KILL"}
+        ]
+    });
+    let path = env.root_dir().join("profile.json");
+    std::fs::write(&path, profile.to_string()).unwrap();
+    let path = path.display().to_string();
+    let (runc, ferrum) = probe_flags(&env, &image, &["--seccomp", "--seccomp-profile", &path]);
+    assert_same(&runc, &ferrum);
+    let actions = ferrum.section("actions").join("\n");
+    assert!(
+        actions.contains("mkdir -p /tmp/probe-m -> 1"),
+        "the profile is in force: {actions}"
+    );
+}
+
+#[test]
+fn read_only_rootfs() {
+    same_with_flags(&["--read-only"]);
+}
+
+#[test]
+fn privileged() {
+    same_with_flags(&["--privileged"]);
+}
+
+#[test]
+fn capabilities_added_and_dropped() {
+    same_with_flags(&[
+        "--cap-add",
+        "CAP_SYS_ADMIN",
+        "--cap-add",
+        "CAP_NET_ADMIN",
+        "--cap-drop",
+        "CAP_NET_RAW",
+        "--cap-drop",
+        "CAP_CHOWN",
+    ]);
+}
+
+#[test]
+fn bind_mounts_read_only_and_read_write() {
+    let (env, image) = Env::with_busybox();
+    let dir = |name: &str| -> PathBuf {
+        let d = env.root_dir().join(name);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("file"), name).unwrap();
+        d
+    };
+    let (ro, rw) = (dir("ro"), dir("rw"));
+    let ro = format!("type=bind,src={},dst=/data,options=rbind:ro", ro.display());
+    let rw = format!("type=bind,src={},dst=/rw,options=rbind:rw", rw.display());
+    let (runc, ferrum) = probe_flags(&env, &image, &["--mount", &ro, "--mount", &rw]);
+    assert_same(&runc, &ferrum);
+}
+
+#[test]
+fn host_network() {
+    same_with_flags(&["--net-host"]);
+}
+
+#[test]
+fn new_privileges_allowed() {
+    same_with_flags(&["--allow-new-privs"]);
+}
+
+#[test]
+fn environment_and_working_directory() {
+    same_with_flags(&[
+        "--env",
+        "FOO=bar baz",
+        "--env",
+        "EMPTY=",
+        "--cwd",
+        "/made/by/the/runtime",
+    ]);
+}
+
+#[test]
+fn a_terminal() {
+    let (env, image) = Env::with_busybox();
+    let (runc, ferrum) = probe_both(&env, |runtime, id| {
+        env.ctr_in_terminal(&[
+            "run",
+            "--rm",
+            "-t",
+            "--runtime",
+            runtime,
+            &image,
+            id,
+            "sh",
+            "-c",
+            PROBE,
+        ])
+    });
+    assert_same(&runc, &ferrum);
+    assert!(
+        ferrum.section("process")[0].contains("tty=/dev/pts/0"),
+        "{ferrum:?}"
+    );
+}
+
+/// The probe under both runtimes from containerd's default spec with the
+/// probe as process, edited by `edit` (see SpecFile: `ctr run --config`).
+fn probe_config(edit: &dyn Fn(&mut Value)) -> (Probe, Probe) {
+    let (env, _) = Env::with_busybox();
+    probe_both(&env, |runtime, id| {
+        let mut file = SpecFile::new(&env, id, &["sh", "-c", PROBE]).unwrap();
+        edit(&mut file.spec);
+        let mut out = file.run(&env, runtime, &["--rm"]).unwrap();
+        // Each runtime's container has a rootfs directory of its own.
+        out.stdout = out
+            .stdout
+            .replace(&*file.rootfs.to_string_lossy(), "(rootfs)");
+        out
+    })
+}
+
+#[test]
+fn a_custom_user_umask_and_groups_from_config_json() {
+    let (runc, ferrum) = probe_config(&|spec| {
+        let process = &mut spec["process"];
+        process["user"] =
+            json!({ "uid": 1000, "gid": 1001, "additionalGids": [10, 20, 1001], "umask": 63 });
+        process["cwd"] = json!("/tmp");
+        process["env"] = json!(["PATH=/bin", "HOME=/home/u", "LANG=C.UTF-8"]);
+        process["noNewPrivileges"] = json!(true);
+        process["rlimits"] = json!([
+            { "type": "RLIMIT_NOFILE", "hard": 512, "soft": 256 },
+            { "type": "RLIMIT_NPROC", "hard": 100, "soft": 50 }
+        ]);
+        spec["hostname"] = json!("probe-host");
+    });
+    assert_same(&runc, &ferrum);
+    assert!(
+        ferrum.section("id")[0].starts_with("uid=1000 gid=1001"),
+        "{ferrum:?}"
+    );
+}
+
+#[test]
+fn ambient_and_inheritable_capabilities_from_config_json() {
+    let (runc, ferrum) = probe_config(&|spec| {
+        let caps = ["CAP_NET_BIND_SERVICE", "CAP_KILL"];
+        let process = &mut spec["process"];
+        process["user"] = json!({ "uid": 1000, "gid": 1000 });
+        for set in [
+            "bounding",
+            "effective",
+            "permitted",
+            "inheritable",
+            "ambient",
+        ] {
+            process["capabilities"][set] = json!(caps);
+        }
+    });
+    assert_same(&runc, &ferrum);
+}
