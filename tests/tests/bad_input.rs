@@ -1,13 +1,21 @@
 //! Bad requests and long runs against one shim: each bad request is a clear
 //! error in ctr and the shim goes on serving; several waiters on one exec all
 //! learn its exit; fifty containers in a row leave no fd, thread or memory behind.
+//!
+//! Bad config.json fields through ctr -> containerd -> ferrum: each fails only
+//! its own container, with an error that names the field or its value; the
+//! same containerd then runs the next container, and nothing is left behind.
+//! containerd passes config.json through as JSON of its own Go types, so
+//! "malformed" there is what those types accept and the runtime spec does
+//! not: unknown names where the spec has a fixed set.
 
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use containerd_shim_protos::{api, TaskClient};
-use ferrum_tests::Env;
+use ferrum_tests::{CtrOutput, Env, SpecFile, FERRUM_RUNTIME};
+use serde_json::{json, Value};
 
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -152,4 +160,195 @@ fn fifty_containers_in_a_row_on_one_shim_leave_nothing_growing() {
     );
     env.remove_task("anchor");
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
+
+/// Asserts `out` is a failure whose message has every one of `words`, then
+/// that a good container runs on the same containerd and nothing is left.
+#[track_caller]
+fn fails_alone(env: &Env, image: &str, id: &str, out: &CtrOutput, words: &[&str]) {
+    assert!(!out.success(), "accepted\n{out}");
+    for word in words {
+        assert!(
+            out.stderr.contains(word),
+            "the error does not name {word:?}\n{out}"
+        );
+    }
+    // ctr leaves the container record of a task that failed to start.
+    let _ = env.ctr(&["containers", "rm", id]);
+    let next = env.run_on_ferrum(&["--rm"], image, "next", &["echo", "next-ok"]);
+    next.assert_ok();
+    assert_eq!(next.stdout, "next-ok\n", "{next}");
+    assert_eq!(
+        env.leftovers_after(GRACE),
+        Vec::<String>::new(),
+        "left behind after {id}"
+    );
+}
+
+/// `ctr run --config` of containerd's default spec edited by `edit`.
+fn run_spec(env: &Env, id: &str, edit: impl FnOnce(&mut Value)) -> CtrOutput {
+    let mut file = SpecFile::new(env, id, &["true"]).unwrap();
+    edit(&mut file.spec);
+    file.run(env, FERRUM_RUNTIME, &["--rm"]).unwrap()
+}
+
+#[test]
+fn an_unknown_namespace_type() {
+    let (env, image) = Env::with_busybox();
+    let out = run_spec(&env, "ns", |spec| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "type": "bogusns" }));
+    });
+    fails_alone(
+        &env,
+        &image,
+        "ns",
+        &out,
+        &["linux.namespaces[", "].type", "bogusns"],
+    );
+}
+
+#[test]
+fn a_capability_that_does_not_exist() {
+    let (env, image) = Env::with_busybox();
+    let out = env.run_on_ferrum(
+        &["--rm", "--cap-add", "CAP_BOGUS_POWER"],
+        &image,
+        "cap",
+        &["true"],
+    );
+    fails_alone(
+        &env,
+        &image,
+        "cap",
+        &out,
+        &["process.capabilities.", "CAP_BOGUS_POWER"],
+    );
+}
+
+fn seccomp_profile(env: &Env, rule: Value) -> String {
+    let profile = json!({ "defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule] });
+    let path = env.root_dir().join("profile.json");
+    std::fs::write(&path, profile.to_string()).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn an_unknown_seccomp_action() {
+    let (env, image) = Env::with_busybox();
+    let profile = seccomp_profile(
+        &env,
+        json!({ "names": ["mkdir"], "action": "SCMP_ACT_BOGUS" }),
+    );
+    let out = env.run_on_ferrum(
+        &["--rm", "--seccomp", "--seccomp-profile", &profile],
+        &image,
+        "act",
+        &["true"],
+    );
+    fails_alone(
+        &env,
+        &image,
+        "act",
+        &out,
+        &["linux.seccomp.syscalls[0].action", "SCMP_ACT_BOGUS"],
+    );
+}
+
+#[test]
+fn an_unknown_seccomp_argument_operator() {
+    let (env, image) = Env::with_busybox();
+    let rule = json!({ "names": ["personality"], "action": "SCMP_ACT_ERRNO",
+                       "args": [{ "index": 0, "value": 8, "op": "SCMP_CMP_BOGUS" }] });
+    let profile = seccomp_profile(&env, rule);
+    let out = env.run_on_ferrum(
+        &["--rm", "--seccomp", "--seccomp-profile", &profile],
+        &image,
+        "op",
+        &["true"],
+    );
+    fails_alone(
+        &env,
+        &image,
+        "op",
+        &out,
+        &["linux.seccomp.syscalls[0].args[0].op", "SCMP_CMP_BOGUS"],
+    );
+}
+
+#[test]
+fn a_mount_option_the_filesystem_refuses() {
+    let (env, image) = Env::with_busybox();
+    let mount = "type=tmpfs,src=tmpfs,dst=/scratch,options=bogusopt=1";
+    let out = env.run_on_ferrum(&["--rm", "--mount", mount], &image, "mnt", &["true"]);
+    fails_alone(&env, &image, "mnt", &out, &["/scratch"]);
+}
+
+#[test]
+fn a_cwd_that_is_a_file() {
+    let (env, image) = Env::with_busybox();
+    let out = env.run_on_ferrum(&["--rm", "--cwd", "/etc/passwd"], &image, "cwd", &["true"]);
+    fails_alone(&env, &image, "cwd", &out, &["cwd", "/etc/passwd"]);
+}
+
+/// The host's current value of a sysctl: asking for it changes nothing even
+/// if a runtime wrongly applied it to the host.
+fn host_sysctl(key: &str) -> String {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_string()
+}
+
+/// vm.* belongs to no namespace: no container may set it.
+#[test]
+fn a_sysctl_of_no_namespace() {
+    let (env, image) = Env::with_busybox();
+    let value = host_sysctl("vm.swappiness");
+    let out = run_spec(&env, "vm", |spec| {
+        spec["linux"]["sysctl"] = json!({ "vm.swappiness": value })
+    });
+    fails_alone(&env, &image, "vm", &out, &["vm.swappiness"]);
+}
+
+/// net.* is the network namespace's: not the container's to set when it
+/// shares the host's.
+#[test]
+fn a_network_sysctl_in_the_hosts_network_namespace() {
+    let (env, image) = Env::with_busybox();
+    let value = host_sysctl("net.ipv4.ip_forward");
+    let out = run_spec(&env, "net", |spec| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "network");
+        spec["linux"]["sysctl"] = json!({ "net.ipv4.ip_forward": value });
+    });
+    fails_alone(&env, &image, "net", &out, &["net.ipv4.ip_forward"]);
+}
+
+/// kernel.domainname is the UTS namespace's: a container with its own may set it.
+#[test]
+fn a_sysctl_of_the_containers_own_namespace_is_applied() {
+    let (env, image) = Env::with_busybox();
+    let mut file = SpecFile::new(&env, "uts", &["cat", "/proc/sys/kernel/domainname"]).unwrap();
+    file.spec["linux"]["sysctl"] = json!({ "kernel.domainname": "ferrum.test" });
+    let out = file.run(&env, FERRUM_RUNTIME, &["--rm"]).unwrap();
+    out.assert_ok();
+    assert_eq!(out.stdout, "ferrum.test\n", "{out}");
+    assert_ne!(
+        host_sysctl("kernel.domainname"),
+        "ferrum.test",
+        "the host's own was changed"
+    );
+    let next = env.run_on_ferrum(&["--rm"], &image, "next", &["true"]);
+    next.assert_ok();
+    assert_eq!(
+        env.leftovers_after(GRACE),
+        Vec::<String>::new(),
+        "left behind"
+    );
 }
