@@ -49,6 +49,15 @@ impl Probe {
         self.sections.get(name).map_or(&[], Vec::as_slice)
     }
 
+    /// Replaces the line `from` of `section` with `to`: a test's documented
+    /// allowance for a deliberate difference. Panics when `from` is not there,
+    /// so an allowance cannot outlive the difference it was made for.
+    pub fn replace_line(&mut self, section: &str, from: &str, to: &str) {
+        let lines = self.sections.get_mut(section);
+        let line = lines.and_then(|l| l.iter_mut().find(|l| *l == from));
+        *line.unwrap_or_else(|| panic!("no line {from:?} in section {section}")) = to.to_string();
+    }
+
     /// Empty when both probes saw the same; else each differing section with the
     /// lines only one side has.
     pub fn differences(&self, reference: &str, other: &Probe, name: &str) -> String {

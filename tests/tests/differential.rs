@@ -146,6 +146,24 @@ fn host_network() {
 }
 
 #[test]
+fn user_namespace_from_uidmap_and_gidmap() {
+    let (env, image) = Env::with_busybox();
+    let flags = ["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"];
+    let (mut runc, ferrum) = probe_flags(&env, &image, &flags);
+    // Deliberate: runc mounts /dev/mqueue after setresuid(0) but before
+    // setresgid(0) in the new user namespace, so its group is the unmapped
+    // host root (65534), which no one in the container can be; ferrum's init
+    // is the namespace's root user and group when it mounts it.
+    let mqueue = "/dev/mqueue directory 1777";
+    runc.replace_line(
+        "dev",
+        &format!("{mqueue} 0:65534 0:0"),
+        &format!("{mqueue} 0:0 0:0"),
+    );
+    assert_same(&runc, &ferrum);
+}
+
+#[test]
 fn new_privileges_allowed() {
     same_with_flags(&["--allow-new-privs"]);
 }
@@ -241,4 +259,37 @@ fn ambient_and_inheritable_capabilities_from_config_json() {
         }
     });
     assert_same(&runc, &ferrum);
+}
+
+/// A startContainer hook runs in the container right before the user's
+/// program: the probe as that hook must see the same under both runtimes.
+#[test]
+fn a_start_container_hook_sees_the_same_container() {
+    let (env, _) = Env::with_busybox();
+    let [runc, ferrum] = RUNTIMES.map(|(name, runtime)| {
+        let mut file = SpecFile::new(&env, name, &["true"]).unwrap();
+        let script = format!("{{\n{PROBE}\n}} > /tmp/hook-probe 2>&1");
+        file.spec["hooks"] = json!({
+            "startContainer": [{ "path": "/bin/sh", "args": ["sh", "-c", script], "env": ["PATH=/bin", "IN_HOOK=1"] }]
+        });
+        // runc runs the hook with the process's no_new_privs and seccomp filter in force.
+        file.spec["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{ "names": ["mknod", "mknodat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }]
+        });
+        file.run(&env, runtime, &["--rm"]).unwrap().assert_ok();
+        let out = std::fs::read_to_string(file.rootfs.join("tmp/hook-probe")).unwrap();
+        let out = out.replace(&*file.rootfs.to_string_lossy(), "(rootfs)");
+        Probe::parse(&out).unwrap_or_else(|e| panic!("{name}: {e}"))
+    });
+    assert_eq!(
+        env.leftovers_after(GRACE),
+        Vec::<String>::new(),
+        "left behind"
+    );
+    assert_same(&runc, &ferrum);
+    assert!(
+        ferrum.section("env").iter().any(|l| l == "IN_HOOK=1"),
+        "{ferrum:?}"
+    );
 }
