@@ -293,3 +293,41 @@ fn a_start_container_hook_sees_the_same_container() {
         "{ferrum:?}"
     );
 }
+
+#[test]
+fn without_pivot_root() {
+    same_with_flags(&["--no-pivot"]);
+}
+
+/// An exec joins the running container: the probe as an exec, as another
+/// user and in another directory, sees the same under both runtimes.
+#[test]
+fn an_exec_sees_the_same_container() {
+    let (env, image) = Env::with_busybox();
+    let (runc, ferrum) = probe_both(&env, |runtime, id| {
+        env.run_on(runtime, &["-d"], &image, id, &["sleep", "600"])
+            .assert_ok();
+        let exec = [
+            "tasks",
+            "exec",
+            "--exec-id",
+            "probe",
+            "--user",
+            "65534",
+            "--cwd",
+            "/tmp",
+            id,
+            "sh",
+            "-c",
+            PROBE,
+        ];
+        let out = env.ctr(&exec);
+        env.remove_task(id);
+        out
+    });
+    assert_same(&runc, &ferrum);
+    assert!(
+        ferrum.section("id")[0].starts_with("uid=65534"),
+        "{ferrum:?}"
+    );
+}
