@@ -205,6 +205,30 @@ fn sha256_of(path: &std::path::Path) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
+/// The shim binary on the host, with its hash before an attack.
+struct RuntimeBinary {
+    path: std::path::PathBuf,
+    before: String,
+}
+
+impl RuntimeBinary {
+    fn assert_unchanged(&self) {
+        assert_eq!(sha256_of(&self.path), self.before, "the shim binary on the host changed");
+    }
+}
+
+/// A container `c1` (made with `flags`) that sleeps, for an attack from inside;
+/// and the runtime binary as it was before.
+fn running_victim(flags: &[&str]) -> (Env, RuntimeBinary) {
+    let (env, image) = Env::with_busybox();
+    let path = ferrum_binary("containerd-shim-ferrum-v2");
+    let runtime = RuntimeBinary { before: sha256_of(&path), path };
+    let mut all = vec!["-d"];
+    all.extend_from_slice(flags);
+    env.run_on_ferrum(&all, &image, "c1", &["sleep", "600"]).assert_ok();
+    (env, runtime)
+}
+
 /// Runs as an exec in the container: finds the process whose command line
 /// names /tmp/evil (the runtime binary, run through `#!/proc/self/exe`), and
 /// tries to open its executable for writing, directly and through an fd.
@@ -229,13 +253,7 @@ echo attack-done
 /// or every open for writing is refused. Should it run, the victim waits (the
 /// binary's `start` reads its stdin to the end) so the attack is no race.
 fn proc_self_exe_program(flags: &[&str]) {
-    let (env, image) = Env::with_busybox();
-    let shim = ferrum_binary("containerd-shim-ferrum-v2");
-    let before = sha256_of(&shim);
-    let mut all = vec!["-d"];
-    all.extend_from_slice(flags);
-    env.run_on_ferrum(&all, &image, "c1", &["sleep", "600"])
-        .assert_ok();
+    let (env, runtime) = running_victim(flags);
     // `-bundle` swallows the script's path, so the binary parses the rest of
     // the exec's arguments as a `start`.
     let plant = "printf '#!/proc/self/exe -bundle\\n' > /tmp/evil && chmod 755 /tmp/evil";
@@ -328,11 +346,7 @@ fn proc_self_exe_program(flags: &[&str]) {
             "{victim_err}\n{attack}"
         );
     }
-    assert_eq!(
-        sha256_of(&shim),
-        before,
-        "the shim binary on the host changed"
-    );
+    runtime.assert_unchanged();
     finish(&env, "c1");
 }
 
@@ -379,13 +393,7 @@ echo watch-done
 /// Runs WATCH in a container made with `flags` while 15 execs join it, and
 /// returns what it saw: one line per look at a joining process.
 fn watch_execs(flags: &[&str]) -> Vec<String> {
-    let (env, image) = Env::with_busybox();
-    let shim = ferrum_binary("containerd-shim-ferrum-v2");
-    let before = sha256_of(&shim);
-    let mut all = vec!["-d"];
-    all.extend_from_slice(flags);
-    env.run_on_ferrum(&all, &image, "c1", &["sleep", "600"])
-        .assert_ok();
+    let (env, runtime) = running_victim(flags);
     let watch = thread::scope(|s| {
         let watcher = s.spawn(|| {
             env.ctr(&[
@@ -422,11 +430,7 @@ fn watch_execs(flags: &[&str]) -> Vec<String> {
         !watch.stdout.contains("OPENED-FOR-WRITE"),
         "the runtime's binary was opened for writing: {watch}"
     );
-    assert_eq!(
-        sha256_of(&shim),
-        before,
-        "the shim binary on the host changed"
-    );
+    runtime.assert_unchanged();
     let seen: Vec<String> = watch
         .stdout
         .lines()
