@@ -242,16 +242,29 @@ fn bind(address: &Path, file: &config::File) -> anyhow::Result<UnixListener> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => return Err(err).with_context(|| format!("inspecting {}", address.display())),
     }
-    let listener = UnixListener::bind(address)
-        .with_context(|| format!("listening on {}", address.display()))?;
-    if let Some(group) = &file.socket.group {
-        let gid = group_id(group)?;
-        chown(address, None, Some(gid))
-            .with_context(|| format!("giving {} to group {gid}", address.display()))?;
+    // Bound under a temporary name and renamed into place once its group and
+    // mode are set: nobody can connect to it before they are, and a client
+    // that finds the address finds the socket ready.
+    let mut staging = address.as_os_str().to_owned();
+    staging.push(format!(".{}.tmp", std::process::id()));
+    let staging = std::path::PathBuf::from(staging);
+    let _ = fs::remove_file(&staging);
+    let listener = UnixListener::bind(&staging)
+        .with_context(|| format!("listening on {}", staging.display()))?;
+    let ready = (|| -> anyhow::Result<()> {
+        if let Some(group) = &file.socket.group {
+            let gid = group_id(group)?;
+            chown(&staging, None, Some(gid))
+                .with_context(|| format!("giving {} to group {gid}", address.display()))?;
+        }
+        fs::set_permissions(&staging, fs::Permissions::from_mode(file.socket_mode()))
+            .with_context(|| format!("setting the mode of {}", address.display()))?;
+        fs::rename(&staging, address).with_context(|| format!("moving the socket to {}", address.display()))
+    })();
+    if ready.is_err() {
+        let _ = fs::remove_file(&staging);
     }
-    fs::set_permissions(address, fs::Permissions::from_mode(file.socket_mode()))
-        .with_context(|| format!("setting the mode of {}", address.display()))?;
-    Ok(listener)
+    ready.map(|()| listener)
 }
 
 fn group_id(group: &config::Group) -> anyhow::Result<Gid> {
