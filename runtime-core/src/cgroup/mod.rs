@@ -13,6 +13,7 @@ mod hugetlb;
 mod oom;
 mod resources;
 mod stats;
+mod systemd;
 mod unified;
 
 use crate::error::{Error, Result};

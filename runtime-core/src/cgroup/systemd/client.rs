@@ -1,0 +1,261 @@
+//! The org.freedesktop.systemd1 calls the systemd cgroup driver makes, over
+//! the manager's private socket.
+//!
+//! Unit changes are jobs: a call like StartTransientUnit returns the job's
+//! object path at once, and the outcome comes later in a `JobRemoved` signal
+//! (possibly even before the reply, which is why [`dbus::Connection`] keeps
+//! signals that arrive while a call waits).
+
+use super::dbus::{self, Connection, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where systemd listens for direct connections from root.
+pub const DEFAULT_SOCKET: &str = "/run/systemd/private";
+
+const DESTINATION: &str = "org.freedesktop.systemd1";
+const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
+/// The error systemd answers for a unit it has not loaded.
+pub const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+
+/// How long one operation, call and job, may take; runc allows 30 s too.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("systemd at {socket}: {source}")]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: dbus::Error,
+    },
+
+    #[error("systemd unit {unit}: {action}: {source}")]
+    Call {
+        unit: String,
+        action: &'static str,
+        #[source]
+        source: dbus::Error,
+    },
+
+    #[error("systemd unit {unit}: {action}: job {job} finished with result \"{result}\"")]
+    JobFailed {
+        unit: String,
+        action: &'static str,
+        job: String,
+        result: String,
+    },
+}
+
+impl Error {
+    /// The D-Bus error name systemd answered with, if it answered with one.
+    pub fn remote_name(&self) -> Option<&str> {
+        match self {
+            Error::Connect {
+                source: dbus::Error::Remote { name, .. },
+                ..
+            }
+            | Error::Call {
+                source: dbus::Error::Remote { name, .. },
+                ..
+            } => Some(name),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A connection to systemd's manager.
+pub struct Systemd {
+    conn: Connection,
+}
+
+/// `props` as the `a(sv)` systemd takes.
+fn property_array(props: Vec<(String, Value)>) -> Value {
+    let items = props
+        .into_iter()
+        .map(|(name, value)| Value::Struct(vec![Value::Str(name), Value::Variant(Box::new(value))]))
+        .collect();
+    Value::Array("(sv)".into(), items)
+}
+
+fn unexpected<T>(reply: &[Value]) -> dbus::Result<T> {
+    let signature: String = reply.iter().map(Value::signature).collect();
+    Err(dbus::Error::Protocol(format!(
+        "unexpected reply of signature {signature:?}"
+    )))
+}
+
+impl Systemd {
+    /// Connect to the manager at `socket` (usually [`DEFAULT_SOCKET`]).
+    pub fn connect(socket: &Path) -> Result<Systemd> {
+        let deadline = Instant::now() + TIMEOUT;
+        let wrap = |source| Error::Connect {
+            socket: socket.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::connect(socket, TIMEOUT).map_err(wrap)?;
+        // Private connections get every signal anyway; Subscribe keeps us
+        // right should this ever run over the bus, where it is required.
+        conn.call(
+            DESTINATION,
+            MANAGER_PATH,
+            MANAGER,
+            "Subscribe",
+            &[],
+            deadline,
+        )
+        .map_err(wrap)?;
+        Ok(Systemd { conn })
+    }
+
+    fn manager(
+        &mut self,
+        member: &str,
+        args: &[Value],
+        deadline: Instant,
+    ) -> dbus::Result<Vec<Value>> {
+        self.conn
+            .call(DESTINATION, MANAGER_PATH, MANAGER, member, args, deadline)
+    }
+
+    /// Run a Manager method that queues a job and wait for the job to finish.
+    fn run_job(
+        &mut self,
+        unit: &str,
+        action: &'static str,
+        member: &str,
+        args: &[Value],
+    ) -> Result<()> {
+        let deadline = Instant::now() + TIMEOUT;
+        let wrap = |source| Error::Call {
+            unit: unit.to_string(),
+            action,
+            source,
+        };
+        // Earlier signals cannot be about the job this call creates.
+        self.conn.discard_signals();
+        let job = match self
+            .manager(member, args, deadline)
+            .map_err(wrap)?
+            .as_slice()
+        {
+            [Value::Path(job)] => job.clone(),
+            other => return unexpected(other).map_err(wrap),
+        };
+        loop {
+            let signal = self.conn.next_signal(deadline).map_err(wrap)?;
+            if signal.interface != MANAGER || signal.member != "JobRemoved" {
+                continue;
+            }
+            if let [Value::U32(_), Value::Path(removed), Value::Str(_), Value::Str(result)] =
+                signal.args.as_slice()
+            {
+                if *removed == job {
+                    return match result.as_str() {
+                        "done" => Ok(()),
+                        _ => Err(Error::JobFailed {
+                            unit: unit.to_string(),
+                            action,
+                            job,
+                            result: result.clone(),
+                        }),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Create and start the transient unit `name` (a scope or slice) with
+    /// `properties`, waiting until systemd has started it.
+    pub fn start_transient_unit(
+        &mut self,
+        name: &str,
+        properties: Vec<(String, Value)>,
+    ) -> Result<()> {
+        let args = [
+            Value::Str(name.into()),
+            Value::Str("replace".into()),
+            property_array(properties),
+            // No auxiliary units.
+            Value::Array("(sa(sv))".into(), Vec::new()),
+        ];
+        self.run_job(name, "start transient unit", "StartTransientUnit", &args)
+    }
+
+    /// Stop `name` and wait until it is stopped; a unit systemd does not
+    /// know (already gone, or never there) counts as stopped.
+    pub fn stop_unit(&mut self, name: &str) -> Result<()> {
+        let args = [Value::Str(name.into()), Value::Str("replace".into())];
+        match self.run_job(name, "stop", "StopUnit", &args) {
+            Err(e) if e.remote_name() == Some(NO_SUCH_UNIT) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Change properties of `name`; `runtime` makes the change last only
+    /// until the next reboot (transient units are runtime-only anyway).
+    pub fn set_unit_properties(
+        &mut self,
+        name: &str,
+        runtime: bool,
+        properties: Vec<(String, Value)>,
+    ) -> Result<()> {
+        let deadline = Instant::now() + TIMEOUT;
+        let args = [
+            Value::Str(name.into()),
+            Value::Bool(runtime),
+            property_array(properties),
+        ];
+        self.manager("SetUnitProperties", &args, deadline)
+            .map(drop)
+            .map_err(|source| Error::Call {
+                unit: name.to_string(),
+                action: "set properties",
+                source,
+            })
+    }
+
+    /// The cgroup of `name` relative to the cgroup root systemd manages
+    /// (e.g. `/system.slice/foo.scope`); empty while the unit has none.
+    pub fn control_group(&mut self, name: &str) -> Result<String> {
+        let deadline = Instant::now() + TIMEOUT;
+        let wrap = |source| Error::Call {
+            unit: name.to_string(),
+            action: "get its control group",
+            source,
+        };
+        let unit_path = match self
+            .manager("GetUnit", &[Value::Str(name.into())], deadline)
+            .map_err(wrap)?
+            .as_slice()
+        {
+            [Value::Path(path)] => path.clone(),
+            other => return unexpected(other).map_err(wrap),
+        };
+        // ControlGroup lives on the unit type's interface.
+        let interface = match name.rsplit_once('.').map(|(_, suffix)| suffix) {
+            Some("slice") => "org.freedesktop.systemd1.Slice",
+            Some("service") => "org.freedesktop.systemd1.Service",
+            _ => "org.freedesktop.systemd1.Scope",
+        };
+        let args = [
+            Value::Str(interface.into()),
+            Value::Str("ControlGroup".into()),
+        ];
+        let reply = self
+            .conn
+            .call(DESTINATION, &unit_path, PROPERTIES, "Get", &args, deadline)
+            .map_err(wrap)?;
+        match reply.as_slice() {
+            [Value::Variant(value)] => match value.as_ref() {
+                Value::Str(cgroup) => Ok(cgroup.clone()),
+                _ => unexpected(&reply).map_err(wrap),
+            },
+            _ => unexpected(&reply).map_err(wrap),
+        }
+    }
+}
