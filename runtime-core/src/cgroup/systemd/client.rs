@@ -259,3 +259,238 @@ impl Systemd {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::systemd::dbus::fake;
+    use std::os::unix::net::UnixListener;
+    use std::thread;
+
+    const JOB: &str = "/org/freedesktop/systemd1/job/7";
+
+    /// Run `script` as systemd on a listening socket while `client` talks
+    /// to it through [`Systemd::connect`].
+    fn with_fake_systemd(
+        script: impl FnOnce(&mut fake::Peer) + Send + 'static,
+        client: impl FnOnce(&mut Systemd),
+    ) {
+        let dir = std::env::temp_dir().join(format!(
+            "ferrum-systemd-client-{}-{:?}",
+            std::process::id(),
+            thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("private");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let peer = thread::spawn(move || {
+            let mut peer = fake::Peer::new(listener.accept().unwrap().0);
+            peer.accept_auth();
+            let call = peer.read_call();
+            assert_eq!(
+                (call.interface.as_str(), call.member.as_str()),
+                (MANAGER, "Subscribe")
+            );
+            peer.reply(&call, vec![]);
+            script(&mut peer);
+        });
+        let mut systemd = Systemd::connect(&socket).unwrap();
+        client(&mut systemd);
+        drop(systemd);
+        peer.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn job_removed(peer: &mut fake::Peer, job: &str, result: &str) {
+        let args = fake::job_removed_args(job, "a.scope", result);
+        peer.signal(MANAGER_PATH, MANAGER, "JobRemoved", args);
+    }
+
+    #[test]
+    fn start_waits_for_its_job_even_when_the_signal_comes_first() {
+        let script = |peer: &mut fake::Peer| {
+            let call = peer.read_call();
+            assert_eq!(
+                (call.path.as_str(), call.member.as_str()),
+                (MANAGER_PATH, "StartTransientUnit")
+            );
+            let props = Value::Array(
+                "(sv)".into(),
+                vec![Value::Struct(vec![
+                    Value::Str("Delegate".into()),
+                    Value::Variant(Box::new(Value::Bool(true))),
+                ])],
+            );
+            let aux = Value::Array("(sa(sv))".into(), vec![]);
+            assert_eq!(
+                call.args,
+                [
+                    Value::Str("a.scope".into()),
+                    Value::Str("replace".into()),
+                    props,
+                    aux
+                ]
+            );
+            // Another job's end, then ours, all before the reply.
+            job_removed(peer, "/org/freedesktop/systemd1/job/6", "failed");
+            job_removed(peer, JOB, "done");
+            peer.reply(&call, vec![Value::Path(JOB.into())]);
+        };
+        with_fake_systemd(script, |systemd| {
+            systemd
+                .start_transient_unit("a.scope", vec![("Delegate".into(), Value::Bool(true))])
+                .unwrap();
+        });
+    }
+
+    #[test]
+    fn a_failed_job_names_the_unit_and_result() {
+        let script = |peer: &mut fake::Peer| {
+            let call = peer.read_call();
+            peer.reply(&call, vec![Value::Path(JOB.into())]);
+            peer.signal(
+                MANAGER_PATH,
+                "org.freedesktop.DBus.Properties",
+                "PropertiesChanged",
+                vec![Value::Str("x".into())],
+            );
+            job_removed(peer, JOB, "failed");
+        };
+        with_fake_systemd(script, |systemd| {
+            let err = systemd.start_transient_unit("a.scope", vec![]).unwrap_err();
+            assert!(
+                matches!(&err, Error::JobFailed { result, .. } if result == "failed"),
+                "{err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("a.scope") && text.contains("\"failed\""),
+                "{text}"
+            );
+        });
+    }
+
+    #[test]
+    fn stopping_a_unit_systemd_does_not_know_succeeds() {
+        let script = |peer: &mut fake::Peer| {
+            let call = peer.read_call();
+            assert_eq!(call.member, "StopUnit");
+            peer.reply(&call, vec![Value::Path(JOB.into())]);
+            job_removed(peer, JOB, "done");
+            let call = peer.read_call();
+            peer.error(&call, NO_SUCH_UNIT, "Unit a.scope not loaded.");
+        };
+        with_fake_systemd(script, |systemd| {
+            systemd.stop_unit("a.scope").unwrap();
+            systemd.stop_unit("a.scope").unwrap();
+        });
+    }
+
+    #[test]
+    fn errors_carry_the_unit_and_systemd_message() {
+        let script = |peer: &mut fake::Peer| {
+            let call = peer.read_call();
+            assert_eq!(call.member, "SetUnitProperties");
+            assert_eq!(
+                call.args[..2],
+                [Value::Str("a.scope".into()), Value::Bool(true)]
+            );
+            let message = "Cannot set property Bogus, or unknown property.";
+            peer.error(
+                &call,
+                "org.freedesktop.DBus.Error.PropertyReadOnly",
+                message,
+            );
+            // A reply of the wrong shape.
+            let call = peer.read_call();
+            peer.reply(&call, vec![Value::U32(1)]);
+        };
+        with_fake_systemd(script, |systemd| {
+            let err = systemd
+                .set_unit_properties("a.scope", true, vec![("Bogus".into(), Value::U64(1))])
+                .unwrap_err();
+            assert_eq!(
+                err.remote_name(),
+                Some("org.freedesktop.DBus.Error.PropertyReadOnly")
+            );
+            assert_eq!(
+                err.to_string(),
+                "systemd unit a.scope: set properties: org.freedesktop.DBus.Error.PropertyReadOnly: \
+                 Cannot set property Bogus, or unknown property."
+            );
+            let err = systemd.stop_unit("a.scope").unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("unexpected reply of signature \"u\""),
+                "{err}"
+            );
+        });
+    }
+
+    #[test]
+    fn control_group_reads_the_unit_types_property() {
+        let script = |peer: &mut fake::Peer| {
+            for (unit, interface, cgroup) in [
+                (
+                    "a.scope",
+                    "org.freedesktop.systemd1.Scope",
+                    "/system.slice/a.scope",
+                ),
+                (
+                    "system.slice",
+                    "org.freedesktop.systemd1.Slice",
+                    "/system.slice",
+                ),
+            ] {
+                let call = peer.read_call();
+                assert_eq!(
+                    (call.member.as_str(), &call.args[..]),
+                    ("GetUnit", &[Value::Str(unit.into())][..])
+                );
+                peer.reply(
+                    &call,
+                    vec![Value::Path("/org/freedesktop/systemd1/unit/x".into())],
+                );
+                let call = peer.read_call();
+                assert_eq!(call.path, "/org/freedesktop/systemd1/unit/x");
+                assert_eq!(
+                    (call.interface.as_str(), call.member.as_str()),
+                    (PROPERTIES, "Get")
+                );
+                assert_eq!(
+                    call.args,
+                    [
+                        Value::Str(interface.into()),
+                        Value::Str("ControlGroup".into())
+                    ]
+                );
+                peer.reply(
+                    &call,
+                    vec![Value::Variant(Box::new(Value::Str(cgroup.into())))],
+                );
+            }
+        };
+        with_fake_systemd(script, |systemd| {
+            assert_eq!(
+                systemd.control_group("a.scope").unwrap(),
+                "/system.slice/a.scope"
+            );
+            assert_eq!(
+                systemd.control_group("system.slice").unwrap(),
+                "/system.slice"
+            );
+        });
+    }
+
+    #[test]
+    fn a_missing_socket_is_named() {
+        let err = Systemd::connect(Path::new("/nonexistent/systemd/private"))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("systemd at /nonexistent/systemd/private: "),
+            "{err}"
+        );
+    }
+}

@@ -232,6 +232,14 @@ fn check_object_path(path: &str) -> Result<()> {
     }
 }
 
+/// What is between the brackets of a struct or dictionary entry signature.
+fn enclosed(sig: &str) -> Result<&str> {
+    match sig.get(1..sig.len().saturating_sub(1)) {
+        Some(inner) if sig.len() >= 2 => Ok(inner),
+        _ => protocol(format!("malformed signature {sig:?}")),
+    }
+}
+
 /// Marshals little-endian. Offsets are relative to the start of `buf`, which
 /// is the start of a message or an 8-aligned body, so alignment is right.
 #[derive(Default)]
@@ -442,7 +450,7 @@ impl<'a> Decoder<'a> {
             }
             Some(b'(') => {
                 self.align(8)?;
-                let fields = split_signature(&sig[1..sig.len() - 1])?;
+                let fields = split_signature(enclosed(sig)?)?;
                 Value::Struct(
                     fields
                         .iter()
@@ -452,7 +460,7 @@ impl<'a> Decoder<'a> {
             }
             Some(b'{') => {
                 self.align(8)?;
-                match split_signature(&sig[1..sig.len() - 1])?.as_slice() {
+                match split_signature(enclosed(sig)?)?.as_slice() {
                     [key, value] => {
                         let key = self.value(key, depth + 1)?;
                         Value::DictEntry(Box::new(key), Box::new(self.value(value, depth + 1)?))
@@ -688,7 +696,15 @@ impl Connection {
         let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
         // The leading NUL is where a client could send credentials over
         // SCM_CREDENTIALS; the server reads them from SO_PEERCRED instead.
-        conn.send(format!("\0AUTH EXTERNAL {hex}\r\n").as_bytes(), deadline)?;
+        //
+        // BEGIN goes in the same write, before the OK, as sd-bus clients
+        // (systemctl) do. Sent after the OK it may reach systemd in one read
+        // with our first message, and systemd 252's sd-bus then leaves that
+        // message in its buffer unprocessed until more bytes arrive: the call
+        // hangs. Pipelined, BEGIN is handled when the OK has been written, so
+        // our first message (sent once we read the OK) arrives on its own.
+        let auth = format!("\0AUTH EXTERNAL {hex}\r\nBEGIN\r\n");
+        conn.send(auth.as_bytes(), deadline)?;
         let reply = conn.read_line(deadline)?;
         match reply.strip_prefix("OK ") {
             Some(guid) if guid.len() == 32 && guid.bytes().all(|b| b.is_ascii_hexdigit()) => {}
@@ -698,7 +714,6 @@ impl Connection {
                 )))
             }
         }
-        conn.send(b"BEGIN\r\n", deadline)?;
         Ok(conn)
     }
 
@@ -1013,6 +1028,24 @@ mod tests {
         assert!(single_type("{sv}").is_err());
     }
 
+    /// Peers may send big-endian messages; we decode them too.
+    #[test]
+    fn big_endian_is_decoded() {
+        #[rustfmt::skip]
+        let bytes: &[u8] = &[
+            b'B', 2, 0, 1, 0, 0, 0, 4, 0, 0, 0, 9, 0, 0, 0, 15, // return, body 4, serial 9
+            5, 1, b'u', 0, 0, 0, 0, 1,                           // REPLY_SERIAL 1
+            8, 1, b'g', 0, 1, b'u', 0, 0,                        // SIGNATURE "u", pad to 32
+            0, 0, 1, 2,                                          // u 258
+        ];
+        let msg = Message::decode(bytes).unwrap();
+        assert_eq!(
+            (msg.kind, msg.serial, msg.reply_serial),
+            (METHOD_RETURN, 9, Some(1))
+        );
+        assert_eq!(msg.body, [Value::U32(258)]);
+    }
+
     #[test]
     fn every_truncation_is_rejected() {
         let bytes = start_transient_unit_call().encode().unwrap();
@@ -1128,114 +1161,58 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(split_signature(&"a".repeat(100).to_string()).is_err());
+        // Unvalidated signatures reaching the decoder are errors, not panics.
+        for sig in ["(", "{", ")", "", "h"] {
+            let mut d = Decoder {
+                buf: &[0; 8],
+                pos: 0,
+                big_endian: false,
+            };
+            assert!(d.value(sig, 0).is_err(), "{sig}");
+        }
         assert!(split_signature(&format!("{}u{}", "(".repeat(70), ")".repeat(70))).is_err());
     }
 
-    /// A fake systemd on the other end of a socketpair.
-    struct Peer {
-        stream: UnixStream,
-    }
+    const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 
-    impl Peer {
-        fn read_exact(&mut self, n: usize) -> Vec<u8> {
-            let mut buf = vec![0; n];
-            self.stream.read_exact(&mut buf).unwrap();
-            buf
-        }
-
-        fn read_line(&mut self) -> Vec<u8> {
-            let mut line = Vec::new();
-            while !line.ends_with(b"\r\n") {
-                line.extend(self.read_exact(1));
-            }
-            line
-        }
-
-        fn read_message(&mut self) -> Message {
-            let mut bytes = self.read_exact(16);
-            let len = message_len(&bytes).unwrap();
-            bytes.extend(self.read_exact(len - 16));
-            Message::decode(&bytes).unwrap()
-        }
-
-        fn send(&mut self, msg: Message) {
-            self.stream.write_all(&msg.encode().unwrap()).unwrap();
-        }
-    }
-
-    fn job_removed(job: &str) -> Message {
-        Message {
-            kind: SIGNAL,
-            serial: 100,
-            path: Some("/org/freedesktop/systemd1".into()),
-            interface: Some("org.freedesktop.systemd1.Manager".into()),
-            member: Some("JobRemoved".into()),
-            body: vec![
-                Value::U32(1),
-                Value::Path(job.into()),
-                Value::Str("a.scope".into()),
-                Value::Str("done".into()),
-            ],
-            ..Message::default()
-        }
+    fn job_removed(job: &str) -> Vec<u8> {
+        let args = fake::job_removed_args(job, "a.scope", "done");
+        fake::signal_bytes("/org/freedesktop/systemd1", MANAGER, "JobRemoved", args)
     }
 
     #[test]
     fn talks_to_a_fake_peer() {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let peer = thread::spawn(move || {
-            let mut peer = Peer { stream: theirs };
-            let uid = nix::unistd::geteuid().as_raw().to_string();
-            let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
-            assert_eq!(
-                peer.read_line(),
-                format!("\0AUTH EXTERNAL {hex}\r\n").into_bytes()
-            );
-            peer.stream
-                .write_all(b"OK 0123456789abcdef0123456789abcdef\r\n")
-                .unwrap();
-            assert_eq!(peer.read_line(), b"BEGIN\r\n");
+            let mut peer = fake::Peer::new(theirs);
+            peer.accept_auth();
 
             // A call whose reply comes after a signal, after a stale reply.
-            let call = peer.read_message();
-            assert_eq!(call.kind, METHOD_CALL);
-            assert_eq!(call.member.as_deref(), Some("StartTransientUnit"));
+            let call = peer.read_call();
+            assert_eq!(call.member, "StartTransientUnit");
             assert_eq!(
                 call.destination.as_deref(),
                 Some("org.freedesktop.systemd1")
             );
-            assert_eq!(call.body[0], Value::Str("a.scope".into()));
-            peer.send(job_removed("/org/freedesktop/systemd1/job/1"));
-            let reply = |reply_serial, body| Message {
-                kind: METHOD_RETURN,
-                serial: 101,
-                reply_serial: Some(reply_serial),
-                body,
-                ..Message::default()
-            };
-            peer.send(reply(call.serial + 1000, vec![]));
-            peer.send(reply(
-                call.serial,
+            assert_eq!(call.args, [Value::Str("a.scope".into())]);
+            peer.send_bytes(&job_removed("/org/freedesktop/systemd1/job/1"));
+            peer.reply_to(call.serial + 1000, vec![]);
+            peer.reply(
+                &call,
                 vec![Value::Path("/org/freedesktop/systemd1/job/1".into())],
-            ));
+            );
 
-            // An error reply.
-            let call = peer.read_message();
-            peer.send(Message {
-                kind: ERROR,
-                serial: 102,
-                reply_serial: Some(call.serial),
-                error_name: Some("org.freedesktop.systemd1.NoSuchUnit".into()),
-                body: vec![Value::Str("Unit b.scope not loaded.".into())],
-                ..Message::default()
-            });
+            let call = peer.read_call();
+            peer.error(
+                &call,
+                "org.freedesktop.systemd1.NoSuchUnit",
+                "Unit b.scope not loaded.",
+            );
             // A signal sent in pieces.
-            let bytes = job_removed("/org/freedesktop/systemd1/job/2")
-                .encode()
-                .unwrap();
-            peer.stream.write_all(&bytes[..10]).unwrap();
+            let bytes = job_removed("/org/freedesktop/systemd1/job/2");
+            peer.send_bytes(&bytes[..10]);
             thread::sleep(Duration::from_millis(50));
-            peer.stream.write_all(&bytes[10..]).unwrap();
+            peer.send_bytes(&bytes[10..]);
             peer.read_exact(1); // hold the socket open until the client is done
         });
 
@@ -1304,9 +1281,9 @@ mod tests {
     fn a_rejected_authentication_is_an_error() {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let peer = thread::spawn(move || {
-            let mut peer = Peer { stream: theirs };
+            let mut peer = fake::Peer::new(theirs);
             peer.read_line();
-            peer.stream.write_all(b"REJECTED EXTERNAL\r\n").unwrap();
+            peer.send_bytes(b"REJECTED EXTERNAL\r\n");
         });
         let err = Connection::authenticate(ours, Instant::now() + Duration::from_secs(10))
             .err()
@@ -1339,5 +1316,138 @@ mod tests {
             err.to_string().contains("/nonexistent/ferrum-dbus"),
             "{err}"
         );
+    }
+}
+
+/// A fake D-Bus peer, systemd's end of a connection, for the tests here and
+/// in the client.
+#[cfg(test)]
+pub(crate) mod fake {
+    use super::*;
+
+    /// A method call as the peer received it.
+    pub struct Call {
+        pub serial: u32,
+        pub path: String,
+        pub interface: String,
+        pub member: String,
+        pub destination: Option<String>,
+        pub args: Vec<Value>,
+    }
+
+    pub struct Peer {
+        stream: UnixStream,
+        serial: u32,
+    }
+
+    pub fn job_removed_args(job: &str, unit: &str, result: &str) -> Vec<Value> {
+        vec![
+            Value::U32(1),
+            Value::Path(job.into()),
+            Value::Str(unit.into()),
+            Value::Str(result.into()),
+        ]
+    }
+
+    pub fn signal_bytes(path: &str, interface: &str, member: &str, args: Vec<Value>) -> Vec<u8> {
+        let msg = Message {
+            kind: SIGNAL,
+            serial: 1,
+            path: Some(path.into()),
+            interface: Some(interface.into()),
+            member: Some(member.into()),
+            body: args,
+            ..Message::default()
+        };
+        msg.encode().unwrap()
+    }
+
+    impl Peer {
+        pub fn new(stream: UnixStream) -> Peer {
+            Peer {
+                stream,
+                serial: 1000,
+            }
+        }
+
+        pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+            let mut buf = vec![0; n];
+            self.stream.read_exact(&mut buf).unwrap();
+            buf
+        }
+
+        pub fn read_line(&mut self) -> Vec<u8> {
+            let mut line = Vec::new();
+            while !line.ends_with(b"\r\n") {
+                line.extend(self.read_exact(1));
+            }
+            line
+        }
+
+        pub fn send_bytes(&mut self, bytes: &[u8]) {
+            self.stream.write_all(bytes).unwrap();
+        }
+
+        /// Expect EXTERNAL authentication as our euid, then BEGIN; accept.
+        pub fn accept_auth(&mut self) {
+            let uid = nix::unistd::geteuid().as_raw().to_string();
+            let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(
+                self.read_line(),
+                format!("\0AUTH EXTERNAL {hex}\r\n").into_bytes()
+            );
+            assert_eq!(self.read_line(), b"BEGIN\r\n");
+            self.send_bytes(b"OK 0123456789abcdef0123456789abcdef\r\n");
+        }
+
+        pub fn read_call(&mut self) -> Call {
+            let mut bytes = self.read_exact(16);
+            let len = message_len(&bytes).unwrap();
+            bytes.extend(self.read_exact(len - 16));
+            let msg = Message::decode(&bytes).unwrap();
+            assert_eq!(msg.kind, METHOD_CALL);
+            Call {
+                serial: msg.serial,
+                path: msg.path.unwrap(),
+                interface: msg.interface.unwrap(),
+                member: msg.member.unwrap(),
+                destination: msg.destination,
+                args: msg.body,
+            }
+        }
+
+        fn send(&mut self, mut msg: Message) {
+            self.serial += 1;
+            msg.serial = self.serial;
+            self.send_bytes(&msg.encode().unwrap());
+        }
+
+        pub fn reply_to(&mut self, serial: u32, args: Vec<Value>) {
+            let kind = METHOD_RETURN;
+            self.send(Message {
+                kind,
+                reply_serial: Some(serial),
+                body: args,
+                ..Message::default()
+            });
+        }
+
+        pub fn reply(&mut self, call: &Call, args: Vec<Value>) {
+            self.reply_to(call.serial, args);
+        }
+
+        pub fn error(&mut self, call: &Call, name: &str, message: &str) {
+            self.send(Message {
+                kind: ERROR,
+                reply_serial: Some(call.serial),
+                error_name: Some(name.into()),
+                body: vec![Value::Str(message.into())],
+                ..Message::default()
+            });
+        }
+
+        pub fn signal(&mut self, path: &str, interface: &str, member: &str, args: Vec<Value>) {
+            self.send_bytes(&signal_bytes(path, interface, member, args));
+        }
     }
 }
