@@ -10,9 +10,6 @@ use super::dbus::{self, Connection, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Where systemd listens for direct connections from root.
-pub const DEFAULT_SOCKET: &str = "/run/systemd/private";
-
 const DESTINATION: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
@@ -90,7 +87,7 @@ fn unexpected<T>(reply: &[Value]) -> dbus::Result<T> {
 }
 
 impl Systemd {
-    /// Connect to the manager at `socket` (usually [`DEFAULT_SOCKET`]).
+    /// Connect to the manager at `socket` (`/run/systemd/private`: root only).
     pub fn connect(socket: &Path) -> Result<Systemd> {
         let deadline = Instant::now() + TIMEOUT;
         let wrap = |source| Error::Connect {
@@ -148,7 +145,8 @@ impl Systemd {
         };
         loop {
             let signal = self.conn.next_signal(deadline).map_err(wrap)?;
-            if signal.interface != MANAGER || signal.member != "JobRemoved" {
+            let (path, interface) = (signal.path.as_str(), signal.interface.as_str());
+            if (path, interface, signal.member.as_str()) != (MANAGER_PATH, MANAGER, "JobRemoved") {
                 continue;
             }
             if let [Value::U32(_), Value::Path(removed), Value::Str(_), Value::Str(result)] =
