@@ -13,7 +13,6 @@ mod hugetlb;
 mod oom;
 mod resources;
 mod stats;
-mod systemd;
 mod unified;
 
 use crate::error::{Error, Result};
