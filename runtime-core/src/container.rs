@@ -1,7 +1,8 @@
 //! The container as the caller sees it: create (init set up and waiting),
 //! start, signal, delete, and load from disk after a restart.
 
-use crate::cgroup::Cgroup;
+use crate::cgroup::systemd::{self, UnitPath};
+use crate::cgroup::{Cgroup, CgroupDriver};
 use crate::channel::Channel;
 use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind, HookState};
@@ -30,6 +31,7 @@ pub struct CreateOptions {
     pub state_root: PathBuf,
     pub stdio: Stdio,
     pub setup: SetupOptions,
+    pub cgroup_driver: CgroupDriver,
 }
 
 /// How init sets the container up, beyond the spec: runc's options of the same names.
@@ -77,10 +79,11 @@ fn valid_id(id: &str) -> Result<()> {
     }
 }
 
-/// Undo a half-made container: kill init, drop its cgroup and state.
+/// Undo a half-made container: kill init, drop its cgroup (and unit) and state.
 struct CreateGuard {
     pid: Option<i32>,
     cgroup: Option<Cgroup>,
+    unit: Option<String>,
     dir: Option<PathBuf>,
 }
 
@@ -88,6 +91,7 @@ impl CreateGuard {
     fn disarm(mut self) {
         self.pid = None;
         self.cgroup = None;
+        self.unit = None;
         self.dir = None;
     }
 }
@@ -100,6 +104,11 @@ impl Drop for CreateGuard {
         }
         if let Some(cg) = &self.cgroup {
             cg.kill_all(Duration::from_secs(2));
+        }
+        if let Some(unit) = &self.unit {
+            let _ = systemd::stop(unit);
+        }
+        if let Some(cg) = &self.cgroup {
             let _ = cg.remove();
         }
         if let Some(dir) = &self.dir {
@@ -122,9 +131,15 @@ impl Container {
         }
         let ns = Namespaces::from_spec(&spec);
         let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
-        let cgroup = Cgroup::resolve(cgroups_path.as_deref(), id);
-        let mut guard = CreateGuard { pid: None, cgroup: None, dir: Some(dir.clone()) };
-        let cgroup = cgroup?;
+        // Checked before anything runs; a systemd unit needs the init's pid.
+        let placement = match opts.cgroup_driver {
+            CgroupDriver::Cgroupfs => Cgroup::resolve(cgroups_path.as_deref(), id).map(Placement::Cgroupfs),
+            CgroupDriver::Systemd => UnitPath::parse(cgroups_path.as_deref(), id)
+                .map(Placement::Systemd)
+                .map_err(|reason| Error::InvalidSpec { bundle: bundle.into(), reason }),
+        };
+        let mut guard = CreateGuard { pid: None, cgroup: None, unit: None, dir: Some(dir.clone()) };
+        let placement = placement?;
         let rootfs = spec::rootfs_path(bundle, &spec);
 
         let gated = ns.creates(LinuxNamespaceType::User);
@@ -142,13 +157,21 @@ impl Container {
             write_id_maps(id, child.pid, &spec)?;
         }
         child.release().ctx(id, || "release init".into())?;
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        let (cgroup, mut warnings) = match placement {
+            Placement::Cgroupfs(cgroup) => (cgroup, Vec::new()),
+            Placement::Systemd(path) => {
+                // The unit starts with init in it and systemd's share of the limits.
+                guard.unit = Some(path.unit.clone());
+                systemd::start(&path, child.pid, resources, id)?
+            }
+        };
         guard.cgroup = Some(cgroup.clone());
         cgroup.create()?;
         // Limits before the process is in: it never runs unconstrained.
-        let mut warnings = match spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-            Some(r) => cgroup.apply(r)?,
-            None => Vec::new(),
-        };
+        if let Some(r) = resources {
+            warnings.extend(cgroup.apply(r)?);
+        }
         cgroup.add(child.pid)?;
 
         let runtime_hooks = |pid: i32| {
@@ -181,6 +204,7 @@ impl Container {
             pid_start: proc_stat::start_time(child.pid).ctx(id, || format!("read start time of {}", child.pid))?,
             status: Status::Created,
             cgroups: cgroup.dirs().to_vec(),
+            systemd_unit: guard.unit.clone(),
         };
         state.save(&dir).ctx(id, || format!("save state in {}", dir.display()))?;
         guard.disarm();
@@ -238,7 +262,7 @@ impl Container {
         let mut child =
             spawn_in_pid_namespace(pidns.as_ref(), 0, &stdio, false).ctx(id, || "start exec process".into())?;
         drop(stdio);
-        let guard = CreateGuard { pid: Some(child.pid), cgroup: None, dir: None };
+        let guard = CreateGuard { pid: Some(child.pid), cgroup: None, unit: None, dir: None };
         if let Some(list) = process.exec_cpu_affinity().as_ref().and_then(|a| a.initial().as_deref()) {
             let cpus = crate::affinity::parse_cpu_list(list)
                 .map_err(|e| Error::Init { id: id.clone(), message: format!("process.execCPUAffinity.initial: {e}") })?;
@@ -267,7 +291,12 @@ impl Container {
     /// Apply new resources to the running container (Task.Update). Returns
     /// warnings about what could not be applied.
     pub fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<Vec<String>> {
-        self.cgroup().apply(resources)
+        let mut warnings = match &self.state.systemd_unit {
+            Some(unit) => systemd::update(unit, resources)?,
+            None => Vec::new(),
+        };
+        warnings.extend(self.cgroup().apply(resources)?);
+        Ok(warnings)
     }
 
     /// Usage figures of the container's cgroup.
@@ -316,9 +345,10 @@ impl Container {
         }
     }
 
-    /// Remove the container: whatever still runs in it is killed, its cgroup and
-    /// state are removed, then the poststop hooks run. Reaping stays with the
-    /// caller. Returns the hooks' failures, which the spec makes warnings.
+    /// Remove the container: whatever still runs in it is killed, its cgroup
+    /// (and systemd unit) and state are removed, then the poststop hooks run.
+    /// Reaping stays with the caller. Returns the hooks' failures, which the
+    /// spec makes warnings, and a unit systemd would not stop.
     pub fn delete(self) -> Result<Vec<String>> {
         if proc_stat::is_same_process(self.state.pid, self.state.pid_start) {
             // SAFETY: kill(2) of the verified init.
@@ -329,13 +359,20 @@ impl Container {
         // A frozen (paused) process only dies once thawed.
         let _ = cgroup.freeze(false);
         cgroup.kill_all(Duration::from_secs(5));
+        // systemd removes its own directories; the others are ours. A unit
+        // systemd cannot stop now (it is unreachable) goes once it is empty.
+        let mut warnings = Vec::new();
+        if let Some(Err(e)) = self.state.systemd_unit.as_deref().map(systemd::stop) {
+            warnings.push(e.to_string());
+        }
         cgroup.remove()?;
         std::fs::remove_dir_all(&self.dir).ctx(&self.state.id, || format!("remove {}", self.dir.display()))?;
         // The bundle may be gone already (a `shim delete` long after): then
         // there is no spec, and no hook to run.
-        let Ok(spec) = spec::load_spec(&self.state.bundle) else { return Ok(Vec::new()) };
+        let Ok(spec) = spec::load_spec(&self.state.bundle) else { return Ok(warnings) };
         let state = HookState::new(&spec, &self.state.id, &self.state.bundle, "stopped", None);
-        Ok(run_hooks(HookKind::Poststop, &spec, &state, true).unwrap_or_else(|e| vec![e]))
+        warnings.extend(run_hooks(HookKind::Poststop, &spec, &state, true).unwrap_or_else(|e| vec![e]));
+        Ok(warnings)
     }
 
     /// The container as persisted by `create`, e.g. for `shim delete` after the
@@ -375,6 +412,12 @@ impl Container {
     pub fn pids(&self) -> Vec<i32> {
         self.cgroup().procs()
     }
+}
+
+/// Where the container's cgroup will be, known before its init exists.
+enum Placement {
+    Cgroupfs(Cgroup),
+    Systemd(UnitPath),
 }
 
 /// What init may ask of us while it sets up or starts: the runtime's hooks

@@ -34,6 +34,10 @@ pub enum Error {
         needed: &'static str,
     },
 
+    /// The systemd cgroup driver: systemd refused or could not be reached.
+    #[error("systemd unit {unit}: {message}")]
+    Systemd { unit: String, message: String },
+
     #[error("cgroup {path}: {what}: {source}")]
     Cgroup {
         path: PathBuf,

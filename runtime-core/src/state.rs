@@ -34,6 +34,9 @@ pub struct State {
     pub status: Status,
     /// The container's cgroup directories, one per hierarchy.
     pub cgroups: Vec<PathBuf>,
+    /// The systemd unit holding them, with the systemd cgroup driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
 }
 
 pub(crate) fn state_file(dir: &Path) -> PathBuf {

@@ -108,11 +108,6 @@ impl RuntimeOptions {
             ("CriuWorkPath", !self.criu_work_path.is_empty(), "checkpoint/restore is not implemented"),
             ("TaskApiAddress", !self.task_api_address.is_empty(), "ferrum serves the Task API itself"),
             ("TaskApiVersion", self.task_api_version != 0, "ferrum serves the Task API itself"),
-            (
-                "SystemdCgroup",
-                self.systemd_cgroup,
-                "runtime-core has no systemd cgroup driver yet; use the cgroupfs driver (SystemdCgroup = false)",
-            ),
         ];
         if let Some((key, _, why)) = refused.iter().find(|(_, set, _)| *set) {
             return Err(err(format!("{key} is set, but {why}")));
@@ -141,6 +136,13 @@ impl RuntimeOptions {
         let root = self.state_root(namespace);
         std::fs::write(&file, root.as_os_str().as_encoded_bytes())
             .map_err(|e| err(format!("write {}: {e}", file.display())))
+    }
+
+    pub fn cgroup_driver(&self) -> runtime_core::cgroup::CgroupDriver {
+        match self.systemd_cgroup {
+            true => runtime_core::cgroup::CgroupDriver::Systemd,
+            false => runtime_core::cgroup::CgroupDriver::Cgroupfs,
+        }
     }
 
     /// The owner to give the stdio handed to processes, when one is asked for.
@@ -311,11 +313,16 @@ mod tests {
     }
 
     #[test]
+    fn systemd_cgroup_picks_the_driver() {
+        let got = RuntimeOptions::from_any(&runtime_options_any("", "SystemdCgroup = true")).unwrap();
+        assert_eq!(got.cgroup_driver(), runtime_core::cgroup::CgroupDriver::Systemd);
+        assert_eq!(RuntimeOptions::default().cgroup_driver(), runtime_core::cgroup::CgroupDriver::Cgroupfs);
+    }
+
+    #[test]
     fn unknown_and_refused_keys_are_named() {
         let e = RuntimeOptions::from_any(&runtime_options_any("", "Frobnicate = true")).unwrap_err().to_string();
         assert!(e.contains("Frobnicate") && e.contains("config_body"), "{e}");
-        let e = RuntimeOptions::from_any(&runtime_options_any("", "SystemdCgroup = true")).unwrap_err().to_string();
-        assert!(e.contains("SystemdCgroup") && e.contains("systemd"), "{e}");
         let e = RuntimeOptions::from_toml("BinaryName = \"runc\"", "x").unwrap_err().to_string();
         assert!(e.contains("BinaryName"), "{e}");
         let e = RuntimeOptions::from_toml("IoGid = 1\nIoUid = \"x\"", "x").unwrap_err().to_string();

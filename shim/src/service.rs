@@ -155,6 +155,7 @@ impl TaskService {
         crate::debug!(&req.id, "runtime options {options:?}");
         let state_root = options.state_root(&self.namespace);
         let setup = SetupOptions { no_pivot_root: options.no_pivot_root, no_new_keyring: options.no_new_keyring };
+        let cgroup_driver = options.cgroup_driver();
         let bundle = PathBuf::from(&req.bundle);
         options.remember_state_root(&bundle, &self.namespace).map_err(invalid)?;
         let (stdio, io) = if req.terminal {
@@ -176,7 +177,7 @@ impl TaskService {
                 mount_rootfs(&mounts, target)
                     .map_err(|e| status(Code::UNKNOWN, format!("container {id}: {e}")))?;
             }
-            Container::create(&id, &bundle, CreateOptions { state_root, stdio, setup })
+            Container::create(&id, &bundle, CreateOptions { state_root, stdio, setup, cgroup_driver })
                 .map(|c| (c, rootfs.clone()))
                 .map_err(|e| {
                     if let Some(target) = &rootfs {

@@ -129,7 +129,6 @@ fn bad_options_are_clear_errors_and_the_pod_shim_keeps_serving() {
     let cases = [
         ("unknown.toml", "Frobnicate = true\n", "Frobnicate"),
         ("type.toml", "IoGid = 1\nIoUid = \"nobody\"\n", "IoUid"),
-        ("systemd.toml", "SystemdCgroup = true\n", "SystemdCgroup"),
         ("runc.toml", "BinaryName = \"/usr/sbin/runc\"\n", "BinaryName"),
         ("cgroup.toml", "ShimCgroup = \"/no/such/ferrum-cgroup\"\n", "ShimCgroup"),
     ];

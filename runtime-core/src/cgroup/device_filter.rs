@@ -32,9 +32,9 @@ const BPF_F_ALLOW_MULTI: u32 = 2;
 // The context's access_type: (access << 16) | device type.
 const DEV_BLOCK: i32 = 1;
 const DEV_CHAR: i32 = 2;
-const ACC_MKNOD: u8 = 1;
-const ACC_READ: u8 = 2;
-const ACC_WRITE: u8 = 4;
+pub(super) const ACC_MKNOD: u8 = 1;
+pub(super) const ACC_READ: u8 = 2;
+pub(super) const ACC_WRITE: u8 = 4;
 const ACC_ALL: u8 = ACC_MKNOD | ACC_READ | ACC_WRITE;
 
 /// One rule: `kind` 'b' or 'c' (None: both), `None` numbers are wildcards.
@@ -98,6 +98,13 @@ fn parse_access(s: &str) -> u8 {
         'm' => acc | ACC_MKNOD,
         _ => acc,
     })
+}
+
+/// The spec's rules followed by runc's always-allowed devices, as every
+/// container gets them (whatever the cgroup version or driver).
+pub(super) fn with_runc_defaults(spec_rules: &[LinuxDeviceCgroup]) -> Vec<Rule> {
+    let defaults = super::resources::RUNC_ALLOWED_DEVICES.iter().filter_map(|r| Rule::parse_allow(r));
+    spec_rules.iter().map(Rule::from_spec).chain(defaults).collect()
 }
 
 /// The rules' net effect: whether unmatched accesses are allowed, and the
@@ -334,16 +341,7 @@ fn replace_filter(dir: &Path, rules: &[Rule]) -> io::Result<()> {
 impl Cgroup {
     /// The spec's rules plus runc's always-allowed devices as the v2 cgroup's filter.
     pub(super) fn apply_device_filter(&self, dir: &Path, spec_rules: &[LinuxDeviceCgroup]) -> Result<()> {
-        let rules: Vec<Rule> = spec_rules
-            .iter()
-            .map(Rule::from_spec)
-            .chain(
-                super::resources::RUNC_ALLOWED_DEVICES
-                    .iter()
-                    .filter_map(|r| Rule::parse_allow(r)),
-            )
-            .collect();
-        replace_filter(dir, &rules).map_err(cg_err(dir, "linux.resources.devices: attach the eBPF device filter"))
+        replace_filter(dir, &with_runc_defaults(spec_rules)).map_err(cg_err(dir, "linux.resources.devices: attach the eBPF device filter"))
     }
 }
 

@@ -13,6 +13,7 @@ mod hugetlb;
 mod oom;
 mod resources;
 mod stats;
+pub(crate) mod systemd;
 mod unified;
 
 use crate::error::{Error, Result};
@@ -25,6 +26,15 @@ pub use oom::OomWatcher;
 pub use block_io::{BlkioEntry, IoEntry};
 pub use hugetlb::HugetlbUsage;
 pub use stats::CgroupStats;
+
+/// Who makes the container's cgroup: we do, in cgroupfs, or systemd, as a
+/// transient unit (runc's `SystemdCgroup`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupDriver {
+    #[default]
+    Cgroupfs,
+    Systemd,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cgroup {
