@@ -47,6 +47,9 @@ pub struct Options {
     /// Run containerd (and so its shims and CNI plugins) in a network namespace
     /// of its own, so a CNI bridge and its routes never touch the host's.
     pub private_network: bool,
+    /// Run containerd — and so its shims and containers — inside the pid and
+    /// mount namespaces of this process: a [`crate::SystemdNode`]'s systemd.
+    pub node: Option<i32>,
 }
 
 impl Default for Options {
@@ -56,6 +59,7 @@ impl Default for Options {
             cri: false,
             extra_config: String::new(),
             private_network: false,
+            node: None,
         }
     }
 }
@@ -109,6 +113,7 @@ pub struct Env {
     containerd: Option<Child>,
     snapshotter: Option<Child>,
     private_network: bool,
+    node: Option<i32>,
 }
 
 impl Env {
@@ -130,6 +135,7 @@ impl Env {
             containerd: None,
             snapshotter: None,
             private_network: options.private_network,
+            node: options.node,
         };
         for dir in [&env.layout.tmp, &env.layout.fifo] {
             fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -184,7 +190,7 @@ impl Env {
     /// Stop containerd (SIGTERM, by PID) and start it again on the same root,
     /// state and sockets, as a node's containerd restarts under running tasks.
     pub fn restart_containerd(&mut self) -> Result<()> {
-        stop(&self.footprint, self.containerd.take(), "containerd");
+        self.stop_containerd();
         self.start_containerd()
     }
 
@@ -418,9 +424,24 @@ impl Env {
             .with_context(|| format!("writing {}", layout.config.display()))
     }
 
+    /// SIGTERM containerd — not the nsenter in front of it in a node — and wait.
+    fn stop_containerd(&mut self) {
+        let child = self.containerd.take();
+        let daemon = match (&child, self.node) {
+            (Some(c), Some(_)) => crate::procfs::first_child(c.id() as i32),
+            _ => None,
+        };
+        stop(&self.footprint, child, daemon, "containerd");
+    }
+
     fn start_containerd(&mut self) -> Result<()> {
         let log = log_file(&self.layout.containerd_log)?;
-        let mut command = if self.private_network {
+        let mut command = if let Some(node) = self.node {
+            // nsenter forks into the pid namespace and waits: containerd is its child.
+            let mut c = Command::new("nsenter");
+            c.args(["-t", &node.to_string(), "-m", "-p", "--"]).arg(&self.binaries.containerd);
+            c
+        } else if self.private_network {
             // util-linux's unshare execs containerd in the new namespace (no fork),
             // so the child's pid is containerd's.
             let mut c = Command::new("unshare");
@@ -500,25 +521,29 @@ impl Drop for Env {
             }
         }
         self.footprint.kill_tasks();
-        stop(&self.footprint, self.containerd.take(), "containerd");
+        self.stop_containerd();
         self.footprint.kill_shims();
-        stop(&self.footprint, self.snapshotter.take(), SNAPSHOTTER);
+        let snapshotter = self.snapshotter.take();
+        let pid = snapshotter.as_ref().map(|c| c.id() as i32);
+        stop(&self.footprint, snapshotter, pid, SNAPSHOTTER);
         self.footprint.remove_residue();
     }
 }
 
-/// SIGTERM, then SIGKILL after STOP_GRACE; always reaps.
-fn stop(footprint: &Footprint, child: Option<Child>, name: &str) {
+/// SIGTERM to `daemon` (the child itself, or the daemon nsenter started),
+/// then SIGKILL after STOP_GRACE; always reaps.
+fn stop(footprint: &Footprint, child: Option<Child>, daemon: Option<i32>, name: &str) {
     let Some(mut child) = child else { return };
-    let pid = child.id();
+    let pid = daemon.unwrap_or(child.id() as i32);
     if let Ok(Some(status)) = child.try_wait() {
         footprint.note(&format!("{name} pid {pid} had already exited: {status}"));
         return;
     }
-    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     let status = match wait_until(&mut child, Instant::now() + STOP_GRACE) {
         Some(status) => status.to_string(),
         None => {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
             format!("SIGKILLed after {STOP_GRACE:?}")

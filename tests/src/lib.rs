@@ -11,6 +11,7 @@ pub mod image;
 pub mod probe;
 mod procfs;
 pub mod spec_file;
+pub mod systemd_node;
 pub mod snapshot_bench;
 pub mod snapshots;
 
@@ -19,3 +20,4 @@ pub use cleanup::Footprint;
 pub use containerd::{Env, Options, FERRUM_RUNTIME, RUNC_RUNTIME};
 pub use ctr::CtrOutput;
 pub use spec_file::SpecFile;
+pub use systemd_node::SystemdNode;

@@ -119,6 +119,12 @@ pub(crate) fn bound_socket_paths(pid: i32) -> Vec<PathBuf> {
     paths.into_iter().collect()
 }
 
+/// The first child of `pid`, e.g. the program nsenter or unshare runs.
+pub(crate) fn first_child(pid: i32) -> Option<i32> {
+    let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -85,6 +85,8 @@ pub struct CriOptions {
     /// The pods' network. A bridge puts containerd in a network namespace of
     /// its own (where the bridge is made), so hostNetwork pods get that one.
     pub network: Network,
+    /// Run containerd inside a systemd node (`Options::node`).
+    pub node: Option<i32>,
 }
 
 pub struct CriEnv {
@@ -130,6 +132,7 @@ impl CriEnv {
                 cri: true,
                 extra_config: config::render(schema, &paths, &options.ferrum),
                 private_network: options.network == Network::Bridge,
+                node: options.node,
             })?;
             Ok::<_, anyhow::Error>((cni, state_roots, env))
         })();

@@ -1,0 +1,243 @@
+//! A systemd host for the systemd cgroup driver's tests, on a machine whose
+//! init is not systemd: systemd runs as PID 1 of private pid, mount, UTS, IPC
+//! and network namespaces, as in a systemd container (`container=ferrum`),
+//! below a cgroup of its own in every hierarchy. Its unit path holds a single
+//! empty target, so it starts nothing of the distribution's (no udev, no
+//! tmpfiles, no sysctl): it only manages cgroups, which is what the driver
+//! needs. containerd then runs inside it (`Options::node`), where
+//! `/run/systemd/private` is the node's, and so do the shims and containers.
+//!
+//! Drop kills systemd, which takes every process of its pid namespace (and
+//! the mounts of its mount namespace) with it, then removes its cgroups.
+
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct SystemdNode {
+    /// util-linux's unshare, parent of systemd.
+    unshare: Child,
+    /// systemd, in the host's pid namespace.
+    pid: i32,
+    dir: PathBuf,
+    /// The node's cgroup name, directly below each hierarchy's root.
+    cgroup: String,
+}
+
+/// The script that becomes systemd: private mounts of /run and /proc, then
+/// the node's own cgroup in every hierarchy (only the root one on pure v2).
+const BOOT: &str = r#"set -e
+mount --make-rprivate /
+mount -t tmpfs tmpfs /run
+mount -t proc proc /proc
+if [ -e /sys/fs/cgroup/cgroup.procs ]; then roots=/sys/fs/cgroup; else roots=$(ls -d /sys/fs/cgroup/*/); fi
+for root in $roots; do
+  [ -e "$root/cgroup.procs" ] || continue
+  mkdir -p "$root/$CGROUP"
+  # A new v1 cpuset cgroup has no cpus or mems, and takes no process until it does.
+  if [ -e "$root/cpuset.cpus" ] && [ ! -e "$root/cgroup.controllers" ]; then
+    cat "$root/cpuset.cpus" > "$root/$CGROUP/cpuset.cpus"
+    cat "$root/cpuset.mems" > "$root/$CGROUP/cpuset.mems"
+  fi
+  echo $$ > "$root/$CGROUP/cgroup.procs"
+done
+exec "$SYSTEMD" --unit=ferrum-node.target --log-target=console --show-status=no
+"#;
+
+impl SystemdNode {
+    /// Boot a node and wait until systemd answers on its private socket.
+    pub fn boot() -> Result<SystemdNode> {
+        let systemd = ["/usr/lib/systemd/systemd", "/lib/systemd/systemd"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .context("systemd is not installed (scripts/install-deps installs it)")?;
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "ferrum-node-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = PathBuf::from("/tmp").join(&name);
+        fs::create_dir_all(dir.join("units"))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        fs::write(
+            dir.join("units/ferrum-node.target"),
+            "[Unit]\nDescription=ferrum test node\n",
+        )?;
+        fs::write(dir.join("boot.sh"), BOOT)?;
+        let log = fs::File::create(dir.join("systemd.log"))?;
+        let unshare = Command::new("unshare")
+            .args([
+                "--pid",
+                "--mount",
+                "--uts",
+                "--ipc",
+                "--net",
+                "--fork",
+                "--kill-child",
+                "--",
+                "sh",
+            ])
+            .arg(dir.join("boot.sh"))
+            .env("CGROUP", &name)
+            .env("SYSTEMD", &systemd)
+            .env("container", "ferrum")
+            // Transient units are files too, read again on a reload: without
+            // their directory a reload would strip their properties.
+            .env(
+                "SYSTEMD_UNIT_PATH",
+                format!("{}:/run/systemd/transient", dir.join("units").display()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning unshare for the systemd node")?;
+        // From here on, dropping `node` cleans up.
+        let mut node = SystemdNode {
+            pid: 0,
+            unshare,
+            dir,
+            cgroup: name,
+        };
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = node.unshare.try_wait() {
+                bail!(
+                    "the systemd node exited with {status} while booting\n{}",
+                    node.log()
+                );
+            }
+            if node.pid == 0 {
+                // unshare's only child is the node's init.
+                node.pid = crate::procfs::first_child(node.unshare.id() as i32).unwrap_or(0);
+            }
+            if node.pid != 0 && node.path("/run/systemd/private").exists() {
+                let state = node.systemctl(&["is-system-running"]);
+                let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+                if state == "running" || state == "degraded" {
+                    return Ok(node);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the systemd node did not come up within {BOOT_TIMEOUT:?}\n{}",
+                    node.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// systemd's pid, in the host's pid namespace.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// `path` as the node sees it (through its root in /proc).
+    pub fn path(&self, path: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{path}", self.pid))
+    }
+
+    /// `systemctl ARGS…` inside the node.
+    pub fn systemctl(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args([
+                "-t",
+                &self.pid.to_string(),
+                "-m",
+                "-p",
+                "--",
+                "systemctl",
+                "--no-pager",
+            ])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running systemctl in the node: {e}"))
+    }
+
+    /// One property of a unit (`systemctl show -p NAME --value`).
+    pub fn unit_property(&self, unit: &str, property: &str) -> String {
+        let out = self.systemctl(&["show", "-p", property, "--value", unit]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The cgroup systemd gives the node itself, from each hierarchy's root.
+    pub fn cgroup(&self) -> String {
+        format!("/{}", self.cgroup)
+    }
+
+    /// The node's mounts (its mount namespace's) whose mount point is under `dir`.
+    pub fn mounts_under(&self, dir: &Path) -> Vec<String> {
+        let info = fs::read_to_string(format!("/proc/{}/mountinfo", self.pid)).unwrap_or_default();
+        info.lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|m| Path::new(m).starts_with(dir))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("systemd.log")).unwrap_or_default()
+    }
+
+    /// The node's cgroups in every hierarchy, children before parents.
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let roots: Vec<PathBuf> = if Path::new("/sys/fs/cgroup/cgroup.procs").exists() {
+            vec![PathBuf::from("/sys/fs/cgroup")]
+        } else {
+            fs::read_dir("/sys/fs/cgroup")
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        for root in roots {
+            post_order(&root.join(&self.cgroup), &mut out);
+        }
+        out
+    }
+}
+
+fn post_order(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            post_order(&e.path(), out);
+        }
+    }
+    out.push(dir.to_path_buf());
+}
+
+impl Drop for SystemdNode {
+    fn drop(&mut self) {
+        // SIGTERM would make systemd re-execute itself; SIGKILL of a pid
+        // namespace's init kills everything in it.
+        let _ = self.unshare.kill();
+        if self.pid != 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.unshare.wait();
+        for dir in self.cgroup_dirs() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while dir.exists() && fs::remove_dir(&dir).is_err() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+            if dir.exists() {
+                eprintln!("systemd node: cannot remove cgroup {}", dir.display());
+            }
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
