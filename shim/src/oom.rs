@@ -18,16 +18,26 @@ pub struct OomReporter {
 }
 
 impl OomReporter {
-    pub fn report(&self) {
-        for _ in 0..self.watcher.get_ref().new_kills() {
+    /// Publish the new kills; returns how many there were.
+    pub fn report(&self) -> u64 {
+        let kills = self.watcher.get_ref().new_kills();
+        for _ in 0..kills {
             crate::info!(&self.container_id, "OOM kill");
             self.publisher.publish(Event::Oom(TaskOOM {
                 container_id: self.container_id.clone(),
                 ..Default::default()
             }));
         }
+        kills
     }
 }
+
+/// On v1, after a wakeup without a new kill, look again this often, this many
+/// times: the eventfd fires as the cgroup hits OOM and the kill is counted
+/// just after, and with the systemd driver the cgroup (with its count) goes as
+/// soon as the victim's exit empties the scope — the look at exit may be late.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(2);
+const SETTLE_LOOKS: u32 = 10;
 
 /// Watches one container for as long as it lives.
 pub struct OomMonitor {
@@ -68,7 +78,11 @@ impl OomMonitor {
                 };
                 // Before the read: a wakeup arriving meanwhile makes it ready again.
                 ready.clear_ready();
-                watching.report();
+                let mut looks = if watching.watcher.get_ref().settles() { 0 } else { SETTLE_LOOKS };
+                while watching.report() == 0 && looks < SETTLE_LOOKS {
+                    tokio::time::sleep(SETTLE).await;
+                    looks += 1;
+                }
             }
         });
         Some(OomMonitor { reporter, task })

@@ -10,13 +10,23 @@
 //! The watcher is a non-blocking fd (an eventfd on v1, an inotify instance on
 //! v2) that a caller's event loop polls for readability: no thread per
 //! container.
+//!
+//! The counter must be read while the cgroup exists, and with the systemd
+//! driver it goes as soon as the victim's exit empties the scope — possibly
+//! before the caller gets to read it. The kernel counts a kill before it sends
+//! the SIGKILL, and on v2 an ancestor's memory.events counts its subtree's
+//! kills too: so v2 also watches the parent's counter, and once the cgroup is
+//! gone the parent's growth since the last look is ours — once: later growth
+//! is a sibling's. (A sibling killed in that same moment would be counted as
+//! ours too.) v1 has no such ancestor
+//! count: there the caller looks again shortly after a wakeup (`settles`).
 
 use super::{cg_err, Cgroup};
 use crate::error::Result;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub struct OomWatcher {
     /// Readable when the kernel may have counted a kill.
@@ -25,6 +35,10 @@ pub struct OomWatcher {
     counter: PathBuf,
     /// The counter's value already reported.
     reported: AtomicU64,
+    /// v2: the parent's memory.events, and its count at our last look.
+    parent: Option<(PathBuf, AtomicU64)>,
+    /// The cgroup was found gone and the parent's count taken.
+    gone: AtomicBool,
 }
 
 fn last_os_error(path: &Path, what: &str) -> crate::Error {
@@ -66,7 +80,7 @@ impl OomWatcher {
         let registration = format!("{} {}", efd.as_raw_fd(), control.as_raw_fd());
         std::fs::write(dir.join("cgroup.event_control"), registration)
             .map_err(cg_err(dir, "register for OOM notifications in cgroup.event_control"))?;
-        Ok(Self::with(efd, counter))
+        Ok(Self::with(efd, counter, None))
     }
 
     /// v2: inotify on memory.events, which the kernel marks modified on each change.
@@ -78,19 +92,30 @@ impl OomWatcher {
             dir,
             "inotify_init1",
         )?;
-        let path = std::ffi::CString::new(counter.as_os_str().as_encoded_bytes())
-            .map_err(|e| cg_err(dir, "watch memory.events")(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        // SAFETY: a valid inotify fd and a NUL-terminated path.
-        if unsafe { libc::inotify_add_watch(ifd.as_raw_fd(), path.as_ptr(), libc::IN_MODIFY) } < 0 {
-            return Err(last_os_error(dir, "watch memory.events"));
+        watch(&ifd, &counter)?;
+        // The root cgroup has no memory.events.
+        let parent = dir.parent().map(|p| p.join("memory.events")).filter(|p| p.exists());
+        if let Some(p) = &parent {
+            // Each change there is a look here too, keeping our last look recent.
+            watch(&ifd, p)?;
         }
-        Ok(Self::with(ifd, counter))
+        Ok(Self::with(ifd, counter, parent))
     }
 
-    fn with(fd: OwnedFd, counter: PathBuf) -> OomWatcher {
+    fn with(fd: OwnedFd, counter: PathBuf, parent: Option<PathBuf>) -> OomWatcher {
         // Kills before the watch (a cgroupsPath shared with an earlier container) are not ours.
         let reported = AtomicU64::new(read_kills(&counter).unwrap_or(0));
-        OomWatcher { fd, counter, reported }
+        let parent = parent.map(|p| {
+            let seen = AtomicU64::new(read_kills(&p).unwrap_or(0));
+            (p, seen)
+        });
+        OomWatcher { fd, counter, reported, parent, gone: AtomicBool::new(false) }
+    }
+
+    /// Whether a wakeup may come before the kill is counted, so that the caller
+    /// should look again shortly (v1: its eventfd fires as the cgroup hits OOM).
+    pub fn settles(&self) -> bool {
+        self.counter.ends_with("memory.oom_control")
     }
 
     /// Consume the pending wakeups and return the kills not reported yet. Safe
@@ -98,8 +123,20 @@ impl OomWatcher {
     /// is returned once.
     pub fn new_kills(&self) -> u64 {
         self.drain();
-        // Once the cgroup is gone the file is too: nothing new.
-        let Some(now) = read_kills(&self.counter) else { return 0 };
+        let Some(now) = read_kills(&self.counter) else {
+            // The cgroup is gone: its last kills are in the parent's count.
+            let Some((path, seen)) = &self.parent else { return 0 };
+            if self.gone.swap(true, Ordering::AcqRel) {
+                return 0;
+            }
+            let Some(parent_now) = read_kills(path) else { return 0 };
+            return parent_now.saturating_sub(seen.fetch_max(parent_now, Ordering::AcqRel));
+        };
+        if let Some((path, seen)) = &self.parent {
+            if let Some(parent_now) = read_kills(path) {
+                seen.fetch_max(parent_now, Ordering::AcqRel);
+            }
+        }
         let before = self.reported.fetch_max(now, Ordering::AcqRel);
         now.saturating_sub(before)
     }
@@ -130,6 +167,18 @@ impl AsRawFd for OomWatcher {
 }
 
 /// The `oom_kill` line of memory.oom_control (v1) or memory.events (v2).
+/// Add `file` to the inotify instance, for modifications.
+fn watch(ifd: &OwnedFd, file: &Path) -> Result<()> {
+    let dir = file.parent().unwrap_or(file);
+    let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes())
+        .map_err(|e| cg_err(dir, "watch memory.events")(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    // SAFETY: a valid inotify fd and a NUL-terminated path.
+    if unsafe { libc::inotify_add_watch(ifd.as_raw_fd(), path.as_ptr(), libc::IN_MODIFY) } < 0 {
+        return Err(last_os_error(dir, "watch memory.events"));
+    }
+    Ok(())
+}
+
 fn read_kills(file: &Path) -> Option<u64> {
     parse_kills(&std::fs::read_to_string(file).ok()?)
 }
