@@ -236,6 +236,27 @@ impl Env {
         crate::ctr::command(&self.binaries.ctr, self.address(), self.namespace(), &self.layout.fifo, args)
     }
 
+    /// Run `action` while `ctr events` listens, and return what it returned
+    /// with the event lines that name `id`, in order.
+    pub fn events_of<T>(&self, id: &str, action: impl FnOnce() -> T) -> (T, Vec<String>) {
+        let mut events = self
+            .ctr_command(&["events"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning ctr events");
+        // `ctr events` subscribes asynchronously: give it a moment before, and
+        // the last events a moment to arrive after.
+        thread::sleep(Duration::from_millis(500));
+        let result = action();
+        thread::sleep(Duration::from_millis(500));
+        let _ = events.kill();
+        let out = events.wait_with_output().expect("reading ctr events");
+        let lines = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(id)).map(str::to_string).collect();
+        (result, lines)
+    }
+
     /// `ctr` with a terminal as its stdio (for `run -t`, `tasks exec -t`).
     pub fn ctr_in_terminal(&self, args: &[&str]) -> CtrOutput {
         run_ctr(

@@ -189,6 +189,18 @@ fn with_fifo_dir(args: &[&str], fifo_dir: &Path) -> Vec<String> {
     out
 }
 
+/// `ctr events` lines of one task (Env::events_of): exactly `kills` TaskOOM
+/// before its TaskExit, none after (one event per OOM kill, in order).
+pub fn assert_ooms_before_exit(events: &[String], kills: usize) {
+    let exit = events
+        .iter()
+        .position(|l| l.contains("/tasks/exit"))
+        .unwrap_or_else(|| panic!("no /tasks/exit:\n{events:#?}"));
+    let before = events[..exit].iter().filter(|l| l.contains("/tasks/oom")).count();
+    assert_eq!(before, kills, "not one /tasks/oom per OOM kill before the exit:\n{events:#?}");
+    assert!(!events[exit..].iter().any(|l| l.contains("/tasks/oom")), "a /tasks/oom after the exit:\n{events:#?}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,21 +188,105 @@ impl SystemdNode {
         fs::read_to_string(self.dir.join("systemd.log")).unwrap_or_default()
     }
 
-    /// The node's cgroups in every hierarchy, children before parents.
-    fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        let roots: Vec<PathBuf> = if Path::new("/sys/fs/cgroup/cgroup.procs").exists() {
-            vec![PathBuf::from("/sys/fs/cgroup")]
-        } else {
-            fs::read_dir("/sys/fs/cgroup")
-                .map(|d| d.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default()
-        };
-        let mut out = Vec::new();
+    /// Remove the node's cgroups below each hierarchy root in `roots`.
+    fn remove_cgroups(&self, roots: &[PathBuf]) {
+        let mut dirs = Vec::new();
         for root in roots {
-            post_order(&root.join(&self.cgroup), &mut out);
+            post_order(&root.join(&self.cgroup), &mut dirs);
         }
-        out
+        for dir in dirs {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while dir.exists() && fs::remove_dir(&dir).is_err() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+            if dir.exists() {
+                eprintln!("systemd node: cannot remove cgroup {}", dir.display());
+            }
+        }
     }
+
+    /// systemd mounts the v1 controllers this host leaves unmounted (here
+    /// net_cls,net_prio and perf_event) in the node, and the shims make the
+    /// node's cgroups there too. Such a hierarchy outlives the node's mount
+    /// namespace while it holds a cgroup, and one that /proc/self/cgroup lists
+    /// but nothing mounts breaks other cgroup users (runc's shim). Mount each,
+    /// remove the node's cgroups, unmount: unmounting an empty hierarchy ends it.
+    fn remove_unmounted_hierarchies(&self) {
+        let mounted = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mounted: Vec<Vec<&str>> = mounted
+            .lines()
+            .filter(|l| l.contains(" - cgroup "))
+            .filter_map(|l| l.split_whitespace().last())
+            .map(|opts| opts.split(',').collect())
+            .collect();
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let unmounted = own.lines().filter_map(|l| l.split(':').nth(1)).filter(|c| {
+            !c.is_empty()
+                && !mounted
+                    .iter()
+                    .any(|opts| c.split(',').all(|one| opts.contains(&one)))
+        });
+        let at = self.dir.join("hierarchy");
+        for controllers in unmounted.map(str::to_string).collect::<Vec<_>>() {
+            let options = if controllers.starts_with("name=") {
+                format!("none,{controllers}")
+            } else {
+                controllers
+            };
+            let _ = fs::create_dir_all(&at);
+            let mount = Command::new("mount")
+                .args(["-t", "cgroup", "-o", &options, "none"])
+                .arg(&at)
+                .status();
+            if !mount.is_ok_and(|s| s.success()) {
+                eprintln!("systemd node: cannot mount the {options} hierarchy to clean it");
+                continue;
+            }
+            self.remove_cgroups(std::slice::from_ref(&at));
+            // Removed cgroups linger a moment as children, and an unmount then
+            // leaves the hierarchy be: once they are gone, mount and unmount
+            // again. (Another node's systemd may still hold it: that node ends it.)
+            let first = options.split(',').next().unwrap_or_default().to_string();
+            let _ = Command::new("umount").arg(&at).status();
+            for _ in 0..3 {
+                let deadline = Instant::now() + Duration::from_millis(500);
+                while hierarchy_alive(&first) && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                if !hierarchy_alive(&first) {
+                    break;
+                }
+                let _ = Command::new("mount")
+                    .args(["-t", "cgroup", "-o", &options, "none"])
+                    .arg(&at)
+                    .status();
+                let _ = Command::new("umount").arg(&at).status();
+            }
+            if hierarchy_alive(&first) {
+                eprintln!("systemd node: the {options} hierarchy outlived the node");
+            }
+        }
+    }
+}
+
+/// Whether /proc/cgroups puts `controller` in a hierarchy (a named one is
+/// not listed there: assumed gone).
+fn hierarchy_alive(controller: &str) -> bool {
+    let table = fs::read_to_string("/proc/cgroups").unwrap_or_default();
+    table.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 1 && f[0] == controller && f[1] != "0"
+    })
+}
+
+/// Every hierarchy root the host mounts: the v1 ones and hybrid's unified, or the v2 root.
+fn hierarchy_roots() -> Vec<PathBuf> {
+    if Path::new("/sys/fs/cgroup/cgroup.procs").exists() {
+        return vec![PathBuf::from("/sys/fs/cgroup")];
+    }
+    fs::read_dir("/sys/fs/cgroup")
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
 }
 
 fn post_order(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -229,15 +313,8 @@ impl Drop for SystemdNode {
             );
         }
         let _ = self.unshare.wait();
-        for dir in self.cgroup_dirs() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while dir.exists() && fs::remove_dir(&dir).is_err() && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(20));
-            }
-            if dir.exists() {
-                eprintln!("systemd node: cannot remove cgroup {}", dir.display());
-            }
-        }
+        self.remove_cgroups(&hierarchy_roots());
+        self.remove_unmounted_hierarchies();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use ferrum_tests::cri::api::{LinuxContainerResources, UpdateContainerResourcesRequest};
 use ferrum_tests::cri::{CriEnv, CriOptions, FerrumHandler, Handler};
+use ferrum_tests::ctr::assert_ooms_before_exit;
 use ferrum_tests::{Env, Options, SystemdNode, FERRUM_RUNTIME};
 
 const GRACE: Duration = Duration::from_secs(5);
@@ -317,6 +318,45 @@ fn kubernetes_slices_and_shim_delete_after_a_kill() {
     n.assert_gone(unit, &group);
 }
 
+/// An OOM kill in a scope is one TaskOOM before the exit, as with cgroupfs:
+/// systemd dropping the empty scope's cgroup right after must not lose it.
+#[test]
+fn an_oom_kill_in_a_scope_is_one_event() {
+    let n = Node::boot();
+    let allocate = "x=0123456789abcdef; while :; do x=$x$x; done";
+    let options = n.systemd_options.as_str();
+    let flags = [
+        "--rm",
+        "--runtime-config-path",
+        options,
+        "--cgroup",
+        "system.slice:ferrum:o1",
+        "--memory-limit",
+        "33554432",
+    ];
+    let (run, events) = n.env.events_of("o1", || {
+        n.env.run_on(
+            FERRUM_RUNTIME,
+            &flags,
+            &n.image,
+            "o1",
+            &["sh", "-c", allocate],
+        )
+    });
+    assert_eq!(run.status, Some(137), "not killed by the OOM killer: {run}");
+    assert_ooms_before_exit(&events, 1);
+    assert_eq!(
+        n.property("ferrum-o1.scope", "LoadState"),
+        "not-found",
+        "the unit outlived its container"
+    );
+    assert_eq!(
+        n.env.leftovers_after(GRACE),
+        Vec::<String>::new(),
+        "left behind"
+    );
+}
+
 /// Paths the driver cannot use and a unit systemd refuses fail that one
 /// container, named; the pod's shim goes on serving.
 #[test]
@@ -446,9 +486,10 @@ fn a_cri_pod_of_a_systemd_kubelet() {
         assert_eq!(group, format!("{parent}/{unit}"));
         groups.push(group);
     }
-    // The container's processes are in its scope.
-    let cgroups = cri.exec_ok(&app, &["cat", "/proc/self/cgroup"]);
-    assert!(cgroups.lines().any(|l| l.ends_with(&units[1])), "{cgroups}");
+    // The container's processes are in its scope (seen from the host: on v2
+    // the CRI gives containers a cgroup namespace, where it is "/").
+    let procs = cgroup_file(&groups[1], "pids", "cgroup.procs");
+    assert!(!procs.is_empty(), "nothing runs in {}", groups[1]);
 
     let request = UpdateContainerResourcesRequest {
         container_id: app.clone(),
