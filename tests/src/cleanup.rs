@@ -288,7 +288,8 @@ fn thaw(dir: &Path) {
     let _ = fs::write(dir.join("cgroup.freeze"), "0");
 }
 
-fn collect_dirs_post_order(dir: &Path, out: &mut Vec<PathBuf>) {
+/// `dir` and the directories below it, children before parents.
+pub(crate) fn collect_dirs_post_order(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };

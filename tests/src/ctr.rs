@@ -235,15 +235,19 @@ mod tests {
 
     fn run_fake(name: &str, body: &str, timeout: Duration) -> CtrOutput {
         let ctr = fake_ctr(name, body);
-        let out = run_ctr(
-            Terminal::No,
-            &ctr,
-            Path::new("/sock"),
-            "ns",
-            Path::new("/fifo"),
-            &["version"],
-            timeout,
-        );
+        let run = || {
+            run_ctr(Terminal::No, &ctr, Path::new("/sock"), "ns", Path::new("/fifo"), &["version"], timeout)
+        };
+        // Another test thread forking while the script was open for writing
+        // holds it open until that child execs: exec then fails with ETXTBSY.
+        let mut out = run();
+        for _ in 0..20 {
+            if !out.stderr.contains("Text file busy") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            out = run();
+        }
         std::fs::remove_file(ctr).unwrap();
         out
     }

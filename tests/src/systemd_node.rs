@@ -15,10 +15,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Nodes of this process alive (booting, running or being dropped): the last
+/// one to go cleans the hierarchies nodes make that the host does not mount.
+static LIVE: Mutex<usize> = Mutex::new(0);
 
 pub struct SystemdNode {
     /// util-linux's unshare, parent of systemd.
@@ -32,10 +37,26 @@ pub struct SystemdNode {
 
 /// The script that becomes systemd: private mounts of /run and /proc, then
 /// the node's own cgroup in every hierarchy (only the root one on pure v2).
+///
+/// On v1, systemd makes mount points and symlinks in the /sys/fs/cgroup tmpfs
+/// and remounts it read-only: done to the host's tmpfs (this mount table is a
+/// copy, the superblock is the same) that would change the host. So the node
+/// gets a tmpfs of its own, with the host's hierarchies bound into it.
 const BOOT: &str = r#"set -e
 mount --make-rprivate /
 mount -t tmpfs tmpfs /run
 mount -t proc proc /proc
+if [ ! -e /sys/fs/cgroup/cgroup.procs ]; then
+  mkdir /run/host-cgroup
+  mount --rbind /sys/fs/cgroup /run/host-cgroup
+  mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup
+  for h in /run/host-cgroup/*; do
+    if mountpoint -q "$h"; then
+      mkdir "/sys/fs/cgroup/${h##*/}" && mount --bind "$h" "/sys/fs/cgroup/${h##*/}"
+    fi
+  done
+  umount -l /run/host-cgroup && rmdir /run/host-cgroup
+fi
 if [ -e /sys/fs/cgroup/cgroup.procs ]; then roots=/sys/fs/cgroup; else roots=$(ls -d /sys/fs/cgroup/*/); fi
 for root in $roots; do
   [ -e "$root/cgroup.procs" ] || continue
@@ -73,6 +94,7 @@ impl SystemdNode {
         )?;
         fs::write(dir.join("boot.sh"), BOOT)?;
         let log = fs::File::create(dir.join("systemd.log"))?;
+        *live() += 1;
         let unshare = Command::new("unshare")
             .args([
                 "--pid",
@@ -99,6 +121,7 @@ impl SystemdNode {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
+            .inspect_err(|_| *live() -= 1)
             .context("spawning unshare for the systemd node")?;
         // From here on, dropping `node` cleans up.
         let mut node = SystemdNode {
@@ -192,79 +215,93 @@ impl SystemdNode {
     fn remove_cgroups(&self, roots: &[PathBuf]) {
         let mut dirs = Vec::new();
         for root in roots {
-            post_order(&root.join(&self.cgroup), &mut dirs);
+            crate::cleanup::collect_dirs_post_order(&root.join(&self.cgroup), &mut dirs);
         }
-        for dir in dirs {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while dir.exists() && fs::remove_dir(&dir).is_err() && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(20));
-            }
-            if dir.exists() {
-                eprintln!("systemd node: cannot remove cgroup {}", dir.display());
-            }
-        }
+        remove_all(&dirs);
     }
+}
 
-    /// systemd mounts the v1 controllers this host leaves unmounted (here
-    /// net_cls,net_prio and perf_event) in the node, and the shims make the
-    /// node's cgroups there too. Such a hierarchy outlives the node's mount
-    /// namespace while it holds a cgroup, and one that /proc/self/cgroup lists
-    /// but nothing mounts breaks other cgroup users (runc's shim). Mount each,
-    /// remove the node's cgroups, unmount: unmounting an empty hierarchy ends it.
-    fn remove_unmounted_hierarchies(&self) {
-        let mounted = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mounted: Vec<Vec<&str>> = mounted
-            .lines()
-            .filter(|l| l.contains(" - cgroup "))
-            .filter_map(|l| l.split_whitespace().last())
-            .map(|opts| opts.split(',').collect())
-            .collect();
-        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        let unmounted = own.lines().filter_map(|l| l.split(':').nth(1)).filter(|c| {
+fn live() -> std::sync::MutexGuard<'static, usize> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// systemd mounts the v1 controllers this host leaves unmounted (here
+/// net_cls,net_prio and perf_event) in a node, and runc and the shims make
+/// cgroups there — runc at the root, as systemd's PID 1 is there. Such a
+/// hierarchy outlives the nodes while it holds a cgroup, and one that
+/// /proc/self/cgroup lists but nothing mounts breaks other cgroup users (runc's
+/// shim). With no node left, mount each, remove every cgroup in it and
+/// unmount: unmounting an empty hierarchy ends it.
+fn remove_unmounted_hierarchies(at: &Path) {
+    let mounted = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounted: Vec<Vec<&str>> = mounted
+        .lines()
+        .filter(|l| l.contains(" - cgroup "))
+        .filter_map(|l| l.split_whitespace().last())
+        .map(|opts| opts.split(',').collect())
+        .collect();
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let unmounted: Vec<String> = own
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .filter(|c| {
             !c.is_empty()
                 && !mounted
                     .iter()
                     .any(|opts| c.split(',').all(|one| opts.contains(&one)))
-        });
-        let at = self.dir.join("hierarchy");
-        for controllers in unmounted.map(str::to_string).collect::<Vec<_>>() {
-            let options = if controllers.starts_with("name=") {
-                format!("none,{controllers}")
-            } else {
-                controllers
-            };
-            let _ = fs::create_dir_all(&at);
-            let mount = Command::new("mount")
+        })
+        .map(str::to_string)
+        .collect();
+    for controllers in unmounted {
+        let options = if controllers.starts_with("name=") {
+            format!("none,{controllers}")
+        } else {
+            controllers
+        };
+        let _ = fs::create_dir_all(at);
+        let mount = || {
+            Command::new("mount")
                 .args(["-t", "cgroup", "-o", &options, "none"])
-                .arg(&at)
-                .status();
-            if !mount.is_ok_and(|s| s.success()) {
-                eprintln!("systemd node: cannot mount the {options} hierarchy to clean it");
-                continue;
+                .arg(at)
+                .status()
+        };
+        if !mount().is_ok_and(|s| s.success()) {
+            eprintln!("systemd node: cannot mount the {options} hierarchy to clean it");
+            continue;
+        }
+        let mut dirs = Vec::new();
+        crate::cleanup::collect_dirs_post_order(at, &mut dirs);
+        dirs.pop(); // the root itself
+        remove_all(&dirs);
+        // Removed cgroups linger a moment as children, and an unmount then
+        // leaves the hierarchy be: once they are gone, mount and unmount again.
+        let first = options.split(',').next().unwrap_or_default().to_string();
+        let _ = Command::new("umount").arg(at).status();
+        for _ in 0..3 {
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while hierarchy_alive(&first) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
             }
-            self.remove_cgroups(std::slice::from_ref(&at));
-            // Removed cgroups linger a moment as children, and an unmount then
-            // leaves the hierarchy be: once they are gone, mount and unmount
-            // again. (Another node's systemd may still hold it: that node ends it.)
-            let first = options.split(',').next().unwrap_or_default().to_string();
-            let _ = Command::new("umount").arg(&at).status();
-            for _ in 0..3 {
-                let deadline = Instant::now() + Duration::from_millis(500);
-                while hierarchy_alive(&first) && Instant::now() < deadline {
-                    thread::sleep(Duration::from_millis(20));
-                }
-                if !hierarchy_alive(&first) {
-                    break;
-                }
-                let _ = Command::new("mount")
-                    .args(["-t", "cgroup", "-o", &options, "none"])
-                    .arg(&at)
-                    .status();
-                let _ = Command::new("umount").arg(&at).status();
+            if !hierarchy_alive(&first) || !mount().is_ok_and(|s| s.success()) {
+                break;
             }
-            if hierarchy_alive(&first) {
-                eprintln!("systemd node: the {options} hierarchy outlived the node");
-            }
+            let _ = Command::new("umount").arg(at).status();
+        }
+        if hierarchy_alive(&first) {
+            eprintln!("systemd node: the {options} hierarchy outlived the nodes");
+        }
+    }
+}
+
+/// rmdir each of `dirs` (children first), waiting a moment for busy ones.
+fn remove_all(dirs: &[PathBuf]) {
+    for dir in dirs {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while dir.exists() && fs::remove_dir(dir).is_err() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if dir.exists() {
+            eprintln!("systemd node: cannot remove cgroup {}", dir.display());
         }
     }
 }
@@ -280,25 +317,13 @@ fn hierarchy_alive(controller: &str) -> bool {
 }
 
 /// Every hierarchy root the host mounts: the v1 ones and hybrid's unified, or the v2 root.
-fn hierarchy_roots() -> Vec<PathBuf> {
+pub fn hierarchy_roots() -> Vec<PathBuf> {
     if Path::new("/sys/fs/cgroup/cgroup.procs").exists() {
         return vec![PathBuf::from("/sys/fs/cgroup")];
     }
     fs::read_dir("/sys/fs/cgroup")
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
-}
-
-fn post_order(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            post_order(&e.path(), out);
-        }
-    }
-    out.push(dir.to_path_buf());
 }
 
 impl Drop for SystemdNode {
@@ -314,7 +339,12 @@ impl Drop for SystemdNode {
         }
         let _ = self.unshare.wait();
         self.remove_cgroups(&hierarchy_roots());
-        self.remove_unmounted_hierarchies();
+        let mut live = live();
+        *live -= 1;
+        if *live == 0 {
+            remove_unmounted_hierarchies(&self.dir.join("hierarchy"));
+        }
+        drop(live);
         let _ = fs::remove_dir_all(&self.dir);
     }
 }

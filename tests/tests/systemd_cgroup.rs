@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use ferrum_tests::cri::api::{LinuxContainerResources, UpdateContainerResourcesRequest};
 use ferrum_tests::cri::{CriEnv, CriOptions, FerrumHandler, Handler};
 use ferrum_tests::ctr::assert_ooms_before_exit;
-use ferrum_tests::{Env, Options, SystemdNode, FERRUM_RUNTIME};
+use ferrum_tests::systemd_node::hierarchy_roots;
+use ferrum_tests::{Env, Options, SystemdNode, FERRUM_RUNTIME, RUNC_RUNTIME};
 
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -70,20 +71,7 @@ impl Node {
     /// Nothing of the container is left: no unit, no cgroup in any hierarchy,
     /// no mount in the node's mount namespace, nothing the harness tracks.
     fn assert_gone(&self, unit: &str, group: &str) {
-        let deadline = Instant::now() + GRACE;
-        while self.property(unit, "LoadState") != "not-found" && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert_eq!(
-            self.property(unit, "LoadState"),
-            "not-found",
-            "{unit} is still loaded"
-        );
-        assert_eq!(
-            cgroups_left(group),
-            Vec::<PathBuf>::new(),
-            "cgroups left behind"
-        );
+        assert_unit_gone(&self.node, unit, group);
         assert_eq!(
             self.node.mounts_under(self.env.root_dir()),
             Vec::<String>::new(),
@@ -101,21 +89,28 @@ fn pure_v2() -> bool {
     Path::new("/sys/fs/cgroup/cgroup.procs").exists()
 }
 
-/// Every hierarchy's root: the v1 controllers and hybrid's unified, or the v2 root.
-fn hierarchies() -> Vec<PathBuf> {
-    if pure_v2() {
-        return vec![PathBuf::from("/sys/fs/cgroup")];
+/// systemd no longer knows `unit` (waiting a moment for its stop job) and
+/// its cgroup `group` has no directory left in any hierarchy.
+fn assert_unit_gone(node: &SystemdNode, unit: &str, group: &str) {
+    let deadline = Instant::now() + GRACE;
+    while node.unit_property(unit, "LoadState") != "not-found" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
-    std::fs::read_dir("/sys/fs/cgroup")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect()
+    assert_eq!(
+        node.unit_property(unit, "LoadState"),
+        "not-found",
+        "{unit} is still loaded"
+    );
+    assert_eq!(
+        cgroups_left(group),
+        Vec::<PathBuf>::new(),
+        "cgroups left behind"
+    );
 }
 
 /// The directories `group` still has, in any hierarchy.
 fn cgroups_left(group: &str) -> Vec<PathBuf> {
-    hierarchies()
+    hierarchy_roots()
         .into_iter()
         .map(|h| h.join(group.trim_start_matches('/')))
         .filter(|d| d.exists())
@@ -156,7 +151,8 @@ fn memory_limit(node: &SystemdNode, unit: &str, group: &str) -> (String, String)
     }
 }
 
-/// What a systemd reload could reset: memory, cpu and pids limits, devices.
+/// What a systemd reload could reset: memory, cpu and pids limits, devices
+/// (a list's lines sorted).
 fn limits_in_files(group: &str) -> Vec<String> {
     let files: &[(&str, &str)] = match pure_v2() {
         true => &[
@@ -175,7 +171,15 @@ fn limits_in_files(group: &str) -> Vec<String> {
     };
     files
         .iter()
-        .map(|(c, f)| format!("{f}: {}", cgroup_file(group, c, f)))
+        .map(|(c, f)| {
+            // A list (devices.list) in the order it was written: compare the set.
+            let mut lines: Vec<String> = cgroup_file(group, c, f)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            lines.sort();
+            format!("{f}: {}", lines.join(" "))
+        })
         .collect()
 }
 
@@ -272,6 +276,88 @@ fn a_container_is_a_transient_scope_with_its_limits() {
 
     n.env.remove_task("s1");
     n.assert_gone(unit, &group);
+}
+
+/// runc (1.1.5, under containerd's runc shim) with its own systemd driver in
+/// the same node, for the same flags: the units' properties and the cgroup
+/// files are the same.
+#[test]
+fn the_same_unit_and_files_as_runcs_systemd_driver() {
+    let n = Node::boot();
+    let limits = [
+        "--memory-limit",
+        "67108864",
+        "--cpu-shares",
+        "512",
+        "--cpus",
+        "0.5",
+    ];
+    n.run("f1", "system.slice:ferrum:f1", &limits).assert_ok();
+    let mut flags = vec![
+        "-d",
+        "--runc-systemd-cgroup",
+        "--cgroup",
+        "system.slice:runc:r1",
+    ];
+    flags.extend(limits);
+    n.env
+        .run_on(RUNC_RUNTIME, &flags, &n.image, "r1", &["sleep", "600"])
+        .assert_ok();
+
+    let (ours, runcs) = ("ferrum-f1.scope", "runc-r1.scope");
+    let properties = [
+        if pure_v2() {
+            "MemoryMax"
+        } else {
+            "MemoryLimit"
+        },
+        if pure_v2() { "CPUWeight" } else { "CPUShares" },
+        "CPUQuotaPerSecUSec",
+        "CPUQuotaPeriodUSec",
+        "TasksMax",
+        "Slice",
+        "Delegate",
+        "DevicePolicy",
+        "DeviceAllow",
+        "MemoryAccounting",
+        "CPUAccounting",
+        "TasksAccounting",
+        if pure_v2() {
+            "IOAccounting"
+        } else {
+            "BlockIOAccounting"
+        },
+    ];
+    // DeviceAllow is a set: its order is each runtime's own. runc leaves out
+    // the devices this host lacks (here /dev/net/tun in the v2 guest), ferrum
+    // tells systemd what its own filter allows: compare what the host has.
+    let value = |unit: &str, p: &str| {
+        let mut lines: Vec<String> = n
+            .property(unit, p)
+            .lines()
+            .filter(|l| {
+                !l.starts_with("/dev/")
+                    || Path::new("/sys")
+                        .join(l.split(' ').next().unwrap())
+                        .exists()
+            })
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    for p in properties {
+        assert_eq!(value(ours, p), value(runcs, p), "{p}");
+    }
+    let (ours, runcs) = (
+        n.property(ours, "ControlGroup"),
+        n.property(runcs, "ControlGroup"),
+    );
+    assert_eq!(limits_in_files(&ours), limits_in_files(&runcs));
+    n.env.remove_task("f1");
+    n.env.remove_task("r1");
+    n.assert_gone("ferrum-f1.scope", &ours);
+    n.assert_gone("runc-r1.scope", &runcs);
 }
 
 /// The CRI's paths for a pod of a systemd kubelet: the scope in the pod's
@@ -510,16 +596,7 @@ fn a_cri_pod_of_a_systemd_kubelet() {
 
     cri.remove_pod_fully(&pod_id);
     for (unit, group) in units.iter().zip(&groups) {
-        assert_eq!(
-            node.unit_property(unit, "LoadState"),
-            "not-found",
-            "{unit} is still loaded"
-        );
-        assert_eq!(
-            cgroups_left(group),
-            Vec::<PathBuf>::new(),
-            "cgroups left behind"
-        );
+        assert_unit_gone(&node, unit, group);
     }
     assert_eq!(
         cri.leftovers_after(GRACE),

@@ -11,8 +11,10 @@
 //! - ferrum-snapshotter against containerd's overlayfs (see
 //!   `ferrum_tests::snapshot_bench`).
 //!
-//! Usage: ferrum-bench [snapshotter] [N]   (scripts/bench builds release
-//! binaries and runs it; `snapshotter` runs only the snapshotter part)
+//! Usage: ferrum-bench [snapshotter|systemd] [N]   (scripts/bench builds
+//! release binaries and runs it; `snapshotter` runs only the snapshotter part,
+//! `systemd` only `ctr run` with both runtimes' systemd cgroup drivers, in a
+//! `SystemdNode`)
 
 #[path = "ferrum-bench/cri.rs"]
 mod cri;
@@ -44,9 +46,16 @@ struct Run {
 }
 
 fn timed_run(env: &Env, image: &str, runtime: &str, snapshotter: &str, id: &str) -> Result<Run> {
+    timed_run_with(env, image, runtime, &["--snapshotter", snapshotter], id)
+}
+
+fn timed_run_with(env: &Env, image: &str, runtime: &str, flags: &[&str], id: &str) -> Result<Run> {
     let began = SystemTime::now();
     let t = Instant::now();
-    let out = env.ctr(&["run", "--rm", "--runtime", runtime, "--snapshotter", snapshotter, image, id, "true"]);
+    let mut args = vec!["run", "--rm", "--runtime", runtime];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[image, id, "true"]);
+    let out = env.ctr(&args);
     let ms = t.elapsed().as_secs_f64() * 1000.0;
     if !out.success() {
         bail!("{runtime} run failed: {out}");
@@ -231,14 +240,56 @@ fn print_memory(title: &str, runc: &Memory, ferrum: &Memory) {
     );
 }
 
+/// `ctr run --rm … true` with runc's and ferrum's systemd cgroup drivers, in a
+/// systemd node (each run is a transient scope systemd starts and stops).
+fn systemd_drivers(n: usize) -> Result<()> {
+    let node = ferrum_tests::SystemdNode::boot()?;
+    let env = Env::start_with(ferrum_tests::Options { node: Some(node.pid()), ..Default::default() })?;
+    let image = env.import_busybox()?;
+    let options = env.root_dir().join("systemd.toml");
+    std::fs::write(&options, "SystemdCgroup = true\n")?;
+    let options = options.to_string_lossy().into_owned();
+    let run = |runtime: &str, id: &str| {
+        let (flags, path) = match runtime {
+            RUNC => (vec!["--runc-systemd-cgroup"], format!("system.slice:runc:{id}")),
+            _ => (vec!["--runtime-config-path", options.as_str()], format!("system.slice:ferrum:{id}")),
+        };
+        let mut all = vec!["--snapshotter", "overlayfs", "--cgroup", path.as_str()];
+        all.extend(flags);
+        timed_run_with(&env, &image, runtime, &all, id)
+    };
+    run(RUNC, "warm-runc")?;
+    run(FERRUM, "warm-ferrum")?;
+    let (mut runc, mut ferrum) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let order = if i % 2 == 0 { [RUNC, FERRUM] } else { [FERRUM, RUNC] };
+        for rt in order {
+            let (tag, runs) = if rt == RUNC { ("r", &mut runc) } else { ("f", &mut ferrum) };
+            let r = run(rt, &format!("{tag}{i}"))?;
+            runs.push(r.ended - r.began);
+        }
+    }
+    let (r, f) = (median(&mut runc), median(&mut ferrum));
+    println!("ctr run --rm … true with the systemd cgroup driver (a systemd 252 node), median of {n} (ms):");
+    println!("  runc-v2 + runc (SystemdCgroup)     {r:8.1}");
+    println!("  ferrum (SystemdCgroup)             {f:8.1}   ratio ferrum/runc-v2 = {:.2}", f / r);
+    drop(env);
+    drop(node);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     // `ferrum-bench snapshotter [N]`: only ferrum-snapshotter against overlayfs.
     let only_snapshotter = args.first().is_some_and(|a| a == "snapshotter");
-    if only_snapshotter {
+    let only_systemd = args.first().is_some_and(|a| a == "systemd");
+    if only_snapshotter || only_systemd {
         args.remove(0);
     }
     let n: usize = args.first().map(|a| a.parse()).transpose()?.unwrap_or(20);
+    if only_systemd {
+        return systemd_drivers(n);
+    }
     let env = Env::start().context("start containerd")?;
     if only_snapshotter {
         print!("{}", ferrum_tests::snapshot_bench::run(&env, n)?);

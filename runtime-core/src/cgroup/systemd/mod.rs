@@ -88,16 +88,22 @@ impl UnitPath {
 fn connect(unit: &str) -> Result<Systemd> {
     Systemd::connect(Path::new(SOCKET)).map_err(|e| Error::Systemd {
         unit: unit.into(),
-        message: format!(
-            "cannot reach systemd on {SOCKET} (is systemd the init of this host?): {e}"
-        ),
+        message: format!("cannot reach systemd (is it the init of this host?): {e}"),
     })
 }
 
 fn failed(unit: &str) -> impl FnOnce(client::Error) -> Error + '_ {
-    move |e| Error::Systemd {
-        unit: unit.into(),
-        message: e.to_string(),
+    move |e| {
+        // The client's message names the unit too: once is enough.
+        let text = e.to_string();
+        let message = text
+            .strip_prefix(&format!("systemd unit {unit}: "))
+            .unwrap_or(&text)
+            .to_string();
+        Error::Systemd {
+            unit: unit.into(),
+            message,
+        }
     }
 }
 
