@@ -19,6 +19,15 @@ use ferrum_tests::systemd_node::hierarchy_roots;
 use ferrum_tests::{Env, Options, SystemdNode, FERRUM_RUNTIME, RUNC_RUNTIME};
 
 const GRACE: Duration = Duration::from_secs(5);
+/// ctr's limit flags the container tests run with.
+const LIMITS: [&str; 6] = [
+    "--memory-limit",
+    "67108864",
+    "--cpu-shares",
+    "512",
+    "--cpus",
+    "0.5",
+];
 
 /// A node with containerd inside. Fields drop in order: containerd first.
 struct Node {
@@ -186,15 +195,7 @@ fn limits_in_files(group: &str) -> Vec<String> {
 #[test]
 fn a_container_is_a_transient_scope_with_its_limits() {
     let n = Node::boot();
-    let flags = [
-        "--memory-limit",
-        "67108864",
-        "--cpu-shares",
-        "512",
-        "--cpus",
-        "0.5",
-    ];
-    n.run("s1", "system.slice:ferrum:s1", &flags).assert_ok();
+    n.run("s1", "system.slice:ferrum:s1", &LIMITS).assert_ok();
     let unit = "ferrum-s1.scope";
     assert_eq!(n.property(unit, "ActiveState"), "active");
     assert_eq!(n.property(unit, "Delegate"), "yes");
@@ -284,22 +285,14 @@ fn a_container_is_a_transient_scope_with_its_limits() {
 #[test]
 fn the_same_unit_and_files_as_runcs_systemd_driver() {
     let n = Node::boot();
-    let limits = [
-        "--memory-limit",
-        "67108864",
-        "--cpu-shares",
-        "512",
-        "--cpus",
-        "0.5",
-    ];
-    n.run("f1", "system.slice:ferrum:f1", &limits).assert_ok();
+    n.run("f1", "system.slice:ferrum:f1", &LIMITS).assert_ok();
     let mut flags = vec![
         "-d",
         "--runc-systemd-cgroup",
         "--cgroup",
         "system.slice:runc:r1",
     ];
-    flags.extend(limits);
+    flags.extend(LIMITS);
     n.env
         .run_on(RUNC_RUNTIME, &flags, &n.image, "r1", &["sleep", "600"])
         .assert_ok();
