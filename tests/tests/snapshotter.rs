@@ -656,9 +656,13 @@ fn sixteen_concurrent_clients_through_containerd() {
     let env = Env::start().expect("starting containerd with ferrum");
     let mut admin = env.snapshots("ferrum").unwrap();
     let listed = sixteen_clients_at_once(&mut admin, &|| env.snapshots("ferrum").unwrap());
-    // containerd removes backend snapshots in its garbage collection, a moment
-    // later: wait for ferrum to hold just what containerd lists, then check
+    // containerd removes backend snapshots in its garbage collection, which
+    // its scheduler runs only every 100 mutations (deletions do not count by
+    // default): have a run now — the synchronous delete of a lease is one —
+    // then wait for ferrum to hold just what containerd lists, and check
     // ferrum's own list against its directories.
+    env.ctr(&["leases", "create", "--id", "collect-garbage"]).assert_ok();
+    env.ctr(&["leases", "delete", "--sync", "collect-garbage"]).assert_ok();
     let mut direct = env.ferrum_snapshots().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while direct.list(&[]).unwrap().len() != listed.len() {
