@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use client::Systemd;
 use dbus::Value;
 use oci_spec::runtime::LinuxResources;
+use properties::prop;
 use std::path::Path;
 
 /// systemd's private socket (root only, no D-Bus daemon needed).
@@ -118,29 +119,23 @@ pub(crate) fn start(
     let unit = path.unit.as_str();
     let mut systemd = connect(unit)?;
     let mut props = vec![
-        (
-            "Description".to_string(),
-            Value::Str(format!("ferrum container {id}")),
-        ),
+        prop("Description", Value::Str(format!("ferrum container {id}"))),
         // Not ordered after (or stopped with) anything: a container is not a service.
-        ("DefaultDependencies".to_string(), Value::Bool(false)),
+        prop("DefaultDependencies", Value::Bool(false)),
         // A unit that failed to start goes too, or its name stays taken.
-        (
-            "CollectMode".to_string(),
-            Value::Str("inactive-or-failed".into()),
-        ),
-        ("MemoryAccounting".to_string(), Value::Bool(true)),
-        ("CPUAccounting".to_string(), Value::Bool(true)),
-        ("TasksAccounting".to_string(), Value::Bool(true)),
-        (io_accounting().to_string(), Value::Bool(true)),
+        prop("CollectMode", Value::Str("inactive-or-failed".into())),
+        prop("MemoryAccounting", Value::Bool(true)),
+        prop("CPUAccounting", Value::Bool(true)),
+        prop("TasksAccounting", Value::Bool(true)),
+        prop(io_accounting(), Value::Bool(true)),
     ];
     if !path.is_slice() {
         // A slice takes its parent from its name and cannot hold processes
         // itself: the init joins its cgroup through cgroupfs below.
-        props.push(("Slice".to_string(), Value::Str(path.slice.clone())));
-        props.push(("Delegate".to_string(), Value::Bool(true)));
-        props.push((
-            "PIDs".to_string(),
+        props.push(prop("Slice", Value::Str(path.slice.clone())));
+        props.push(prop("Delegate", Value::Bool(true)));
+        props.push(prop(
+            "PIDs",
             Value::Array("u".into(), vec![Value::U32(pid as u32)]),
         ));
     }
@@ -178,10 +173,7 @@ pub(crate) fn update(unit: &str, resources: &LinuxResources) -> Result<Vec<Strin
         // first clears it, so the new rules replace the old.
         props.insert(
             i,
-            (
-                "DeviceAllow".to_string(),
-                Value::Array("(ss)".into(), Vec::new()),
-            ),
+            prop("DeviceAllow", Value::Array("(ss)".into(), Vec::new())),
         );
     }
     connect(unit)?

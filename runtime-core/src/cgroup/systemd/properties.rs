@@ -16,7 +16,7 @@ use oci_spec::runtime::{LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxResources
 
 pub(crate) type Property = (String, Value);
 
-fn prop(name: &str, value: Value) -> Property {
+pub(super) fn prop(name: &str, value: Value) -> Property {
     (name.to_string(), value)
 }
 
