@@ -15,11 +15,15 @@
 //! driver it goes as soon as the victim's exit empties the scope — possibly
 //! before the caller gets to read it. The kernel counts a kill before it sends
 //! the SIGKILL, and on v2 an ancestor's memory.events counts its subtree's
-//! kills too: so v2 also watches the parent's counter, and once the cgroup is
-//! gone the parent's growth since the last look is ours — once: later growth
-//! is a sibling's. (A sibling killed in that same moment would be counted as
-//! ours too.) v1 has no such ancestor
+//! kills too: so v2 also watches the parent's counter and keeps how many of
+//! its kills are not ours. Once the cgroup is gone, the parent's count minus
+//! those is ours — taken once: later growth is a sibling's. (A sibling killed
+//! since our last look would be counted as ours too.) v1 has no such ancestor
 //! count: there the caller looks again shortly after a wakeup (`settles`).
+//!
+//! The "not ours" figure only comes from a parent count read while ours held
+//! still: memory.events' `oom` line wakes us just before the kill, and a kill
+//! between reading ours and the parent's would otherwise pass for a sibling's.
 
 use super::{cg_err, Cgroup};
 use crate::error::Result;
@@ -35,7 +39,7 @@ pub struct OomWatcher {
     counter: PathBuf,
     /// The counter's value already reported.
     reported: AtomicU64,
-    /// v2: the parent's memory.events, and its count at our last look.
+    /// v2: the parent's memory.events, and how many of its kills are not ours.
     parent: Option<(PathBuf, AtomicU64)>,
     /// The cgroup was found gone and the parent's count taken.
     gone: AtomicBool,
@@ -57,13 +61,16 @@ fn owned(fd: RawFd, path: &Path, what: &str) -> Result<OwnedFd> {
 impl OomWatcher {
     /// Watch `cgroup`'s memory controller; None when it has none.
     pub fn new(cgroup: &Cgroup) -> Result<Option<OomWatcher>> {
-        if let Some(dir) = cgroup.dir_with("memory.oom_control") {
-            return Self::v1(dir).map(Some);
-        }
-        if let Some(dir) = cgroup.dir_with("memory.events") {
-            return Self::v2(dir).map(Some);
-        }
-        Ok(None)
+        let watcher = if let Some(dir) = cgroup.dir_with("memory.oom_control") {
+            Self::v1(dir)?
+        } else if let Some(dir) = cgroup.dir_with("memory.events") {
+            Self::v2(dir)?
+        } else {
+            return Ok(None);
+        };
+        // Kills before the watch (a cgroupsPath shared with an earlier container) are not ours.
+        watcher.new_kills();
+        Ok(Some(watcher))
     }
 
     /// v1: an eventfd registered for memory.oom_control in cgroup.event_control.
@@ -103,13 +110,8 @@ impl OomWatcher {
     }
 
     fn with(fd: OwnedFd, counter: PathBuf, parent: Option<PathBuf>) -> OomWatcher {
-        // Kills before the watch (a cgroupsPath shared with an earlier container) are not ours.
-        let reported = AtomicU64::new(read_kills(&counter).unwrap_or(0));
-        let parent = parent.map(|p| {
-            let seen = AtomicU64::new(read_kills(&p).unwrap_or(0));
-            (p, seen)
-        });
-        OomWatcher { fd, counter, reported, parent, gone: AtomicBool::new(false) }
+        let parent = parent.map(|p| (p, AtomicU64::new(0)));
+        OomWatcher { fd, counter, reported: AtomicU64::new(0), parent, gone: AtomicBool::new(false) }
     }
 
     /// Whether a wakeup may come before the kill is counted, so that the caller
@@ -123,22 +125,32 @@ impl OomWatcher {
     /// is returned once.
     pub fn new_kills(&self) -> u64 {
         self.drain();
-        let Some(now) = read_kills(&self.counter) else {
-            // The cgroup is gone: its last kills are in the parent's count.
-            let Some((path, seen)) = &self.parent else { return 0 };
-            if self.gone.swap(true, Ordering::AcqRel) {
-                return 0;
+        self.look(&mut read_kills)
+    }
+
+    /// `new_kills` with the counter files read by `read`.
+    fn look(&self, read: &mut dyn FnMut(&Path) -> Option<u64>) -> u64 {
+        let Some(mut own) = read(&self.counter) else { return self.last_kills(read) };
+        if let Some((path, others)) = &self.parent {
+            let parent_now = read(path);
+            let Some(again) = read(&self.counter) else { return self.last_kills(read) };
+            if let (true, Some(parent_now)) = (again == own, parent_now) {
+                others.fetch_max(parent_now.saturating_sub(own), Ordering::AcqRel);
             }
-            let Some(parent_now) = read_kills(path) else { return 0 };
-            return parent_now.saturating_sub(seen.fetch_max(parent_now, Ordering::AcqRel));
-        };
-        if let Some((path, seen)) = &self.parent {
-            if let Some(parent_now) = read_kills(path) {
-                seen.fetch_max(parent_now, Ordering::AcqRel);
-            }
+            own = again;
         }
-        let before = self.reported.fetch_max(now, Ordering::AcqRel);
-        now.saturating_sub(before)
+        own.saturating_sub(self.reported.fetch_max(own, Ordering::AcqRel))
+    }
+
+    /// The cgroup is gone: its last kills are in the parent's count, once.
+    fn last_kills(&self, read: &mut dyn FnMut(&Path) -> Option<u64>) -> u64 {
+        let Some((path, others)) = &self.parent else { return 0 };
+        if self.gone.swap(true, Ordering::AcqRel) {
+            return 0;
+        }
+        let Some(parent_now) = read(path) else { return 0 };
+        let own = parent_now.saturating_sub(others.load(Ordering::Acquire));
+        own.saturating_sub(self.reported.fetch_max(own, Ordering::AcqRel))
     }
 
     /// Read the fd empty, so that it is readable again only on a new wakeup.
@@ -201,5 +213,42 @@ mod tests {
             Some(1)
         );
         assert_eq!(parse_kills("oom_kill_disable 0\n"), None);
+    }
+
+    /// A v2 watcher whose files `look` never opens, with `others` kills in
+    /// the parent before the watch.
+    fn watcher(others: u64) -> OomWatcher {
+        let fd = std::fs::File::open("/dev/null").expect("/dev/null").into();
+        let watcher = OomWatcher::with(fd, "own".into(), Some("parent".into()));
+        watcher.look(&mut |p| Some(if p == Path::new("own") { 0 } else { others }));
+        watcher
+    }
+
+    /// Plays `reads` (own, parent, own, ...) to one look; None is a gone cgroup.
+    fn look(watcher: &OomWatcher, reads: &[Option<u64>]) -> u64 {
+        let mut reads = reads.iter();
+        let kills = watcher.look(&mut |_| *reads.next().expect("a read more than scripted"));
+        assert_eq!(reads.next(), None, "reads left over");
+        kills
+    }
+
+    /// The interleaving CI met: woken by the `oom` line, we read our count
+    /// just before the kill and the parent's just after; then the scope was gone.
+    #[test]
+    fn a_kill_between_our_read_and_the_parents_is_ours() {
+        let w = watcher(2);
+        assert_eq!(look(&w, &[Some(0), Some(3), None, Some(3)]), 1, "gone during the look");
+
+        let w = watcher(2);
+        assert_eq!(look(&w, &[Some(0), Some(3), Some(1)]), 1, "seen on the second read");
+        assert_eq!(look(&w, &[None, Some(3)]), 0, "then gone: no second event");
+    }
+
+    #[test]
+    fn once_gone_only_the_kills_since_a_steady_look_count_and_once() {
+        let w = watcher(2);
+        assert_eq!(look(&w, &[Some(1), Some(4), Some(1)]), 1, "a steady look: a sibling killed one more");
+        assert_eq!(look(&w, &[None, Some(5)]), 1, "the one since is ours");
+        assert_eq!(look(&w, &[None]), 0, "taken once");
     }
 }
