@@ -16,7 +16,7 @@ use ferrum_tests::cri::api::{LinuxContainerResources, UpdateContainerResourcesRe
 use ferrum_tests::cri::{CriEnv, CriOptions, FerrumHandler, Handler};
 use ferrum_tests::ctr::assert_ooms_before_exit;
 use ferrum_tests::systemd_node::hierarchy_roots;
-use ferrum_tests::{Env, Options, SystemdNode, FERRUM_RUNTIME, RUNC_RUNTIME};
+use ferrum_tests::{Env, Options, SpecFile, SystemdNode, FERRUM_RUNTIME, RUNC_RUNTIME};
 
 const GRACE: Duration = Duration::from_secs(5);
 /// ctr's limit flags the container tests run with.
@@ -276,6 +276,65 @@ fn a_container_is_a_transient_scope_with_its_limits() {
     n.env.ctr(&["tasks", "resume", "s1"]).assert_ok();
 
     n.env.remove_task("s1");
+    n.assert_gone(unit, &group);
+}
+
+/// `unified` keys are written to the files last; on v2 the ones systemd has
+/// properties for are its properties too, or a reload would reset them to
+/// the unit's (memory.high to "max"). On v1 systemd manages no v2 file: the
+/// hybrid hierarchy's key is ours alone and a reload leaves it.
+#[test]
+fn unified_limits_survive_a_systemd_reload() {
+    let n = Node::boot();
+    let mut file = SpecFile::new(&n.env, "u1", &["sleep", "600"]).expect("config.json");
+    file.spec["linux"]["cgroupsPath"] = serde_json::json!("system.slice:ferrum:u1");
+    let (unified, files, properties) = if pure_v2() {
+        (
+            serde_json::json!({ "memory.high": "50331648", "pids.max": "33", "cpu.max": "30000 100000" }),
+            vec![
+                ("memory.high", "50331648"),
+                ("pids.max", "33"),
+                ("cpu.max", "30000 100000"),
+            ],
+            vec![
+                ("MemoryHigh", "50331648"),
+                ("TasksMax", "33"),
+                ("CPUQuotaPerSecUSec", "300ms"),
+            ],
+        )
+    } else {
+        (
+            serde_json::json!({ "hugetlb.2MB.max": "4194304" }),
+            vec![("hugetlb.2MB.max", "4194304")],
+            vec![],
+        )
+    };
+    file.spec["linux"]["resources"]["unified"] = unified;
+    let flags = ["-d", "--runtime-config-path", n.systemd_options.as_str()];
+    file.run(&n.env, FERRUM_RUNTIME, &flags)
+        .expect("ctr run")
+        .assert_ok();
+    let unit = "ferrum-u1.scope";
+    let group = n.property(unit, "ControlGroup");
+    let read = || {
+        files
+            .iter()
+            .map(|(f, _)| (f.to_string(), cgroup_file(&group, "unified", f)))
+            .collect::<Vec<_>>()
+    };
+    let want: Vec<_> = files
+        .iter()
+        .map(|(f, v)| (f.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(read(), want, "the files");
+    for (name, value) in properties {
+        assert_eq!(n.property(unit, name), value, "{name}");
+    }
+    let reload = n.node.systemctl(&["daemon-reload"]);
+    assert!(reload.status.success(), "{reload:?}");
+    assert_eq!(read(), want, "after a systemd reload");
+
+    n.env.remove_task("u1");
     n.assert_gone(unit, &group);
 }
 

@@ -240,20 +240,43 @@ impl Systemd {
             Some("service") => "org.freedesktop.systemd1.Service",
             _ => "org.freedesktop.systemd1.Scope",
         };
-        let args = [
-            Value::Str(interface.into()),
-            Value::Str("ControlGroup".into()),
-        ];
+        self.string_property(&unit_path, interface, "ControlGroup", deadline)
+            .map_err(wrap)
+    }
+
+    /// systemd's version number: 252 for "252.39-1~deb12u1". None when it
+    /// cannot be read or does not start with a number.
+    pub fn version(&mut self) -> Option<u32> {
+        let deadline = Instant::now() + TIMEOUT;
+        let version = self
+            .string_property(MANAGER_PATH, MANAGER, "Version", deadline)
+            .ok()?;
+        let digits: String = version
+            .trim_start_matches('v')
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    }
+
+    /// The string property `name` of `interface` on the object at `path`.
+    fn string_property(
+        &mut self,
+        path: &str,
+        interface: &str,
+        name: &str,
+        deadline: Instant,
+    ) -> dbus::Result<String> {
+        let args = [Value::Str(interface.into()), Value::Str(name.into())];
         let reply = self
             .conn
-            .call(DESTINATION, &unit_path, PROPERTIES, "Get", &args, deadline)
-            .map_err(wrap)?;
+            .call(DESTINATION, path, PROPERTIES, "Get", &args, deadline)?;
         match reply.as_slice() {
             [Value::Variant(value)] => match value.as_ref() {
-                Value::Str(cgroup) => Ok(cgroup.clone()),
-                _ => unexpected(&reply).map_err(wrap),
+                Value::Str(text) => Ok(text.clone()),
+                _ => unexpected(&reply),
             },
-            _ => unexpected(&reply).map_err(wrap),
+            _ => unexpected(&reply),
         }
     }
 }
@@ -477,6 +500,39 @@ mod tests {
                 systemd.control_group("system.slice").unwrap(),
                 "/system.slice"
             );
+        });
+    }
+
+    #[test]
+    fn the_version_is_the_managers_leading_number() {
+        let script = |peer: &mut fake::Peer| {
+            for version in ["252.39-1~deb12u1", "v239", "unknown"] {
+                let call = peer.read_call();
+                assert_eq!(
+                    (
+                        call.path.as_str(),
+                        call.interface.as_str(),
+                        call.member.as_str()
+                    ),
+                    (MANAGER_PATH, PROPERTIES, "Get")
+                );
+                assert_eq!(
+                    call.args,
+                    [Value::Str(MANAGER.into()), Value::Str("Version".into())]
+                );
+                peer.reply(
+                    &call,
+                    vec![Value::Variant(Box::new(Value::Str(version.into())))],
+                );
+            }
+            let call = peer.read_call();
+            peer.error(&call, "org.freedesktop.DBus.Error.UnknownProperty", "no");
+        };
+        with_fake_systemd(script, |systemd| {
+            assert_eq!(systemd.version(), Some(252));
+            assert_eq!(systemd.version(), Some(239));
+            assert_eq!(systemd.version(), None, "not a number");
+            assert_eq!(systemd.version(), None, "refused");
         });
     }
 

@@ -118,6 +118,7 @@ pub(crate) fn start(
 ) -> Result<(Cgroup, Vec<String>)> {
     let unit = path.unit.as_str();
     let mut systemd = connect(unit)?;
+    let version = systemd.version();
     let mut props = vec![
         prop("Description", Value::Str(format!("ferrum container {id}"))),
         // Not ordered after (or stopped with) anything: a container is not a service.
@@ -139,8 +140,9 @@ pub(crate) fn start(
             Value::Array("u".into(), vec![Value::U32(pid as u32)]),
         ));
     }
-    let (limits, warnings) = limits(resources);
+    let (limits, mut warnings) = limits(resources);
     props.extend(limits);
+    properties::for_version(&mut props, version, &mut warnings);
     systemd
         .start_transient_unit(unit, props)
         .map_err(failed(unit))?;
@@ -167,7 +169,9 @@ pub(crate) fn start(
 
 /// Tell systemd the new limits (Task.Update); the caller writes the files.
 pub(crate) fn update(unit: &str, resources: &LinuxResources) -> Result<Vec<String>> {
-    let (mut props, warnings) = limits(Some(resources));
+    let mut systemd = connect(unit)?;
+    let (mut props, mut warnings) = limits(Some(resources));
+    properties::for_version(&mut props, systemd.version(), &mut warnings);
     if let Some(i) = props.iter().position(|(name, _)| name == "DeviceAllow") {
         // systemd adds DeviceAllow entries to the unit's list; an empty list
         // first clears it, so the new rules replace the old.
@@ -176,7 +180,7 @@ pub(crate) fn update(unit: &str, resources: &LinuxResources) -> Result<Vec<Strin
             prop("DeviceAllow", Value::Array("(ss)".into(), Vec::new())),
         );
     }
-    connect(unit)?
+    systemd
         .set_unit_properties(unit, true, props)
         .map_err(failed(unit))?;
     Ok(warnings)

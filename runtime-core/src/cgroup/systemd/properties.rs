@@ -13,6 +13,7 @@ use super::super::device_filter::{self, Rule};
 use super::super::resources::shares_to_weight;
 use super::dbus::Value;
 use oci_spec::runtime::{LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxResources};
+use std::collections::HashMap;
 
 pub(crate) type Property = (String, Value);
 
@@ -58,7 +59,38 @@ pub(crate) fn from_resources(
     if let Some(rules) = r.devices() {
         devices(rules, proc_devices, &mut props, &mut warnings);
     }
+    if let (true, Some(keys)) = (v2, r.unified()) {
+        unified(keys, &mut props);
+    }
     (props, warnings)
+}
+
+/// Properties older systemds do not know, with the version that added them:
+/// such a property would fail the whole unit, so it is left to the files.
+const INTRODUCED: [(&str, u32); 3] = [
+    ("CPUQuotaPeriodUSec", 242),
+    ("AllowedCPUs", 244),
+    ("AllowedMemoryNodes", 244),
+];
+
+/// Drop what systemd `version` does not know (None: unknown, keep all), with
+/// a warning for each: the files still get the value, a reload may reset it.
+pub(crate) fn for_version(
+    props: &mut Vec<Property>,
+    version: Option<u32>,
+    warnings: &mut Vec<String>,
+) {
+    let Some(version) = version else { return };
+    props.retain(|(name, _)| {
+        let Some((_, since)) = INTRODUCED.iter().find(|(n, since)| n == name && version < *since) else {
+            return true;
+        };
+        warnings.push(format!(
+            "systemd {version} has no {name} (since {since}): set in the cgroup files only, a systemd reload may \
+             reset it"
+        ));
+        false
+    });
 }
 
 fn memory(m: &LinuxMemory, v2: bool, props: &mut Vec<Property>) {
@@ -123,6 +155,78 @@ fn cpu(c: &LinuxCpu, v2: bool, props: &mut Vec<Property>) {
             props.push(prop("AllowedMemoryNodes", Value::Array("y".into(), mask)));
         }
     }
+}
+
+/// The `unified` keys systemd has properties for (runc's set), replacing what
+/// the structured fields gave: the files get `unified` last, so systemd must
+/// know the same values. A value that does not parse is left to the file
+/// write, whose refusal names the key.
+fn unified(keys: &HashMap<String, String>, props: &mut Vec<Property>) {
+    let mut set = |name: &str, value: Value| {
+        props.retain(|(n, _)| n != name);
+        props.push(prop(name, value));
+    };
+    let mut sorted: Vec<_> = keys.iter().collect();
+    sorted.sort();
+    for (key, value) in sorted {
+        let value = value.trim();
+        let name = match key.as_str() {
+            "memory.high" => "MemoryHigh",
+            "memory.low" => "MemoryLow",
+            "memory.max" => "MemoryMax",
+            "memory.swap.max" => "MemorySwapMax",
+            "pids.max" => "TasksMax",
+            "cpu.weight" => {
+                if let Ok(w) = value.parse() {
+                    set("CPUWeight", Value::U64(w));
+                }
+                continue;
+            }
+            "cpu.max" => {
+                if let Some((quota, period)) = cpu_max(value) {
+                    if let Some(period) = period {
+                        set("CPUQuotaPeriodUSec", Value::U64(period));
+                    }
+                    set(
+                        "CPUQuotaPerSecUSec",
+                        Value::U64(quota_per_sec(quota, period.unwrap_or(0))),
+                    );
+                }
+                continue;
+            }
+            "cpuset.cpus" | "cpuset.mems" => {
+                let name = if key == "cpuset.cpus" {
+                    "AllowedCPUs"
+                } else {
+                    "AllowedMemoryNodes"
+                };
+                if let Some(mask) = bitmask(value) {
+                    set(name, Value::Array("y".into(), mask));
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let limit = if value == "max" {
+            Some(INFINITY)
+        } else {
+            value.parse().ok()
+        };
+        if let Some(limit) = limit {
+            set(name, Value::U64(limit));
+        }
+    }
+}
+
+/// cpu.max's "QUOTA [PERIOD]", QUOTA a number or "max" (-1 here).
+fn cpu_max(value: &str) -> Option<(i64, Option<u64>)> {
+    let mut fields = value.split_whitespace();
+    let quota = match fields.next()? {
+        "max" => -1,
+        q => q.parse().ok()?,
+    };
+    let period = fields.next().map(str::parse).transpose().ok()?;
+    fields.next().is_none().then_some((quota, period))
 }
 
 /// systemd takes the quota per second of wall time, at a 1% granularity: round
@@ -337,6 +441,83 @@ mod tests {
             find(&v2, "AllowedCPUs"),
             Some(&Value::Array("y".into(), vec![Value::Byte(1)]))
         );
+    }
+
+    #[test]
+    fn unified_keys_systemd_knows_are_properties_on_v2() {
+        let unified: HashMap<String, String> = [
+            ("memory.high", "50331648"),
+            ("memory.max", "max"),
+            ("pids.max", "33"),
+            ("cpu.max", "30000 50000"),
+            ("cpuset.cpus", "0"),
+            ("memory.low", "lots"),
+            ("io.bfq.weight", "7"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let r = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(64 << 20)
+                    .build()
+                    .unwrap(),
+            )
+            .pids(LinuxPidsBuilder::default().limit(10).build().unwrap())
+            .unified(unified)
+            .build()
+            .unwrap();
+        let (v2, _) = from_resources(&r, true, PROC_DEVICES);
+        assert_eq!(find(&v2, "MemoryHigh"), Some(&Value::U64(50331648)));
+        // unified wins over the structured fields, as in the files.
+        assert_eq!(find(&v2, "MemoryMax"), Some(&Value::U64(INFINITY)));
+        assert_eq!(v2.iter().filter(|(n, _)| n == "MemoryMax").count(), 1);
+        assert_eq!(find(&v2, "TasksMax"), Some(&Value::U64(33)));
+        assert_eq!(find(&v2, "CPUQuotaPeriodUSec"), Some(&Value::U64(50_000)));
+        assert_eq!(find(&v2, "CPUQuotaPerSecUSec"), Some(&Value::U64(600_000)));
+        assert_eq!(
+            find(&v2, "AllowedCPUs"),
+            Some(&Value::Array("y".into(), vec![Value::Byte(1)]))
+        );
+        // Not a number: left to the file write, which names it.
+        assert_eq!(find(&v2, "MemoryLow"), None);
+        assert_eq!(cpu_max("max"), Some((-1, None)));
+        assert_eq!(cpu_max("1 2 3"), None);
+        // v1 hosts: systemd manages no v2 files.
+        let (v1, _) = from_resources(&r, false, PROC_DEVICES);
+        assert_eq!(find(&v1, "MemoryHigh"), None);
+        assert_eq!(find(&v1, "TasksMax"), Some(&Value::U64(10)));
+    }
+
+    #[test]
+    fn properties_an_old_systemd_lacks_are_dropped_with_a_warning() {
+        let all = || {
+            vec![
+                prop("CPUQuotaPeriodUSec", Value::U64(50_000)),
+                prop(
+                    "AllowedCPUs",
+                    Value::Array("y".into(), vec![Value::Byte(1)]),
+                ),
+                prop("MemoryMax", Value::U64(1)),
+            ]
+        };
+        let names = |props: &[Property]| props.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        let mut warnings = Vec::new();
+        let mut props = all();
+        for_version(&mut props, Some(239), &mut warnings);
+        assert_eq!(names(&props), ["MemoryMax"]);
+        assert!(
+            warnings.len() == 2 && warnings[0].contains("systemd 239 has no CPUQuotaPeriodUSec"),
+            "{warnings:?}"
+        );
+        for version in [Some(243), Some(244), None] {
+            let mut props = all();
+            let mut warnings = Vec::new();
+            for_version(&mut props, version, &mut warnings);
+            let kept = if version == Some(243) { 2 } else { 3 };
+            assert_eq!(props.len(), kept, "{version:?}: {warnings:?}");
+        }
     }
 
     fn rule(
