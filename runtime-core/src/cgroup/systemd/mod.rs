@@ -27,6 +27,7 @@ use dbus::Value;
 use oci_spec::runtime::LinuxResources;
 use properties::prop;
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// systemd's private socket (root only, no D-Bus daemon needed).
 const SOCKET: &str = "/run/systemd/private";
@@ -118,7 +119,7 @@ pub(crate) fn start(
 ) -> Result<(Cgroup, Vec<String>)> {
     let unit = path.unit.as_str();
     let mut systemd = connect(unit)?;
-    let version = systemd.version();
+    let version = version(&mut systemd);
     let mut props = vec![
         prop("Description", Value::Str(format!("ferrum container {id}"))),
         // Not ordered after (or stopped with) anything: a container is not a service.
@@ -171,7 +172,7 @@ pub(crate) fn start(
 pub(crate) fn update(unit: &str, resources: &LinuxResources) -> Result<Vec<String>> {
     let mut systemd = connect(unit)?;
     let (mut props, mut warnings) = limits(Some(resources));
-    properties::for_version(&mut props, systemd.version(), &mut warnings);
+    properties::for_version(&mut props, version(&mut systemd), &mut warnings);
     if let Some(i) = props.iter().position(|(name, _)| name == "DeviceAllow") {
         // systemd adds DeviceAllow entries to the unit's list; an empty list
         // first clears it, so the new rules replace the old.
@@ -189,6 +190,13 @@ pub(crate) fn update(unit: &str, resources: &LinuxResources) -> Result<Vec<Strin
 /// Stop the unit (already gone is fine: systemd drops an empty scope itself).
 pub(crate) fn stop(unit: &str) -> Result<()> {
     connect(unit)?.stop_unit(unit).map_err(failed(unit))
+}
+
+/// systemd's version, asked once per process (as runc does): it only
+/// changes when systemd is upgraded and re-executed.
+fn version(systemd: &mut Systemd) -> Option<u32> {
+    static VERSION: OnceLock<Option<u32>> = OnceLock::new();
+    *VERSION.get_or_init(|| systemd.version())
 }
 
 fn limits(resources: Option<&LinuxResources>) -> (Vec<properties::Property>, Vec<String>) {
