@@ -288,9 +288,8 @@ fn unified_limits_survive_a_systemd_reload() {
     let n = Node::boot();
     let mut file = SpecFile::new(&n.env, "u1", &["sleep", "600"]).expect("config.json");
     file.spec["linux"]["cgroupsPath"] = serde_json::json!("system.slice:ferrum:u1");
-    let (unified, files, properties) = if pure_v2() {
+    let (files, properties) = if pure_v2() {
         (
-            serde_json::json!({ "memory.high": "50331648", "pids.max": "33", "cpu.max": "30000 100000" }),
             vec![
                 ("memory.high", "50331648"),
                 ("pids.max", "33"),
@@ -303,13 +302,13 @@ fn unified_limits_survive_a_systemd_reload() {
             ],
         )
     } else {
-        (
-            serde_json::json!({ "hugetlb.2MB.max": "4194304" }),
-            vec![("hugetlb.2MB.max", "4194304")],
-            vec![],
-        )
+        (vec![("hugetlb.2MB.max", "4194304")], vec![])
     };
-    file.spec["linux"]["resources"]["unified"] = unified;
+    let unified: serde_json::Map<String, serde_json::Value> = files
+        .iter()
+        .map(|(f, v)| (f.to_string(), serde_json::json!(v)))
+        .collect();
+    file.spec["linux"]["resources"]["unified"] = unified.into();
     let flags = ["-d", "--runtime-config-path", n.systemd_options.as_str()];
     file.run(&n.env, FERRUM_RUNTIME, &flags)
         .expect("ctr run")
