@@ -138,83 +138,59 @@ fn cpu(c: &LinuxCpu, v2: bool, props: &mut Vec<Property>) {
     }
     if v2 {
         // systemd manages cpusets on v2 only.
-        if let Some(mask) = c
-            .cpus()
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .and_then(bitmask)
-        {
-            props.push(prop("AllowedCPUs", Value::Array("y".into(), mask)));
-        }
-        if let Some(mask) = c
-            .mems()
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .and_then(bitmask)
-        {
-            props.push(prop("AllowedMemoryNodes", Value::Array("y".into(), mask)));
+        let sets = [("AllowedCPUs", c.cpus()), ("AllowedMemoryNodes", c.mems())];
+        for (name, list) in sets {
+            if let Some(set) = list.as_deref().filter(|s| !s.is_empty()).and_then(allowed) {
+                props.push(prop(name, set));
+            }
         }
     }
 }
 
 /// The `unified` keys systemd has properties for (runc's set), replacing what
 /// the structured fields gave: the files get `unified` last, so systemd must
-/// know the same values. A value that does not parse is left to the file
-/// write, whose refusal names the key.
+/// know the same values.
 fn unified(keys: &HashMap<String, String>, props: &mut Vec<Property>) {
-    let mut set = |name: &str, value: Value| {
-        props.retain(|(n, _)| n != name);
-        props.push(prop(name, value));
-    };
     let mut sorted: Vec<_> = keys.iter().collect();
     sorted.sort();
     for (key, value) in sorted {
-        let value = value.trim();
-        let name = match key.as_str() {
-            "memory.high" => "MemoryHigh",
-            "memory.low" => "MemoryLow",
-            "memory.max" => "MemoryMax",
-            "memory.swap.max" => "MemorySwapMax",
-            "pids.max" => "TasksMax",
-            "cpu.weight" => {
-                if let Ok(w) = value.parse() {
-                    set("CPUWeight", Value::U64(w));
-                }
-                continue;
-            }
-            "cpu.max" => {
-                if let Some((quota, period)) = cpu_max(value) {
-                    if let Some(period) = period {
-                        set("CPUQuotaPeriodUSec", Value::U64(period));
-                    }
-                    set(
-                        "CPUQuotaPerSecUSec",
-                        Value::U64(quota_per_sec(quota, period.unwrap_or(0))),
-                    );
-                }
-                continue;
-            }
-            "cpuset.cpus" | "cpuset.mems" => {
-                let name = if key == "cpuset.cpus" {
-                    "AllowedCPUs"
-                } else {
-                    "AllowedMemoryNodes"
-                };
-                if let Some(mask) = bitmask(value) {
-                    set(name, Value::Array("y".into(), mask));
-                }
-                continue;
-            }
-            _ => continue,
-        };
-        let limit = if value == "max" {
-            Some(INFINITY)
-        } else {
-            value.parse().ok()
-        };
-        if let Some(limit) = limit {
-            set(name, Value::U64(limit));
+        for (name, value) in unified_properties(key, value.trim()) {
+            props.retain(|(n, _)| n != name);
+            props.push(prop(name, value));
         }
+    }
+}
+
+/// The properties of one `unified` key: none for a key systemd has no
+/// property for, or for a value that does not parse (the file write then
+/// refuses it, naming the key).
+fn unified_properties(key: &str, value: &str) -> Vec<(&'static str, Value)> {
+    let limit = || match value {
+        "max" => Some(Value::U64(INFINITY)),
+        v => v.parse().ok().map(Value::U64),
+    };
+    let one = |name, value: Option<Value>| value.map(|v| vec![(name, v)]).unwrap_or_default();
+    match key {
+        "memory.high" => one("MemoryHigh", limit()),
+        "memory.low" => one("MemoryLow", limit()),
+        "memory.max" => one("MemoryMax", limit()),
+        "memory.swap.max" => one("MemorySwapMax", limit()),
+        "pids.max" => one("TasksMax", limit()),
+        "cpu.weight" => one("CPUWeight", value.parse().ok().map(Value::U64)),
+        "cpuset.cpus" => one("AllowedCPUs", allowed(value)),
+        "cpuset.mems" => one("AllowedMemoryNodes", allowed(value)),
+        "cpu.max" => {
+            let Some((quota, period)) = cpu_max(value) else {
+                return Vec::new();
+            };
+            let per_sec = Value::U64(quota_per_sec(quota, period.unwrap_or(0)));
+            let period = period.map(|p| ("CPUQuotaPeriodUSec", Value::U64(p)));
+            period
+                .into_iter()
+                .chain([("CPUQuotaPerSecUSec", per_sec)])
+                .collect()
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -241,6 +217,11 @@ fn quota_per_sec(quota: i64, period: u64) -> u64 {
     let period = if period == 0 { 100_000 } else { period };
     let per_sec = quota.saturating_mul(1_000_000) / period;
     per_sec.div_ceil(10_000) * 10_000
+}
+
+/// AllowedCPUs' or AllowedMemoryNodes' value for a list like "0-2,7".
+fn allowed(list: &str) -> Option<Value> {
+    bitmask(list).map(|mask| Value::Array("y".into(), mask))
 }
 
 /// "0-2,7" as the little-endian bit mask systemd's AllowedCPUs takes.
