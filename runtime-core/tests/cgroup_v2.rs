@@ -59,9 +59,16 @@ fn fork_waiting_child() -> libc::pid_t {
     }
 }
 
-fn is_root() -> bool {
+/// Whether we run as root; when not, says the test is skipped. In CI, which
+/// runs as root, not being root fails the test instead.
+fn has_root() -> bool {
     // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(std::env::var("CI").is_err(), "cgroup_v2 needs root, and CI runs as root");
+    eprintln!("skipped: cgroup_v2 needs root");
+    false
 }
 
 /// Mountpoints of the cgroup hierarchies, one per hierarchy (st_dev of the
@@ -92,9 +99,7 @@ fn reap(pid: libc::pid_t) -> libc::c_int {
 
 #[test]
 fn cgroup_join_procs_kill_remove() {
-    if !is_root() {
-        assert!(std::env::var("CI").is_err(), "cgroup_v2 needs root, and CI runs as root");
-        eprintln!("skipped: cgroup_v2 needs root");
+    if !has_root() {
         return;
     }
     let pure_v2 = is_pure_v2();
@@ -174,9 +179,7 @@ fn cgroup_join_procs_kill_remove() {
 /// `remove` of a cgroup that still has a process fails instead of pretending.
 #[test]
 fn remove_of_a_busy_cgroup_fails() {
-    if !is_root() {
-        assert!(std::env::var("CI").is_err(), "cgroup_v2 needs root, and CI runs as root");
-        eprintln!("skipped: cgroup_v2 needs root");
+    if !has_root() {
         return;
     }
     let parent = format!("ferrum-test-{}-busy", std::process::id());
@@ -276,9 +279,7 @@ fn resources(json: serde_json::Value) -> oci_spec::runtime::LinuxResources {
 /// eventfd, v2: memory.events under inotify) and its fd wakes a poller.
 #[test]
 fn an_oom_kill_is_counted_once_and_wakes_the_watcher() {
-    if !is_root() {
-        assert!(std::env::var("CI").is_err(), "cgroup_v2 needs root, and CI runs as root");
-        eprintln!("skipped: cgroup_v2 needs root");
+    if !has_root() {
         return;
     }
     let (cg, mut guard) = test_cgroup("oom");
@@ -320,9 +321,7 @@ fn oom_kill_in(cg: &Cgroup, guard: &mut Cleanup) {
 /// v1 has no such count.
 #[test]
 fn a_kill_in_a_cgroup_already_removed_is_counted_on_v2() {
-    if !is_root() {
-        assert!(std::env::var("CI").is_err(), "cgroup_v2 needs root, and CI runs as root");
-        eprintln!("skipped: cgroup_v2 needs root");
+    if !has_root() {
         return;
     }
     let (cg, mut guard) = test_cgroup("oomgone");
@@ -385,9 +384,7 @@ fn run_in(cg: &Cgroup, guard: &mut Cleanup, work: fn() -> libc::c_int) -> libc::
 /// Skips (saying why) a test of v2-only behaviour on a v1 or hybrid host,
 /// where tests/tests/resources.rs covers the v1 side through containerd.
 fn pure_v2_or_skip(test: &str) -> bool {
-    if !is_root() {
-        assert!(std::env::var("CI").is_err(), "cgroup_v2 needs root, and CI runs as root");
-        eprintln!("skipped: cgroup_v2 needs root");
+    if !has_root() {
         return false;
     }
     if !is_pure_v2() {
@@ -561,9 +558,7 @@ fn use_16_mib() -> libc::c_int {
 /// whatever cgroup version this host has.
 #[test]
 fn a_memory_limit_below_usage_is_refused_with_check_before_update() {
-    if !is_root() {
-        assert!(std::env::var("CI").is_err(), "cgroup_v2 needs root, and CI runs as root");
-        eprintln!("skipped: cgroup_v2 needs root");
+    if !has_root() {
         return;
     }
     let (cg, mut guard) = test_cgroup("check");
