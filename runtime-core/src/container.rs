@@ -8,12 +8,12 @@ use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind, HookState};
 use crate::init::{CreateRequest, InitReply, InitRequest, ParentMessage};
 use crate::namespaces::Namespaces;
-use crate::spawn::spawn_in_pid_namespace;
+use crate::spawn::{spawn_in_pid_namespace, Birth};
 use crate::state::{State, Status};
-use crate::{proc_stat, spec};
-use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
+use crate::{exec_fifo, proc_stat, spec};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, LinuxResources, Process, Spec};
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -54,6 +54,9 @@ pub struct Container {
     warnings: Vec<String>,
     /// The console's master (process.terminal), for the caller to take.
     console: Option<OwnedFd>,
+    /// Whether init is its pid namespace's first process; known from create,
+    /// read from the spec for a loaded container.
+    own_pid_namespace: Option<bool>,
 }
 
 /// A process started in a running container.
@@ -144,11 +147,34 @@ impl Container {
 
         let gated = ns.creates(LinuxNamespaceType::User);
         let pidns = match &ns.pid_path {
-            Some(path) => Some(File::open(path).ctx(id, || format!("open pid namespace {}", path.display()))?),
+            Some(path) => Some(open_namespace(id, LinuxNamespaceType::Pid, path)?),
             None => None,
         };
-        let mut child = spawn_in_pid_namespace(pidns.as_ref(), ns.clone_flags, &opts.stdio, gated)
-            .ctx(id, || "start container init".into())?;
+        // Init opens no namespace by path: the ones to join go with its request.
+        let mut joins = ns.joins.clone();
+        let mut join_fds: Vec<OwnedFd> =
+            joins.iter().map(|(typ, path)| open_namespace(id, *typ, path).map(OwnedFd::from)).collect::<Result<_>>()?;
+        // The namespaces made anew must belong to a user namespace the
+        // container joins (a pod's), or its root could not use them (mount,
+        // bring lo up): they are made after the join. Init unshares them;
+        // a new pid namespace, which its first process must be cloned into,
+        // comes from an intermediate that joins the user namespace first.
+        let mut birth = Birth { clone_flags: ns.clone_flags, gated, in_user: None };
+        let mut unshare = 0;
+        let joined_user = joins.first().is_some_and(|(t, _)| *t == LinuxNamespaceType::User);
+        let user_fd = if joined_user && ns.creates(LinuxNamespaceType::Pid) {
+            joins.remove(0);
+            Some(join_fds.remove(0))
+        } else {
+            None
+        };
+        if joined_user {
+            let new_pid = ns.clone_flags & LinuxNamespaceType::Pid as u64;
+            (birth.clone_flags, unshare) = (new_pid, ns.clone_flags & !new_pid);
+            birth.in_user = user_fd.as_ref().map(|fd| fd.as_fd());
+        }
+        let mut child =
+            spawn_in_pid_namespace(pidns.as_ref(), birth, &opts.stdio).ctx(id, || "start container init".into())?;
         guard.pid = Some(child.pid);
         // Only the init holds the container's stdio from here on.
         drop(opts.stdio);
@@ -167,11 +193,23 @@ impl Container {
             }
         };
         guard.cgroup = Some(cgroup.clone());
-        cgroup.create()?;
+        // Rootless, the cgroup is made where the user may, and the limits are
+        // checked against what was made (cgroup/rootless.rs).
+        let (cgroup, resources_given) = if crate::rootless::is_rootless() && guard.unit.is_none() {
+            let (made, refused) = cgroup.create_where_permitted()?;
+            guard.cgroup = Some(made.clone());
+            let given = resources.map(|r| made.rootless_resources(r, &refused)).transpose()?;
+            (made, given)
+        } else {
+            cgroup.create()?;
+            (cgroup, resources.cloned())
+        };
         // Limits before the process is in: it never runs unconstrained.
-        if let Some(r) = resources {
+        if let Some(r) = &resources_given {
             warnings.extend(cgroup.apply(r)?);
         }
+        // Kills counted before ours (a cgroupsPath shared with an earlier container).
+        let oom_before = cgroup.oom_kills();
         cgroup.add(child.pid)?;
 
         let runtime_hooks = |pid: i32| {
@@ -179,22 +217,26 @@ impl Container {
             run_hooks(HookKind::Prestart, &spec, &state, false)?;
             run_hooks(HookKind::CreateRuntime, &spec, &state, false).map(drop)
         };
-        let (idmapped, mount_fds): (Vec<usize>, Vec<OwnedFd>) =
+        let (detached, mut fds): (Vec<usize>, Vec<OwnedFd>) =
             crate::idmap::prepare(&spec).map_err(|message| Error::Init { id: id.into(), message })?.into_iter().unzip();
+        fds.extend(join_fds);
         let request = InitRequest::Create(CreateRequest {
             id: id.into(),
             spec: spec.clone(),
             rootfs: rootfs.clone(),
             bundle: bundle.into(),
             setup: opts.setup,
-            idmapped,
+            detached,
+            joins,
+            unshare,
         });
         let duties = Duties {
             hooks: &|| runtime_hooks(child.pid),
             listener: &|fd| listen(&spec, id, bundle, "creating", child.pid, fd),
         };
-        let (init_warnings, console) = handshake(id, &mut child.channel, request, &mount_fds, &duties)?;
-        drop(mount_fds);
+        let (init_warnings, console) = handshake(id, &mut child.channel, request, &fds, &duties)
+            .map_err(|e| oom_during_setup(e, &cgroup, oom_before, resources))?;
+        drop(fds);
         warnings.extend(init_warnings);
         let state = State {
             id: id.into(),
@@ -208,29 +250,38 @@ impl Container {
         };
         state.save(&dir).ctx(id, || format!("save state in {}", dir.display()))?;
         guard.disarm();
-        Ok(Container { state, dir, channel: Some(child.channel), warnings, console })
+        let own_pid_namespace = Some(ns.creates(LinuxNamespaceType::Pid));
+        Ok(Container { state, dir, channel: Some(child.channel), warnings, console, own_pid_namespace })
     }
 
     /// Let init exec the user's process. Fails with init's own message when the
     /// exec does.
     pub fn start(&mut self) -> Result<()> {
         let id = self.state.id.clone();
-        let channel = match (&self.state.status, self.channel.as_mut()) {
-            (Status::Created, Some(c)) => c,
-            (status, _) => {
-                return Err(Error::WrongState {
-                    id,
-                    status: status.to_string(),
-                    action: "start",
-                    needed: "created by this process",
-                })
-            }
-        };
         let spec = spec::load_spec(&self.state.bundle)?;
-        let (bundle, pid) = (&self.state.bundle, self.state.pid);
-        let duties = Duties { hooks: &|| Ok(()), listener: &|fd| listen(&spec, &id, bundle, "created", pid, fd) };
-        release(&id, channel, &duties)?;
-        self.channel = None;
+        match (&self.state.status, self.channel.as_mut()) {
+            (Status::Created, Some(channel)) => {
+                let (bundle, pid) = (&self.state.bundle, self.state.pid);
+                let duties = Duties { hooks: &|| Ok(()), listener: &|fd| listen(&spec, &id, bundle, "created", pid, fd) };
+                release(&id, channel, &duties)?;
+                self.channel = None;
+            }
+            // Created by another process, which detached: init waits on the exec FIFO.
+            (Status::Created, None) => {
+                let (pid, started) = (self.state.pid, self.state.pid_start);
+                let outcome = exec_fifo::release(&self.dir, || proc_stat::is_same_process(pid, started))
+                    .ctx(&id, || format!("open {}'s exec FIFO", self.dir.display()))?;
+                exec_fifo::remove(&self.dir);
+                match outcome {
+                    exec_fifo::Outcome::Started => {}
+                    exec_fifo::Outcome::Failed(message) => return Err(Error::Init { id, message }),
+                    exec_fifo::Outcome::InitGone => return Err(Error::Init { id, message: "container init exited before start".into() }),
+                }
+            }
+            (status, _) => {
+                return Err(Error::WrongState { id, status: status.to_string(), action: "start", needed: "created" })
+            }
+        }
         self.state.status = Status::Running;
         self.state.save(&self.dir).ctx(&id, || "save state".into())?;
         // As runc: a failed poststart hook fails the start, and the container
@@ -242,6 +293,22 @@ impl Container {
         })
     }
 
+    /// Leave init waiting for a `start` from another process, as runc's CLI
+    /// does between `create` and `start`: init blocks on the exec FIFO in the
+    /// state dir until [`Container::start`] of the container loaded there
+    /// opens it. This process may exit meanwhile (init then belongs to the
+    /// caller's subreaper).
+    pub fn detach(&mut self) -> Result<()> {
+        let id = self.state.id.clone();
+        let Some(mut channel) = self.channel.take().filter(|_| self.state.status == Status::Created) else {
+            let status = self.state.status.to_string();
+            return Err(Error::WrongState { id, status, action: "detach", needed: "created by this process" });
+        };
+        let fifo = exec_fifo::make(&self.dir).ctx(&id, || format!("make the exec FIFO in {}", self.dir.display()))?;
+        channel.send(&ParentMessage::StartOnFifo).ctx(&id, || "tell init to wait for start".into())?;
+        channel.send_fd(fifo.as_raw_fd()).ctx(&id, || "send init the exec FIFO".into())
+    }
+
     /// Run `process` in the running container: a new process that joins all
     /// its namespaces and its cgroup. Returns its pid once the user's program
     /// runs (a missing binary or bad user fails here, with init's message).
@@ -251,16 +318,16 @@ impl Container {
         if !proc_stat::is_same_process(init, self.state.pid_start) {
             return Err(Error::WrongState { id: id.clone(), status: "stopped".into(), action: "exec", needed: "running" });
         }
-        let mut namespaces = namespaces_of(init).ctx(id, || format!("read namespaces of {init}"))?;
-        let pidns = match namespaces.iter().position(|(t, _)| *t == LinuxNamespaceType::Pid) {
-            Some(i) => {
-                let (_, path) = namespaces.remove(i);
-                Some(File::open(&path).ctx(id, || format!("open {}", path.display()))?)
-            }
-            None => None,
-        };
+        let mut namespaces = namespaces_of(init).ctx(id, || format!("open the namespaces of {init}"))?;
+        // Opened by pid: make sure it still was our init, not a reused pid.
+        if !proc_stat::is_same_process(init, self.state.pid_start) {
+            return Err(Error::WrongState { id: id.clone(), status: "stopped".into(), action: "exec", needed: "running" });
+        }
+        let pidns = namespaces.iter().position(|(t, ..)| *t == LinuxNamespaceType::Pid).map(|i| namespaces.remove(i).2);
+        let (names, fds): (Vec<_>, Vec<OwnedFd>) =
+            namespaces.into_iter().map(|(typ, path, file)| ((typ, path), OwnedFd::from(file))).unzip();
         let mut child =
-            spawn_in_pid_namespace(pidns.as_ref(), 0, &stdio, false).ctx(id, || "start exec process".into())?;
+            spawn_in_pid_namespace(pidns.as_ref(), Default::default(), &stdio).ctx(id, || "start exec process".into())?;
         drop(stdio);
         let guard = CreateGuard { pid: Some(child.pid), cgroup: None, unit: None, dir: None };
         if let Some(list) = process.exec_cpu_affinity().as_ref().and_then(|a| a.initial().as_deref()) {
@@ -276,13 +343,13 @@ impl Container {
         let request = InitRequest::Exec {
             id: id.clone(),
             process: process.clone(),
-            namespaces,
+            namespaces: names,
             seccomp: linux.as_ref().and_then(|l| l.seccomp().clone()),
             personality: linux.as_ref().and_then(|l| l.personality().clone()),
         };
         let bundle = &self.state.bundle;
         let duties = Duties { hooks: &|| Ok(()), listener: &|fd| listen(&spec, id, bundle, "running", child.pid, fd) };
-        let (_, console) = handshake(id, &mut child.channel, request, &[], &duties)?;
+        let (_, console) = handshake(id, &mut child.channel, request, &fds, &duties)?;
         release(id, &mut child.channel, &duties)?;
         guard.disarm();
         Ok(ExecProcess { pid: child.pid, console })
@@ -295,7 +362,12 @@ impl Container {
             Some(unit) => systemd::update(unit, resources)?,
             None => Vec::new(),
         };
-        warnings.extend(self.cgroup().apply(resources)?);
+        let cgroup = self.cgroup();
+        if crate::rootless::is_rootless() && self.state.systemd_unit.is_none() {
+            warnings.extend(cgroup.apply(&cgroup.rootless_resources(resources, &[])?)?);
+        } else {
+            warnings.extend(cgroup.apply(resources)?);
+        }
         Ok(warnings)
     }
 
@@ -316,12 +388,19 @@ impl Container {
     /// Signal init, or with `all` every process of the container.
     pub fn kill(&self, signal: i32, all: bool) -> Result<()> {
         let id = &self.state.id;
-        if all {
+        if all && !self.state.cgroups.is_empty() {
             for pid in self.cgroup().procs() {
                 // SAFETY: kill(2).
                 unsafe { libc::kill(pid, signal) };
             }
             self.thaw_for_sigkill(signal);
+            return Ok(());
+        }
+        if all && self.owns_pid_namespace()? {
+            // No cgroup (rootless without delegation): the processes of the
+            // container's own pid namespace are all of it.
+            crate::pidns::signal_members(self.state.pid, self.state.pid_start, signal)
+                .ctx(id, || format!("signal {signal} to the processes of {}'s pid namespace", self.state.pid))?;
             return Ok(());
         }
         if !proc_stat::is_same_process(self.state.pid, self.state.pid_start) {
@@ -335,6 +414,28 @@ impl Container {
         .ctx(id, || format!("signal {signal} to {}", self.state.pid))?;
         self.thaw_for_sigkill(signal);
         Ok(())
+    }
+
+    /// Once init exited: kill what is left of the container when init was
+    /// not its pid namespace's first process (it shares a pod's or the
+    /// host's; otherwise the kernel killed the rest already), and wait until
+    /// it is gone, as runc-v2 does before it reports the exit. Processes left
+    /// would hold the container's stdout, and the client would never see its
+    /// end.
+    pub fn kill_remaining(&self) -> Result<()> {
+        if !self.owns_pid_namespace()? {
+            let cgroup = self.cgroup();
+            let _ = cgroup.freeze(false);
+            cgroup.kill_all(Duration::from_secs(2));
+        }
+        Ok(())
+    }
+
+    fn owns_pid_namespace(&self) -> Result<bool> {
+        Ok(match self.own_pid_namespace {
+            Some(own) => own,
+            None => Namespaces::from_spec(&spec::load_spec(&self.state.bundle)?).creates(LinuxNamespaceType::Pid),
+        })
     }
 
     /// A frozen process does not die of SIGKILL until thawed: a kill of a
@@ -384,11 +485,25 @@ impl Container {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound { id: id.into() }),
             other => other.ctx(id, || format!("load state from {}", dir.display()))?,
         };
-        Ok(Container { state, dir, channel: None, warnings: Vec::new(), console: None })
+        Ok(Container { state, dir, channel: None, warnings: Vec::new(), console: None, own_pid_namespace: None })
     }
 
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The runtime-spec's status: `created` until started, `stopped` once
+    /// init is gone, `paused` while frozen, else `running`.
+    pub fn status(&self) -> &'static str {
+        if !proc_stat::is_running(self.state.pid, self.state.pid_start) {
+            "stopped"
+        } else if self.state.status == Status::Created {
+            "created"
+        } else if self.cgroup().is_frozen() {
+            "paused"
+        } else {
+            "running"
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -408,9 +523,16 @@ impl Container {
         Cgroup::from_dirs(self.state.cgroups.clone())
     }
 
-    /// Pids of every process in the container.
+    /// Pids of every process in the container: its cgroup's, or without one
+    /// (rootless) its own pid namespace's, or just init.
     pub fn pids(&self) -> Vec<i32> {
-        self.cgroup().procs()
+        if !self.state.cgroups.is_empty() {
+            return self.cgroup().procs();
+        }
+        match self.owns_pid_namespace() {
+            Ok(true) => crate::pidns::members(self.state.pid, self.state.pid_start),
+            _ => vec![self.state.pid].into_iter().filter(|p| proc_stat::is_same_process(*p, self.state.pid_start)).collect(),
+        }
     }
 }
 
@@ -448,6 +570,30 @@ impl Duties<'_> {
     }
 }
 
+/// What an init that died without a message (a signal) leaves us to say.
+const INIT_DIED: &str = "container init exited during setup";
+
+/// An init dead without a message: say so when the OOM killer took it (the
+/// spec's memory limit too low for setting the container up), as runc does.
+fn oom_during_setup(e: Error, cgroup: &Cgroup, before: Option<u64>, resources: Option<&LinuxResources>) -> Error {
+    // Init's death shows as its channel closing (EOF) or reset under a
+    // read or write, depending on when the kill came.
+    let died = |e: &Error| match e {
+        Error::Init { message, .. } => message == INIT_DIED,
+        Error::Sys { .. } => true,
+        _ => false,
+    };
+    match e {
+        Error::Init { ref id, .. } | Error::Sys { ref id, .. } if died(&e) && cgroup.oom_kills() > before => {
+            let id = id.clone();
+            let limit = resources.and_then(|r| r.memory().as_ref()).and_then(|m| m.limit());
+            let hint = limit.map(|l| format!(": is linux.resources.memory.limit {l} too low?")).unwrap_or_default();
+            Error::Init { id, message: format!("container init was killed by the OOM killer during setup{hint}") }
+        }
+        other => other,
+    }
+}
+
 /// Send init its request (and `fds`, which it announces) and serve it until it
 /// is ready (a failure of a duty is the container's error).
 fn handshake(
@@ -470,7 +616,7 @@ fn handshake(
         Some(InitReply::Failed { message }) => Err(Error::Init { id: id.into(), message }),
         // Duties are served above; nothing else may come before Ready.
         Some(_) => Err(Error::Init { id: id.into(), message: "init answered out of turn".into() }),
-        None => Err(Error::Init { id: id.into(), message: "container init exited during setup".into() }),
+        None => Err(Error::Init { id: id.into(), message: INIT_DIED.into() }),
     }
 }
 
@@ -490,7 +636,7 @@ fn run_hooks(kind: HookKind, spec: &Spec, state: &HookState, all: bool) -> std::
         return Ok(Vec::new());
     }
     let request = InitRequest::Hooks { kind, hooks: hooks.to_vec(), state: hooks::encode(kind, state)?, all };
-    let mut runner = spawn_in_pid_namespace(None, 0, &Stdio::default(), false)
+    let mut runner = spawn_in_pid_namespace(None, Default::default(), &Stdio::default())
         .map_err(|e| format!("start the hook runner: {e}"))?;
     let reply = runner.channel.send(&request).and_then(|()| runner.channel.recv::<InitReply>());
     // The runner exits once it answered; a subreaping caller may reap it first.
@@ -503,8 +649,14 @@ fn run_hooks(kind: HookKind, spec: &Spec, state: &HookState, all: bool) -> std::
     }
 }
 
-/// The namespaces of `pid` that differ from ours: what an exec must join.
-fn namespaces_of(pid: i32) -> std::io::Result<Vec<(LinuxNamespaceType, PathBuf)>> {
+fn open_namespace(id: &str, typ: LinuxNamespaceType, path: &Path) -> Result<File> {
+    File::open(path).ctx(id, || format!("open {typ} namespace {}", path.display()))
+}
+
+/// The namespaces of `pid` that differ from ours, open: what an exec must
+/// join (with their /proc path, for messages).
+fn namespaces_of(pid: i32) -> std::io::Result<Vec<(LinuxNamespaceType, PathBuf, File)>> {
+    use crate::procfs::{self, Base};
     use LinuxNamespaceType as T;
     let mut out = Vec::new();
     // User first: joining it decides what the others may be joined with.
@@ -518,10 +670,12 @@ fn namespaces_of(pid: i32) -> std::io::Result<Vec<(LinuxNamespaceType, PathBuf)>
         (T::Cgroup, "cgroup"),
         (T::Time, "time"),
     ] {
-        let theirs = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
-        let Ok(target) = std::fs::read_link(&theirs) else { continue };
-        if std::fs::read_link(format!("/proc/self/ns/{name}")).ok().as_ref() != Some(&target) {
-            out.push((typ, theirs));
+        let link = format!("ns/{name}");
+        // A kernel without this namespace type has no link.
+        let Ok(target) = procfs::readlink(Base::Pid(pid), &link) else { continue };
+        if procfs::readlink(Base::OwnProcess, &link).ok().as_ref() != Some(&target) {
+            let file = procfs::open_link(Base::Pid(pid), &link, pathrs::flags::OpenFlags::O_RDONLY)?;
+            out.push((typ, PathBuf::from(format!("/proc/{pid}/{link}")), file));
         }
     }
     Ok(out)
@@ -556,8 +710,7 @@ fn write_id_maps(id: &str, pid: i32, spec: &Spec) -> Result<()> {
                 reason: format!("a new user namespace needs linux.{}", if file == "uid_map" { "uidMappings" } else { "gidMappings" }),
             });
         }
-        let path = format!("/proc/{pid}/{file}");
-        std::fs::write(&path, text).ctx(id, || format!("write {path}"))?;
+        crate::procfs::write(crate::procfs::Base::Pid(pid), file, text.as_bytes()).ctx(id, || format!("set {file}"))?;
     }
     Ok(())
 }

@@ -245,7 +245,10 @@ impl Child {
 
     /// Collect output until the hook exits (or its timeout kills it), then its status.
     fn wait(self, timeout: Option<Duration>) -> Result<(), Failure> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout past what an Instant can hold (the spec allows any i64
+        // of seconds) is no deadline; adding it would panic, and the init or
+        // hook runner would die without a word.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut out = Output::default();
         let mut open = [true, true];
         let reason = loop {
@@ -484,6 +487,15 @@ mod tests {
         let err = run(HookKind::Poststart, &s, &state(&s)).unwrap_err();
         assert!(err.ends_with("timed out after 1s"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Found by the config.json fuzz suite: a createContainer hook with
+    /// timeout i64::MAX killed the container's init (a panic adding it to
+    /// the clock), and Create failed with "container init exited during setup".
+    #[test]
+    fn the_longest_timeout_is_no_deadline() {
+        let s = spec(r#"{"poststart":[{"path":"/bin/true","timeout":9223372036854775807}]}"#);
+        run(HookKind::Poststart, &s, &state(&s)).unwrap();
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -32,21 +32,29 @@ pub(crate) fn init_exe() -> io::Result<RawFd> {
     if let Some(fd) = INIT_EXE.get() {
         return Ok(fd.as_raw_fd());
     }
-    let exe = std::fs::read_link("/proc/self/exe")?;
+    let exe = crate::procfs::readlink(crate::procfs::Base::OwnProcess, "exe")?;
     let fd = detached_readonly_view(&exe).or_else(|_| sealed_copy(&exe))?;
+    // Above the fds a new init's stdio and channel are dup2'ed onto: in a
+    // process with only stdio open this fd would be 3, and the child would
+    // overwrite it with its channel before it executes it.
+    let fd = crate::spawn::dup_high(fd.as_fd())?;
     Ok(INIT_EXE.get_or_init(|| fd).as_raw_fd())
 }
-
-/// The empty second layer. Layers must not overlap, so it cannot be "/".
-const EMPTY_LAYER: &str = "/run/ferrum/empty";
 
 fn detached_readonly_view(exe: &Path) -> io::Result<OwnedFd> {
     let dir = exe.parent().ok_or_else(|| io::Error::other("executable has no directory"))?;
     let name = exe.file_name().ok_or_else(|| io::Error::other("executable has no name"))?;
-    std::fs::create_dir_all(EMPTY_LAYER)?;
-    let fs = FsContext::open("overlay")?;
-    fs.set("lowerdir", &format!("{}:{EMPTY_LAYER}", dir.display()))?;
-    let mnt = fs.mount(MOUNT_ATTR_RDONLY)?;
+    // The empty second layer, made for the moment: the mount keeps what it
+    // needs of it, so nothing stays on disk. Layers must not overlap, so it
+    // cannot be "/" (or a directory holding our binary).
+    let empty = std::env::temp_dir().join(format!("ferrum-empty-layer.{}", std::process::id()));
+    std::fs::create_dir(&empty)?;
+    let mounted = FsContext::open("overlay").and_then(|fs| {
+        fs.set("lowerdir", &format!("{}:{}", dir.display(), empty.display()))?;
+        fs.mount(MOUNT_ATTR_RDONLY)
+    });
+    let _ = std::fs::remove_dir(&empty);
+    let mnt = mounted?;
     let name = CString::new(name.as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // SAFETY: openat relative to the mount fd; the file fd is owned at once.
     let file = unsafe { libc::openat(mnt.as_raw_fd(), name.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };

@@ -21,6 +21,7 @@ pub mod cgroup;
 mod clone3;
 mod container;
 mod error;
+mod exec_fifo;
 mod features;
 mod hooks;
 mod idmap;
@@ -30,6 +31,9 @@ pub mod mount;
 mod namespaces;
 mod new_mount_api;
 mod proc_stat;
+mod pidns;
+mod procfs;
+mod rootless;
 mod seccomp_listener;
 mod spawn;
 mod spec;
@@ -39,6 +43,7 @@ mod sys;
 pub use container::{Container, CreateOptions, ExecProcess, SetupOptions, Stdio};
 pub use error::{Error, Result};
 pub use features::features;
+pub use rootless::is_rootless;
 pub use spec::load_spec;
 pub use state::{State, Status};
 
@@ -51,7 +56,7 @@ pub mod process_model {
     /// Spawn an init the way `Container::create` does (no namespaces), let it
     /// start up, and reap it. Returns once it has exited.
     pub fn spawn_reexec_and_reap() -> std::io::Result<()> {
-        let child = crate::spawn::spawn_in_pid_namespace(None, 0, &crate::Stdio::default(), false)?;
+        let child = crate::spawn::spawn_in_pid_namespace(None, Default::default(), &crate::Stdio::default())?;
         // Closing the channel makes init exit as soon as it is running.
         let pid = child.pid;
         drop(child);

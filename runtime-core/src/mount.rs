@@ -15,11 +15,32 @@ pub struct MountOptions {
     pub propagation: Vec<MsFlags>,
     /// Filesystem-specific options, comma-joined into the data argument.
     pub data: Vec<String>,
+    /// The recursive attributes (`rro`, `rnosuid`…): MOUNT_ATTR_* set and
+    /// cleared on the whole new tree with mount_setattr(AT_RECURSIVE), where
+    /// mount(2)'s flags reach only its top.
+    pub recursive: RecursiveAttrs,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RecursiveAttrs {
+    pub set: u64,
+    pub clear: u64,
+}
+
+impl RecursiveAttrs {
+    fn is_empty(&self) -> bool {
+        self.set == 0 && self.clear == 0
+    }
 }
 
 impl Default for MountOptions {
     fn default() -> Self {
-        MountOptions { flags: MsFlags::empty(), propagation: Vec::new(), data: Vec::new() }
+        MountOptions {
+            flags: MsFlags::empty(),
+            propagation: Vec::new(),
+            data: Vec::new(),
+            recursive: RecursiveAttrs::default(),
+        }
     }
 }
 
@@ -30,6 +51,16 @@ impl MountOptions {
             let opt = opt.as_ref();
             if let Some(p) = propagation(opt) {
                 out.propagation.push(p);
+            } else if let Some((set, attr)) = recursive_attr(opt) {
+                if set {
+                    out.recursive.set |= attr;
+                    // An access-time mode is set only with the whole field cleared first.
+                    if attr & ATTR_ATIME_MASK == attr {
+                        out.recursive.clear |= ATTR_ATIME_MASK;
+                    }
+                } else {
+                    out.recursive.clear |= attr;
+                }
             } else if let Some((set, flag)) = flag(opt) {
                 if set {
                     out.flags |= flag;
@@ -57,13 +88,52 @@ impl MountOptions {
     }
 }
 
-/// Every option `flag` and `propagation` know (the rest is filesystem data).
-pub(crate) const OPTION_NAMES: [&str; 35] = [
+/// Every option `flag`, `propagation` and `recursive_attr` know (the rest is filesystem data).
+pub(crate) const OPTION_NAMES: [&str; 53] = [
     "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async", "dirsync", "remount", "mand",
     "nomand", "noatime", "atime", "nodiratime", "diratime", "relatime", "norelatime", "strictatime",
     "nostrictatime", "silent", "loud", "bind", "rbind", "defaults", "private", "rprivate", "shared", "rshared",
-    "slave", "rslave", "unbindable", "runbindable",
+    "slave", "rslave", "unbindable", "runbindable", "rro", "rrw", "rnosuid", "rsuid", "rnodev", "rdev", "rnoexec",
+    "rexec", "rnodiratime", "rdiratime", "rrelatime", "rnorelatime", "rnoatime", "ratime", "rstrictatime",
+    "rnostrictatime", "rnosymfollow", "rsymfollow",
 ];
+
+// linux/mount.h's MOUNT_ATTR_*.
+pub(crate) const ATTR_RDONLY: u64 = 0x1;
+const ATTR_NOSUID: u64 = 0x2;
+const ATTR_NODEV: u64 = 0x4;
+const ATTR_NOEXEC: u64 = 0x8;
+const ATTR_RELATIME: u64 = 0x0;
+const ATTR_NOATIME: u64 = 0x10;
+const ATTR_STRICTATIME: u64 = 0x20;
+const ATTR_ATIME_MASK: u64 = 0x70;
+const ATTR_NODIRATIME: u64 = 0x80;
+const ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+
+/// The runtime-spec's recursive mount options (runc's names): (set, attribute).
+fn recursive_attr(opt: &str) -> Option<(bool, u64)> {
+    Some(match opt {
+        "rro" => (true, ATTR_RDONLY),
+        "rrw" => (false, ATTR_RDONLY),
+        "rnosuid" => (true, ATTR_NOSUID),
+        "rsuid" => (false, ATTR_NOSUID),
+        "rnodev" => (true, ATTR_NODEV),
+        "rdev" => (false, ATTR_NODEV),
+        "rnoexec" => (true, ATTR_NOEXEC),
+        "rexec" => (false, ATTR_NOEXEC),
+        "rnodiratime" => (true, ATTR_NODIRATIME),
+        "rdiratime" => (false, ATTR_NODIRATIME),
+        "rrelatime" => (true, ATTR_RELATIME),
+        "rnorelatime" => (false, ATTR_RELATIME),
+        "rnoatime" => (true, ATTR_NOATIME),
+        "ratime" => (false, ATTR_NOATIME),
+        "rstrictatime" => (true, ATTR_STRICTATIME),
+        "rnostrictatime" => (false, ATTR_STRICTATIME),
+        "rnosymfollow" => (true, ATTR_NOSYMFOLLOW),
+        "rsymfollow" => (false, ATTR_NOSYMFOLLOW),
+        _ => return None,
+    })
+}
 
 fn flag(opt: &str) -> Option<(bool, MsFlags)> {
     use MsFlags as F;
@@ -145,8 +215,15 @@ pub(crate) fn mount_with(
     } else {
         sys.mount(Some(source), target, Some(typ), opts.flags, data.as_deref())?;
     }
+    finish_mount(sys, opts, reopen)
+}
+
+/// What a new mount gets after mount(2) (or after a detached copy was
+/// attached): a bind's read-only and other flags by remount, then the
+/// propagation and the recursive attributes.
+pub(crate) fn finish_mount(sys: &dyn Sys, opts: &MountOptions, reopen: &dyn Fn() -> io::Result<MountTarget>) -> io::Result<()> {
     let remount = opts.is_bind() && !opts.bind_remount_flags().is_empty();
-    if remount || !opts.propagation.is_empty() {
+    if remount || !opts.propagation.is_empty() || !opts.recursive.is_empty() {
         let top = reopen()?;
         if remount {
             let flags =
@@ -155,6 +232,9 @@ pub(crate) fn mount_with(
         }
         for p in &opts.propagation {
             sys.mount(None, &top.path, None, *p, None)?;
+        }
+        if !opts.recursive.is_empty() {
+            sys.set_tree_attrs(&top.path, opts.recursive)?;
         }
     }
     Ok(())
@@ -196,15 +276,7 @@ const MAX_MOUNT_DATA: usize = 4095;
 /// Mount the layers of a root filesystem on `target`, in order.
 pub fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> io::Result<()> {
     for (i, m) in mounts.iter().enumerate() {
-        let opts = MountOptions::parse(&m.options);
-        let typ = if m.typ == "bind" { "none" } else { m.typ.as_str() };
-        let too_long = opts.data_string().is_some_and(|d| d.len() > MAX_MOUNT_DATA);
-        let mounted = if typ == "overlay" && too_long {
-            mount_overlay_by_parts(&opts, target)
-        } else {
-            mount_with(&Kernel, typ, Path::new(&m.source), target, &opts, &|| Ok(MountTarget::plain(target)))
-        };
-        mounted.map_err(|e| {
+        mount_layer(m, target).map_err(|e| {
             let _ = unmount_all(target);
             io::Error::new(
                 e.kind(),
@@ -213,6 +285,29 @@ pub fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> io::Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// One rootfs mount; with containerd's `uidmap=`/`gidmap=` its layers idmapped
+/// (see `idmap::take_layer_maps`).
+fn mount_layer(m: &RootfsMount, target: &Path) -> io::Result<()> {
+    let mut options = m.options.clone();
+    let userns = crate::idmap::take_layer_maps(&mut options)?;
+    let typ = if m.typ == "bind" { "none" } else { m.typ.as_str() };
+    let _lowers = match &userns {
+        Some(userns) if typ == "overlay" => Some(crate::idmap::IdmappedLowers::attach(&mut options, userns, target)?),
+        _ => None,
+    };
+    let opts = MountOptions::parse(&options);
+    let too_long = opts.data_string().is_some_and(|d| d.len() > MAX_MOUNT_DATA);
+    if typ == "overlay" && too_long {
+        mount_overlay_by_parts(&opts, target)?;
+    } else {
+        mount_with(&Kernel, typ, Path::new(&m.source), target, &opts, &|| Ok(MountTarget::plain(target)))?;
+    }
+    match &userns {
+        Some(userns) if typ != "overlay" => crate::idmap::idmap_in_place(target, userns),
+        _ => Ok(()),
+    }
 }
 
 /// An overlay of many layers (a 128-layer image's lowerdir list exceeds the
@@ -303,6 +398,49 @@ mod tests {
         std::fs::remove_dir_all(&base).unwrap();
         mounted.unwrap();
         assert!(seen, "every layer is visible");
+    }
+
+    #[test]
+    fn containerds_id_maps_make_the_lower_layers_idmapped() {
+        use std::os::unix::fs::MetadataExt;
+        if !crate::test_support::have_root("mounting an idmapped overlay") {
+            return;
+        }
+        let base = std::env::temp_dir().join(format!("ferrum-idmapped-layers-{}", std::process::id()));
+        let (lower, upper, work, target) = (base.join("lower"), base.join("upper"), base.join("work"), base.join("rootfs"));
+        for d in [&lower, &upper, &work, &target] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(lower.join("f"), "x").unwrap();
+        let options = ["uidmap=0:327680:65536", "gidmap=0:327680:65536", "index=off"]
+            .iter()
+            .map(|o| o.to_string())
+            .chain([
+                format!("workdir={}", work.display()),
+                format!("upperdir={}", upper.display()),
+                format!("lowerdir={}", lower.display()),
+            ])
+            .collect();
+        let m = RootfsMount { typ: "overlay".into(), source: "overlay".into(), options };
+        let mounted = mount_rootfs(&[m], &target);
+        let owner = std::fs::metadata(target.join("f")).map(|m| (m.uid(), m.gid()));
+        let left: Vec<_> = std::fs::read_dir(&base).unwrap().flatten().map(|e| e.file_name()).collect();
+        unmount_all(&target).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+        mounted.unwrap();
+        assert_eq!(owner.unwrap(), (327680, 327680), "root's file as the pod's root");
+        assert_eq!(left.len(), 4, "the idmapped lower dirs are gone: {left:?}");
+    }
+
+    #[test]
+    fn recursive_options_are_attributes_of_the_whole_tree() {
+        let o = MountOptions::parse(&["rbind", "rro", "rnosuid", "rdev"]);
+        assert_eq!(o.flags, MsFlags::MS_BIND | MsFlags::MS_REC);
+        assert_eq!(o.recursive, RecursiveAttrs { set: ATTR_RDONLY | ATTR_NOSUID, clear: ATTR_NODEV });
+        assert!(o.data.is_empty());
+        // An access-time mode clears the whole access-time field first.
+        let o = MountOptions::parse(&["rnoatime"]);
+        assert_eq!(o.recursive, RecursiveAttrs { set: ATTR_NOATIME, clear: ATTR_ATIME_MASK });
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 // linux/mount.h
@@ -101,7 +101,7 @@ const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 
 /// Attach a detached mount on the file or directory `target` is open on (a
 /// /proc/self/fd path would not do: move_mount does not follow its last link).
-pub(crate) fn attach_at(mount: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
+pub(crate) fn attach_at(mount: &OwnedFd, target: BorrowedFd) -> io::Result<()> {
     let empty = cstr("")?;
     // SAFETY: move_mount between two fds we own, with empty paths.
     check(unsafe {
@@ -121,10 +121,19 @@ const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 /// A detached copy of the mount tree at `path` (the whole subtree with
 /// `recursive`), as a bind mount would take it.
 pub(crate) fn clone_tree(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
-    let path = cstr(&path.to_string_lossy())?;
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | if recursive { libc::AT_RECURSIVE as libc::c_uint } else { 0 };
+    open_tree(libc::AT_FDCWD, &cstr(&path.to_string_lossy())?, 0, recursive)
+}
+
+/// `clone_tree` of what `fd` is open on: no path is resolved.
+pub(crate) fn clone_tree_at(fd: BorrowedFd, recursive: bool) -> io::Result<OwnedFd> {
+    open_tree(fd.as_raw_fd(), &cstr("")?, libc::AT_EMPTY_PATH as libc::c_uint, recursive)
+}
+
+fn open_tree(dirfd: RawFd, path: &CString, flags: libc::c_uint, recursive: bool) -> io::Result<OwnedFd> {
+    let recursive = if recursive { libc::AT_RECURSIVE as libc::c_uint } else { 0 };
+    let flags = flags | OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | recursive;
     // SAFETY: open_tree with a NUL-terminated path; the fd is owned at once.
-    let fd = check(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) })?;
+    let fd = check(unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) })?;
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
@@ -146,16 +155,34 @@ pub(crate) fn set_idmap(mount: &OwnedFd, userns: &OwnedFd, attrs: libc::c_uint, 
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
     };
-    let empty = cstr("")?;
+    set_attr(mount, &attr, recursive)
+}
+
+/// Set and clear MOUNT_ATTR_*s on the mount at `path` and every mount below it.
+pub(crate) fn set_tree_attrs(path: &Path, set: u64, clear: u64) -> io::Result<()> {
+    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    mount_setattr(libc::AT_FDCWD, &cstr(&path.to_string_lossy())?, libc::AT_RECURSIVE, &attr)
+}
+
+/// Give a mount `attrs` (MOUNT_ATTR_RDONLY…), on the whole tree with `recursive`.
+pub(crate) fn set_attrs(mount: &OwnedFd, attrs: libc::c_uint, recursive: bool) -> io::Result<()> {
+    set_attr(mount, &MountAttr { attr_set: attrs as u64, attr_clr: 0, propagation: 0, userns_fd: 0 }, recursive)
+}
+
+fn set_attr(mount: &OwnedFd, attr: &MountAttr, recursive: bool) -> io::Result<()> {
     let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
-    // SAFETY: mount_setattr on our mount fd with a struct of the declared size.
+    mount_setattr(mount.as_raw_fd(), &cstr("")?, flags, attr)
+}
+
+fn mount_setattr(dirfd: RawFd, path: &CString, flags: libc::c_int, attr: &MountAttr) -> io::Result<()> {
+    // SAFETY: mount_setattr with a NUL-terminated path and a struct of the declared size.
     check(unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            mount.as_raw_fd(),
-            empty.as_ptr(),
+            dirfd,
+            path.as_ptr(),
             flags,
-            &attr as *const MountAttr,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     })

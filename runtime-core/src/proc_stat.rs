@@ -5,7 +5,7 @@ use std::io;
 
 /// Start time (field 22 of /proc/<pid>/stat, in clock ticks since boot).
 pub(crate) fn start_time(pid: i32) -> io::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let stat = crate::procfs::read(crate::procfs::Base::Pid(pid), "stat")?;
     parse_start_time(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat"))
 }
 
@@ -19,6 +19,14 @@ fn parse_start_time(stat: &str) -> Option<u64> {
 /// True when `pid` still is the process that started at `start`.
 pub(crate) fn is_same_process(pid: i32, start: u64) -> bool {
     start_time(pid).map(|t| t == start).unwrap_or(false)
+}
+
+/// True when `pid` is the process that started at `start` and has not
+/// exited: a zombie waiting for its reaper is gone, as runc counts it.
+pub(crate) fn is_running(pid: i32, start: u64) -> bool {
+    let Ok(stat) = crate::procfs::read(crate::procfs::Base::Pid(pid), "stat") else { return false };
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+    parse_start_time(&stat) == Some(start) && state != Some("Z")
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use crate::channel::Channel;
 use crate::clone3::{clone3, CloneArgs};
 use crate::init::INIT_ARG;
 use std::ffi::CString;
+use std::mem::size_of;
 use std::io;
 use crate::container::Stdio;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -14,6 +15,21 @@ use std::os::unix::net::UnixStream;
 
 /// The init's fds: 0-2 stdio, 3 the channel, and (only with a gate) 4 the gate.
 pub(crate) const CHANNEL_FD: RawFd = 3;
+
+/// How an init is born.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Birth<'a> {
+    /// The new namespaces clone3 puts it in.
+    pub clone_flags: u64,
+    /// They include a new user namespace, whose maps the parent writes before
+    /// init runs (`Spawned::release`).
+    pub gated: bool,
+    /// An existing user namespace the new ones must belong to (a pod's): an
+    /// intermediate process joins it and clones init, since a pid namespace's
+    /// first process must be cloned into it. The caller must be a subreaper:
+    /// init is reparented to it when the intermediate exits.
+    pub in_user: Option<BorrowedFd<'a>>,
+}
 
 pub(crate) struct Spawned {
     pub pid: i32,
@@ -55,7 +71,8 @@ fn stdio_sources(stdio: &Stdio, null: &std::fs::File) -> io::Result<Vec<OwnedFd>
         .collect()
 }
 
-fn spawn_init(clone_flags: u64, stdio: &Stdio, gated: bool) -> io::Result<Spawned> {
+fn spawn_init(birth: Birth, stdio: &Stdio) -> io::Result<Spawned> {
+    let Birth { clone_flags, gated, in_user } = birth;
     let exe = crate::init_exe::init_exe()?;
     let (parent_end, child_end) = UnixStream::pair()?;
     let (gate_read, gate_write) = if gated {
@@ -82,16 +99,53 @@ fn spawn_init(clone_flags: u64, stdio: &Stdio, gated: bool) -> io::Result<Spawne
     let argv = [argv0.as_ptr(), argv1.as_ptr(), std::ptr::null()];
     let envp = [std::ptr::null::<libc::c_char>()];
     let empty = CString::new("").expect("static");
-    let mut args = CloneArgs { flags: clone_flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
+    // With a user namespace to join, the intermediate clones init with the
+    // namespaces; the parent's clone makes none.
+    let user_fd = in_user.map(|fd| dup_high(fd)).transpose()?;
+    let user_fd_raw: RawFd = user_fd.as_ref().map_or(-1, |f| f.as_raw_fd());
+    let (pid_read, pid_write) = match in_user {
+        Some(_) => {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            (Some(r), Some(w))
+        }
+        None => (None, None),
+    };
+    let pid_write_raw: RawFd = pid_write.as_ref().map_or(-1, |w| w.as_raw_fd());
+    let first_flags = if in_user.is_some() { 0 } else { clone_flags };
+    let mut args = CloneArgs { flags: first_flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
+    let mut init_args = CloneArgs { flags: clone_flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
 
     // SAFETY: clone3 without CLONE_VM behaves like fork. The child branch only
-    // calls dup2/read/execveat/_exit on data prepared above.
+    // calls dup2/read/setns/clone3/write/execveat/_exit on data prepared above.
     let pid = unsafe { clone3(&mut args)? };
     if pid == 0 {
         unsafe {
             for (target, src) in source_fds.iter().enumerate() {
                 if libc::dup2(*src, target as RawFd) < 0 {
                     libc::_exit(126);
+                }
+            }
+            if user_fd_raw >= 0 {
+                // Join it as its root (so that the exec keeps its capabilities,
+                // as below), then clone init into the new namespaces, which it
+                // now owns. Our only job after that is to say init's pid, or
+                // (negated) the errno of what failed.
+                let mut said: libc::pid_t = 0;
+                if libc::syscall(libc::SYS_setns, user_fd_raw, libc::CLONE_NEWUSER) < 0 {
+                    said = -*libc::__errno_location();
+                } else {
+                    libc::syscall(libc::SYS_setresgid, 0, 0, 0);
+                    libc::syscall(libc::SYS_setresuid, 0, 0, 0);
+                    let init = libc::syscall(libc::SYS_clone3, &mut init_args as *mut CloneArgs, size_of::<CloneArgs>());
+                    match init {
+                        0 => {} // init: on to the exec
+                        n if n < 0 => said = -*libc::__errno_location(),
+                        n => said = n as libc::pid_t,
+                    }
+                }
+                if said != 0 {
+                    libc::write(pid_write_raw, (&said as *const libc::pid_t).cast(), size_of::<libc::pid_t>());
+                    libc::_exit(0);
                 }
             }
             if gate_fd >= 0 {
@@ -121,7 +175,32 @@ fn spawn_init(clone_flags: u64, stdio: &Stdio, gated: bool) -> io::Result<Spawne
             libc::_exit(127);
         }
     }
+    let pid = match pid_read {
+        Some(read) => {
+            drop(pid_write);
+            init_pid_from(pid, read)?
+        }
+        None => pid,
+    };
     Ok(Spawned { pid, channel: Channel::new(parent_end), gate: gate_write })
+}
+
+/// The pid of the init `intermediate` cloned (it writes it on `read`'s pipe
+/// and exits), once the intermediate is reaped.
+fn init_pid_from(intermediate: libc::pid_t, read: OwnedFd) -> io::Result<libc::pid_t> {
+    let mut said: libc::pid_t = 0;
+    // SAFETY: read into a pid_t we own, of its size.
+    let n = unsafe { libc::read(read.as_raw_fd(), (&mut said as *mut libc::pid_t).cast(), size_of::<libc::pid_t>()) };
+    // A subreaping caller may reap it first: then this finds no child, fine.
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(intermediate), None);
+    match said {
+        pid if pid > 0 && n as usize == size_of::<libc::pid_t>() => Ok(pid),
+        errno if errno < 0 => {
+            let e = io::Error::from_raw_os_error(-errno);
+            Err(io::Error::new(e.kind(), format!("join the user namespace and clone init into it: {e}")))
+        }
+        _ => Err(io::Error::other("the process joining the user namespace died")),
+    }
 }
 
 /// Spawn an init, inside an existing pid namespace when `pidns` is given (a
@@ -129,17 +208,16 @@ fn spawn_init(clone_flags: u64, stdio: &Stdio, gated: bool) -> io::Result<Spawne
 /// setns(CLONE_NEWPID) changes the pid namespace of the calling *thread's*
 /// future children, so a short-lived thread of its own does it: no thread of
 /// the caller is ever left pointing into a container.
-pub(crate) fn spawn_in_pid_namespace(
-    pidns: Option<&std::fs::File>,
-    clone_flags: u64,
-    stdio: &Stdio,
-    gated: bool,
-) -> io::Result<Spawned> {
-    let Some(pidns) = pidns else { return spawn_init(clone_flags, stdio, gated) };
+pub(crate) fn spawn_in_pid_namespace(pidns: Option<&std::fs::File>, birth: Birth, stdio: &Stdio) -> io::Result<Spawned> {
+    let Some(pidns) = pidns else { return spawn_init(birth, stdio) };
+    if birth.in_user.is_some() {
+        // The intermediate would see init's pid in that pid namespace, not ours.
+        return Err(io::Error::other("an existing user namespace is joined by an intermediate only for a new pid namespace"));
+    }
     std::thread::scope(|s| {
         s.spawn(|| {
             nix::sched::setns(pidns, nix::sched::CloneFlags::CLONE_NEWPID)?;
-            spawn_init(clone_flags, stdio, gated)
+            spawn_init(birth, stdio)
         })
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("exec spawner thread panicked")))

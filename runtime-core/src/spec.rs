@@ -29,9 +29,9 @@ fn validate(spec: &Spec) -> std::result::Result<(), String> {
     if spec.root().is_none() {
         return Err("no root section".into());
     }
-    for m in spec.mounts().iter().flatten() {
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
         if !m.destination().is_absolute() {
-            return Err(format!("mount destination {:?} is not absolute", m.destination()));
+            return Err(format!("mounts[{i}].destination {:?} is not absolute", m.destination()));
         }
     }
     Ok(())
@@ -99,6 +99,18 @@ mod tests {
         );
         let err = load_spec(&b.0).unwrap_err().to_string();
         assert!(err.contains("process.args"), "{err}");
+    }
+
+    /// Found by the config.json fuzz suite: the error did not say which
+    /// mount, and with a mount given as a JSON array the value alone was no help.
+    #[test]
+    fn a_relative_mount_destination_is_named_by_index() {
+        let b = bundle_with(
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":["sh"],"user":{"uid":0,"gid":0}},
+                "mounts":[{"destination":"/proc","type":"proc"},["vf","x"]]}"#,
+        );
+        let err = load_spec(&b.0).unwrap_err().to_string();
+        assert!(err.contains(r#"mounts[1].destination "vf" is not absolute"#), "{err}");
     }
 
     #[test]

@@ -2,7 +2,15 @@
 //! and the kernel: every call that changes the mount table or makes a node
 //! goes through `Sys`, so that the logic is unit-tested without root by a
 //! recorder (`init::rootfs` tests), while `Kernel` makes the real calls.
+//!
+//! The `*_fd` calls take both ends as open files and resolve no path at all
+//! (the new mount API: open_tree, fsmount, move_mount): the mounts made once
+//! the container's mounts exist — masks, read-only paths, the console —,
+//! where any path, /proc/self/fd ones too, would be the container's to
+//! redirect.
 
+use crate::mount::RecursiveAttrs;
+use crate::new_mount_api;
 use nix::mount::{MntFlags, MsFlags};
 use std::ffi::CStr;
 use std::io;
@@ -23,6 +31,15 @@ pub(crate) trait Sys {
     fn fchownat(&self, dir: BorrowedFd, name: &CStr, uid: u32, gid: u32) -> io::Result<()>;
     fn symlinkat(&self, target: &CStr, dir: BorrowedFd, name: &CStr) -> io::Result<()>;
     fn unlinkat(&self, dir: BorrowedFd, name: &CStr) -> io::Result<()>;
+    /// Bind what `source` is open on over what `target` is open on.
+    fn bind_fd(&self, source: BorrowedFd, target: BorrowedFd, recursive: bool) -> io::Result<()>;
+    /// Bind `target` read-only over itself. As a bind remount, only the top
+    /// mount becomes read-only; the flags it has stay.
+    fn bind_readonly_fd(&self, target: BorrowedFd) -> io::Result<()>;
+    /// A fresh, empty, read-only tmpfs on `target`.
+    fn empty_tmpfs_fd(&self, target: BorrowedFd) -> io::Result<()>;
+    /// Set and clear MOUNT_ATTR_*s on the mount at `target` and every mount below it.
+    fn set_tree_attrs(&self, target: &Path, attrs: RecursiveAttrs) -> io::Result<()>;
 }
 
 /// The real thing.
@@ -84,6 +101,30 @@ impl Sys for Kernel {
     fn unlinkat(&self, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
         // SAFETY: as above.
         check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) })
+    }
+
+    fn bind_fd(&self, source: BorrowedFd, target: BorrowedFd, recursive: bool) -> io::Result<()> {
+        new_mount_api::attach_at(&new_mount_api::clone_tree_at(source, recursive)?, target)
+    }
+
+    fn bind_readonly_fd(&self, target: BorrowedFd) -> io::Result<()> {
+        // The whole tree, as a recursive bind takes it; only its top read-only.
+        let tree = new_mount_api::clone_tree_at(target, true)?;
+        new_mount_api::set_attrs(&tree, new_mount_api::MOUNT_ATTR_RDONLY, false)?;
+        new_mount_api::attach_at(&tree, target)
+    }
+
+    fn set_tree_attrs(&self, target: &Path, attrs: RecursiveAttrs) -> io::Result<()> {
+        new_mount_api::set_tree_attrs(target, attrs.set, attrs.clear)
+    }
+
+    fn empty_tmpfs_fd(&self, target: BorrowedFd) -> io::Result<()> {
+        let fs = new_mount_api::FsContext::open("tmpfs")?;
+        // As mount(2) with MS_RDONLY makes it (a read-only superblock, named
+        // tmpfs), so that mount tables read the same.
+        fs.set("source", "tmpfs")?;
+        fs.flag("ro")?;
+        new_mount_api::attach_at(&fs.mount(new_mount_api::MOUNT_ATTR_RDONLY)?, target)
     }
 }
 
@@ -178,6 +219,23 @@ pub(crate) mod recorder {
 
         fn unlinkat(&self, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
             self.note(format!("unlink {}/{}", self.show_fd(dir), name.to_string_lossy()))
+        }
+
+        fn bind_fd(&self, source: BorrowedFd, target: BorrowedFd, recursive: bool) -> io::Result<()> {
+            let rec = if recursive { " recursive" } else { "" };
+            self.note(format!("bind_fd {} {}{rec}", self.show_fd(source), self.show_fd(target)))
+        }
+
+        fn bind_readonly_fd(&self, target: BorrowedFd) -> io::Result<()> {
+            self.note(format!("bind_readonly_fd {}", self.show_fd(target)))
+        }
+
+        fn empty_tmpfs_fd(&self, target: BorrowedFd) -> io::Result<()> {
+            self.note(format!("empty_tmpfs_fd {}", self.show_fd(target)))
+        }
+
+        fn set_tree_attrs(&self, target: &Path, attrs: RecursiveAttrs) -> io::Result<()> {
+            self.note(format!("set_tree_attrs {} set {:#x} clear {:#x}", self.show(target), attrs.set, attrs.clear))
         }
     }
 }

@@ -38,6 +38,12 @@ fn throttles(b: &LinuxBlockIo) -> [(&Option<Vec<LinuxThrottleDevice>>, &'static 
     ]
 }
 
+/// A weight the spec sets: 0 is none, as runc reads it (Docker 20.10 sends
+/// `blockIO.weight: 0` for every container; the kernel refuses it).
+fn set(weight: Option<u16>) -> Option<u16> {
+    weight.filter(|w| *w != 0)
+}
+
 /// BFQ's weight files when the kernel has them, else the generic ones.
 fn weight_files<'a>(d: &Path, bfq: &'a str, generic: &'a str) -> (&'a str, bool) {
     if d.join(bfq).exists() {
@@ -54,17 +60,17 @@ impl Cgroup {
         };
         let (weight, _) = weight_files(d, "blkio.bfq.weight", "blkio.weight");
         let (weight_device, _) = weight_files(d, "blkio.bfq.weight_device", "blkio.weight_device");
-        if let Some(w) = b.weight() {
+        if let Some(w) = set(b.weight()) {
             write(d, weight, &w.to_string())?;
         }
-        if let Some(w) = b.leaf_weight() {
+        if let Some(w) = set(b.leaf_weight()) {
             write(d, "blkio.leaf_weight", &w.to_string())?;
         }
         for dev in b.weight_device().iter().flatten() {
-            if let Some(w) = dev.weight() {
+            if let Some(w) = set(dev.weight()) {
                 write(d, weight_device, &format!("{}:{} {w}", dev.major(), dev.minor()))?;
             }
-            if let Some(w) = dev.leaf_weight() {
+            if let Some(w) = set(dev.leaf_weight()) {
                 write(
                     d,
                     "blkio.leaf_weight_device",
@@ -90,15 +96,15 @@ impl Cgroup {
                 blkio_weight_to_io_weight(w).to_string()
             }
         };
-        if let Some(w) = b.weight() {
+        if let Some(w) = set(b.weight()) {
             write(d, weight, &format!("default {}", value(w)))?;
         }
         for dev in b.weight_device().iter().flatten() {
-            if let Some(w) = dev.weight() {
+            if let Some(w) = set(dev.weight()) {
                 write(d, weight, &format!("{}:{} {}", dev.major(), dev.minor(), value(w)))?;
             }
         }
-        if b.leaf_weight().is_some() || b.weight_device().iter().flatten().any(|w| w.leaf_weight().is_some()) {
+        if set(b.leaf_weight()).is_some() || b.weight_device().iter().flatten().any(|w| set(w.leaf_weight()).is_some()) {
             warnings.push("linux.resources.blockIO.leafWeight: cgroup v2 has no leaf weight, ignored".into());
         }
         for (list, _, key) in throttles(b) {

@@ -1,7 +1,7 @@
 //! Finding the cgroup hierarchies of this host from /proc/self/mountinfo and
 //! the caller's place in each from /proc/self/cgroup.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Hierarchy {
@@ -16,12 +16,14 @@ pub(super) struct Hierarchy {
 }
 
 impl Hierarchy {
-    /// The directory for a spec's `cgroupsPath`, as runc reads it.
+    /// The directory for a spec's `cgroupsPath`, as runc reads it: cleaned
+    /// first (runc's CleanPath), so that `..` never leads out of the hierarchy,
+    /// nor out of the caller's cgroup for a relative path.
     pub fn dir_for(&self, cgroups_path: Option<&Path>, id: &str) -> PathBuf {
         let own = self.own_path();
         match cgroups_path {
-            Some(p) if p.is_absolute() => self.mountpoint.join(p.strip_prefix("/").unwrap_or(p)),
-            Some(p) if !p.as_os_str().is_empty() => self.mountpoint.join(own).join(p),
+            Some(p) if p.is_absolute() => self.mountpoint.join(beneath(p)),
+            Some(p) if !p.as_os_str().is_empty() => self.mountpoint.join(own).join(beneath(p)),
             _ => self.mountpoint.join(own).join(id),
         }
     }
@@ -33,6 +35,22 @@ impl Hierarchy {
     }
 }
 
+/// `path` without `.`, `..` and its root: a `..` takes away the part before
+/// it and nothing above the start.
+fn beneath(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
 /// True on a host whose only cgroup filesystem is cgroup2 at /sys/fs/cgroup.
 pub fn is_pure_v2() -> bool {
     nix::sys::statfs::statfs("/sys/fs/cgroup")
@@ -40,7 +58,13 @@ pub fn is_pure_v2() -> bool {
         .unwrap_or(false)
 }
 
-/// One entry per hierarchy (bind mounts of the same hierarchy are skipped).
+/// Where the cgroup filesystems of a host are mounted. A hierarchy mounted only
+/// elsewhere is some tool's passing mount (one ending an unused v1 hierarchy,
+/// say): containers must not get cgroups in it.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// One entry per hierarchy mounted below CGROUP_ROOT (bind mounts of the
+/// same hierarchy are skipped).
 pub(super) fn parse(mountinfo: &str, own_cgroups: &str) -> Vec<Hierarchy> {
     let mut seen = Vec::new();
     let mut out = Vec::new();
@@ -55,14 +79,15 @@ pub(super) fn parse(mountinfo: &str, own_cgroups: &str) -> Vec<Hierarchy> {
             "cgroup" => v1_key(superopts),
             _ => continue,
         };
-        if seen.contains(&key) {
+        let mountpoint = PathBuf::from(unescape(fields[4]));
+        if seen.contains(&key) || !mountpoint.starts_with(CGROUP_ROOT) {
             continue;
         }
         let Some(own) = own_cgroup(own_cgroups, &key) else { continue };
         seen.push(key.clone());
         out.push(Hierarchy {
             key,
-            mountpoint: unescape(fields[4]).into(),
+            mountpoint,
             mount_root: unescape(fields[3]).into(),
             own: own.into(),
         });
@@ -127,8 +152,9 @@ mod tests {
 40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 99 31 0:32 / /mnt/memory-again rw,relatime - cgroup cgroup rw,memory
+100 23 0:40 / /tmp/passing rw,relatime - cgroup cgroup rw,net_cls,net_prio
 ";
-    const OWN: &str = "9:name=systemd:/\n4:memory:/process_api/abc\n1:cpu:/\n0::/\n";
+    const OWN: &str = "9:name=systemd:/\n5:net_cls,net_prio:/\n4:memory:/process_api/abc\n1:cpu:/\n0::/\n";
 
     #[test]
     fn hybrid_host_has_each_hierarchy_once() {
@@ -154,6 +180,23 @@ mod tests {
             Path::new("/sys/fs/cgroup/memory/process_api/abc/sub/c1")
         );
         assert_eq!(mem.dir_for(None, "c1"), Path::new("/sys/fs/cgroup/memory/process_api/abc/c1"));
+    }
+
+    /// Found by the config.json fuzz suite: `..` left the hierarchy, so a spec
+    /// could have the runtime create directories (and write limits and pids)
+    /// anywhere on the host.
+    #[test]
+    fn dot_dot_stays_inside_the_hierarchy_as_in_runc() {
+        let h = parse(HYBRID, OWN);
+        let mem = &h[1];
+        for (path, dir) in [
+            ("a/../../b", "/sys/fs/cgroup/memory/process_api/abc/b"),
+            ("/../../../etc", "/sys/fs/cgroup/memory/etc"),
+            ("/ns/./c1/..//c2", "/sys/fs/cgroup/memory/ns/c2"),
+            ("../../../../tmp/x", "/sys/fs/cgroup/memory/process_api/abc/tmp/x"),
+        ] {
+            assert_eq!(mem.dir_for(Some(Path::new(path)), "c1"), Path::new(dir), "{path}");
+        }
     }
 
     #[test]

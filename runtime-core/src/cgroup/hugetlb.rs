@@ -5,7 +5,7 @@
 //! And the usage per page size, for metrics.
 
 use super::resources::write;
-use super::Cgroup;
+use super::{cg_err, Cgroup};
 use crate::error::Result;
 use oci_spec::runtime::LinuxHugepageLimit;
 
@@ -19,6 +19,11 @@ impl Cgroup {
         };
         for l in limits {
             let size = l.page_size();
+            if !is_page_size(size) {
+                return Err(cg_err(dir, format!("linux.resources.hugepageLimits pageSize {size:?}"))(
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a page size (like 2MB or 1GB)"),
+                ));
+            }
             let value = l.limit().to_string();
             let (limit, rsvd) = if super::is_v2_dir(dir) {
                 (format!("hugetlb.{size}.max"), format!("hugetlb.{size}.rsvd.max"))
@@ -36,6 +41,14 @@ impl Cgroup {
         }
         Ok(())
     }
+}
+
+/// A page size as the kernel names its files: digits, then KB, MB or GB. It
+/// becomes part of a file name, where a "/../" would leave the cgroup.
+fn is_page_size(size: &str) -> bool {
+    let digits = size.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &size[digits.len()..];
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && ["KB", "MB", "GB"].contains(&unit)
 }
 
 fn has_hugetlb(dir: &std::path::Path) -> bool {
@@ -116,5 +129,22 @@ impl Cgroup {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the config.json fuzz suite: the page size went into a file
+    /// name as it was, so "a/../../b" wrote the limit outside the cgroup.
+    #[test]
+    fn only_page_sizes_become_file_names() {
+        for good in ["2MB", "1GB", "64KB", "16GB"] {
+            assert!(is_page_size(good), "{good}");
+        }
+        for bad in ["", "MB", "2", "2mb", "a/../../b", "2MB/../x", "../2MB", "2 MB", "２MB"] {
+            assert!(!is_page_size(bad), "{bad}");
+        }
     }
 }

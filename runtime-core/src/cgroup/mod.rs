@@ -12,10 +12,12 @@ mod hierarchy;
 mod hugetlb;
 mod oom;
 mod resources;
+mod rootless;
 mod stats;
 pub(crate) mod systemd;
 mod unified;
 
+use crate::procfs::{self, Base};
 use crate::error::{Error, Result};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 
 pub use hierarchy::is_pure_v2;
 pub use oom::OomWatcher;
+pub use rootless::Refused;
 pub use block_io::{BlkioEntry, IoEntry};
 pub use hugetlb::HugetlbUsage;
 pub use stats::CgroupStats;
@@ -49,12 +52,25 @@ fn cg_err(path: &Path, what: impl Into<String>) -> impl FnOnce(io::Error) -> Err
 impl Cgroup {
     /// The directories for `cgroups_path` (from the spec) on this host.
     pub fn resolve(cgroups_path: Option<&Path>, id: &str) -> Result<Cgroup> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        let mountinfo = procfs::read(Base::OwnProcess, "mountinfo")
             .map_err(cg_err(Path::new("/proc/self/mountinfo"), "read"))?;
-        let own = std::fs::read_to_string("/proc/self/cgroup")
-            .map_err(cg_err(Path::new("/proc/self/cgroup"), "read"))?;
+        let own = procfs::read(Base::OwnProcess, "cgroup").map_err(cg_err(Path::new("/proc/self/cgroup"), "read"))?;
         let hierarchies = hierarchy::parse(&mountinfo, &own);
-        Ok(Cgroup { dirs: hierarchies.iter().map(|h| h.dir_for(cgroups_path, id)).collect() })
+        let mut dirs = Vec::with_capacity(hierarchies.len());
+        for h in &hierarchies {
+            let dir = h.dir_for(cgroups_path, id);
+            // Its subtree is every process of the host: never a container's
+            // (delete kills and removes the whole cgroup).
+            if dir == h.mountpoint {
+                let path = cgroups_path.unwrap_or(Path::new("")).display();
+                return Err(cg_err(&dir, format!("cgroups path {:?}", path.to_string()))(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "names the root cgroup of the hierarchy",
+                )));
+            }
+            dirs.push(dir);
+        }
+        Ok(Cgroup { dirs })
     }
 
     pub fn from_dirs(dirs: Vec<PathBuf>) -> Cgroup {
@@ -142,13 +158,7 @@ impl Cgroup {
     /// Freeze (or thaw) every process of the cgroup and wait until the kernel
     /// says it is done: v1's freezer where it is mounted, else v2's cgroup.freeze.
     pub fn freeze(&self, frozen: bool) -> Result<()> {
-        let freezer = self
-            .dirs
-            .iter()
-            .find(|d| d.join("freezer.state").exists())
-            .map(|d| Freezer::V1(d))
-            .or_else(|| self.dirs.iter().find(|d| d.join("cgroup.freeze").exists()).map(|d| Freezer::V2(d)));
-        let Some(freezer) = freezer else {
+        let Some(freezer) = self.freezer() else {
             let path = self.dirs.first().cloned().unwrap_or_default();
             return Err(cg_err(&path, "freeze")(io::Error::new(io::ErrorKind::Unsupported, "no freezer")));
         };
@@ -167,6 +177,17 @@ impl Cgroup {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Whether the freezer holds the cgroup frozen.
+    pub fn is_frozen(&self) -> bool {
+        self.freezer().is_some_and(|f| f.reached(true))
+    }
+
+    /// v1's freezer where it is mounted, else v2's cgroup.freeze.
+    fn freezer(&self) -> Option<Freezer<'_>> {
+        let v1 = self.dirs.iter().find(|d| d.join("freezer.state").exists()).map(|d| Freezer::V1(d));
+        v1.or_else(|| self.dirs.iter().find(|d| d.join("cgroup.freeze").exists()).map(|d| Freezer::V2(d)))
     }
 
     /// Remove the directories. A cgroup is busy for a moment after its last
@@ -206,8 +227,8 @@ pub(crate) struct Visible {
 /// The hierarchies of this host with the caller's own cgroup in each: what a
 /// container's `cgroup` mount shows. Read before unsharing a cgroup namespace.
 pub(crate) fn visible_hierarchies() -> std::io::Result<Vec<Visible>> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let own = std::fs::read_to_string("/proc/self/cgroup")?;
+    let mountinfo = procfs::read(Base::OwnProcess, "mountinfo")?;
+    let own = procfs::read(Base::OwnProcess, "cgroup")?;
     Ok(hierarchy::parse(&mountinfo, &own)
         .into_iter()
         .map(|h| {
@@ -294,4 +315,23 @@ fn inherit_cpuset(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the config.json fuzz suite (as `..` out of the hierarchy);
+    /// the root itself is as bad: deleting the container kills its subtree.
+    #[test]
+    fn the_root_cgroup_is_never_a_containers() {
+        let Ok(any) = Cgroup::resolve(Some(Path::new("/c1")), "c1") else { return };
+        if any.dirs().is_empty() {
+            return; // no cgroup hierarchy mounted here
+        }
+        for path in ["/", "/..", "/a/../..", "/./"] {
+            let err = Cgroup::resolve(Some(Path::new(path)), "c1").expect_err(path).to_string();
+            assert!(err.contains("names the root cgroup") && err.contains(&format!("{path:?}")), "{err}");
+        }
+    }
 }

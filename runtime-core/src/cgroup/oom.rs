@@ -178,6 +178,17 @@ impl AsRawFd for OomWatcher {
     }
 }
 
+impl Cgroup {
+    /// The OOM kills the cgroup's memory controller counted so far; None
+    /// without one.
+    pub(crate) fn oom_kills(&self) -> Option<u64> {
+        let file = ["memory.oom_control", "memory.events"]
+            .into_iter()
+            .find_map(|f| self.dir_with(f).map(|d| d.join(f)))?;
+        read_kills(&file)
+    }
+}
+
 /// The `oom_kill` line of memory.oom_control (v1) or memory.events (v2).
 /// Add `file` to the inotify instance, for modifications.
 fn watch(ifd: &OwnedFd, file: &Path) -> Result<()> {

@@ -32,7 +32,13 @@ pub(super) const RUNC_ALLOWED_DEVICES: [&str; 11] = [
 ];
 
 pub(super) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
-    std::fs::write(dir.join(file), value).map_err(cg_err(dir, format!("set {file} to {value:?}")))
+    let fail = cg_err(dir, format!("set {file} to {value:?}"));
+    // File names are partly built from the spec (unified keys, page sizes):
+    // whatever slipped through their checks must still not leave the cgroup.
+    if file.contains('/') || file == ".." {
+        return Err(fail(io::Error::new(io::ErrorKind::InvalidInput, "not a file name of the cgroup")));
+    }
+    std::fs::write(dir.join(file), value).map_err(fail)
 }
 
 /// runc's (and crun's) conversion of cgroup v1 cpu.shares [2, 262144] to v2
@@ -281,7 +287,7 @@ impl Cgroup {
     /// On v2 a controller's files exist in a cgroup only when every ancestor
     /// enables it for its children.
     /// On a hybrid host, the v2 hierarchy's controllers (hugetlb here) too.
-    fn enable_v2_controllers(&self) {
+    pub(super) fn enable_v2_controllers(&self) {
         let Some(leaf) = self.dirs.iter().find(|d| super::is_v2_dir(d)) else { return };
         let mut ancestors: Vec<&Path> = leaf.ancestors().skip(1).take_while(|a| a.join("cgroup.subtree_control").exists()).collect();
         ancestors.reverse();

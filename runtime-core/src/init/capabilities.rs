@@ -53,11 +53,27 @@ fn number(cap: &Capability) -> Option<u32> {
     NAMES.iter().position(|n| Some(*n) == name.as_str()).map(|i| i as u32)
 }
 
+/// The highest capability this kernel knows. Asked of the kernel itself
+/// (PR_CAPBSET_READ fails for a number it does not know), not read from
+/// /proc/sys/kernel/cap_last_cap: this runs after the container's mounts,
+/// where a dummy file would make us keep capabilities we believe unknown.
 fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(NAMES.len() as u32 - 1)
+    static LAST: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *LAST.get_or_init(|| {
+        // SAFETY: prctl with integer arguments.
+        let known = |cap: u32| unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) } >= 0;
+        // Known capabilities are 0..=last: a binary search, six calls.
+        let (mut known_up_to, mut unknown_from) = (0, 64);
+        while unknown_from - known_up_to > 1 {
+            let mid = (known_up_to + unknown_from) / 2;
+            if known(mid) {
+                known_up_to = mid;
+            } else {
+                unknown_from = mid;
+            }
+        }
+        known_up_to
+    })
 }
 
 /// A set as a 64-bit mask; capabilities this kernel does not know are left out
@@ -84,13 +100,28 @@ pub(super) struct Sets {
 
 impl Sets {
     pub(super) fn from_spec(caps: &LinuxCapabilities, warnings: &mut Vec<String>) -> Sets {
-        Sets {
+        let mut sets = Sets {
             bounding: mask(caps.bounding(), warnings),
             effective: mask(caps.effective(), warnings),
             permitted: mask(caps.permitted(), warnings),
             inheritable: mask(caps.inheritable(), warnings),
             ambient: mask(caps.ambient(), warnings),
+        };
+        // The kernel raises an ambient capability only if it is permitted and
+        // inheritable. runc leaves the others out, and `runc spec`'s own
+        // config asks for three of them with no inheritable set: so do we,
+        // with a warning.
+        let raisable = sets.permitted & sets.inheritable;
+        let dropped = sets.ambient & !raisable;
+        if dropped != 0 {
+            let names: Vec<&str> = (0..64).filter(|c| dropped & (1 << c) != 0).filter_map(|c| NAMES.get(c).copied()).collect();
+            warnings.push(format!(
+                "capability {} in process.capabilities.ambient: not both permitted and inheritable, not raised",
+                names.join(", ")
+            ));
+            sets.ambient &= raisable;
         }
+        sets
     }
 
     /// Drop what is outside the bounding set; needs CAP_SETPCAP, so before the
@@ -159,5 +190,11 @@ mod tests {
         assert_eq!(number(&Capability::Chown), Some(0));
         assert_eq!(number(&Capability::SysAdmin), Some(21));
         assert_eq!(number(&Capability::CheckpointRestore), Some(40));
+    }
+
+    #[test]
+    fn the_kernel_tells_its_last_capability() {
+        let proc: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").unwrap().trim().parse().unwrap();
+        assert_eq!(last_cap(), proc);
     }
 }

@@ -1,42 +1,59 @@
 //! process.terminal: a pty from the container's own devpts instance. The slave
 //! becomes the process's stdio and controlling terminal; the master goes to the
 //! parent (the shim copies between it and the client).
+//!
+//! Nothing here is reached by a path an image or a volume could redirect (the
+//! CVE-2025-52565 class): the ptmx is opened O_PATH and checked to be a devpts
+//! ptmx before it is opened for real, the slave comes from the master
+//! (TIOCGPTPEER), and /dev/console gets the slave by fd, on a /dev/console
+//! that is opened, never followed.
 
+use super::paths::{open_in_root, open_process_root, Leaf};
 use super::{Describe, Result};
-use nix::mount::{mount, MsFlags};
+use crate::procfs;
+use nix::sys::stat::{fstat, SFlag};
+use nix::sys::statfs::{fstatfs, DEVPTS_SUPER_MAGIC};
 use oci_spec::runtime::Box as ConsoleSize;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use pathrs::flags::OpenFlags;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
 
 nix::ioctl_write_ptr_bad!(set_lock, libc::TIOCSPTLCK, libc::c_int);
-nix::ioctl_read_bad!(get_number, libc::TIOCGPTN, libc::c_uint);
 
 pub(super) struct Console {
     pub master: OwnedFd,
-    /// /dev/pts/N inside the container.
-    pub slave_path: PathBuf,
+    slave: OwnedFd,
 }
 
-/// Open a pty (through /dev/ptmx, which init made point at the container's
-/// devpts), make it our stdio and controlling terminal.
-pub(super) fn create(size: Option<ConsoleSize>, uid: u32) -> Result<Console> {
-    let master: OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open("/dev/ptmx")
-        .describe(|| "open /dev/ptmx for the console".into())?
-        .into();
-    let mut n: libc::c_uint = 0;
-    // SAFETY: ioctls on the master we own, with valid pointers.
-    unsafe {
-        set_lock(master.as_raw_fd(), &0).describe(|| "unlock pty".into())?;
-        get_number(master.as_raw_fd(), &mut n).describe(|| "pty number".into())?;
+/// devpts gives its ptmx node inode 2, always.
+const PTMX_INO: u64 = 2;
+
+/// The container's /dev/pts/ptmx, checked to be the ptmx of a devpts (as
+/// runc: a /dev bound from the host still has the host's devpts there).
+fn open_ptmx(root: BorrowedFd) -> Result<OwnedFd> {
+    let what = || "open /dev/pts/ptmx for the console".to_string();
+    let handle = open_in_root(root, Path::new("/dev/pts/ptmx")).describe(what)?;
+    let st = fstat(&handle).describe(what)?;
+    let on_devpts = fstatfs(&handle).is_ok_and(|fs| fs.filesystem_type() == DEVPTS_SUPER_MAGIC);
+    let is_ptmx = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR
+        && st.st_ino == PTMX_INO
+        && (libc::major(st.st_rdev), libc::minor(st.st_rdev)) == (5, 2);
+    if !(on_devpts && is_ptmx) {
+        return Err("/dev/pts/ptmx is not the ptmx of a devpts filesystem: no console can be made".into());
     }
-    // TIOCGPTPEER opens the slave through the master: no path lookup an image could redirect.
+    procfs::reopen(handle.as_fd(), OpenFlags::O_RDWR | OpenFlags::O_NOCTTY).describe(what)
+}
+
+/// Open a pty of the container's devpts, make its slave our stdio and
+/// controlling terminal.
+pub(super) fn create(size: Option<ConsoleSize>, uid: u32) -> Result<Console> {
+    let root = open_root()?;
+    let master = open_ptmx(root.as_fd())?;
+    // SAFETY: ioctls on the master we own, with valid pointers.
+    unsafe { set_lock(master.as_raw_fd(), &0).describe(|| "unlock pty".into())? };
+    // TIOCGPTPEER opens the slave through the master: no path lookup at all.
     // SAFETY: ioctl returning a new fd we then own.
-    let slave = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY) };
+    let slave = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
     if slave < 0 {
         return Err(format!("open pty slave: {}", std::io::Error::last_os_error()));
     }
@@ -61,15 +78,33 @@ pub(super) fn create(size: Option<ConsoleSize>, uid: u32) -> Result<Console> {
             }
         }
     }
-    Ok(Console { master, slave_path: PathBuf::from(format!("/dev/pts/{n}")) })
+    Ok(Console { master, slave })
 }
 
-/// /dev/console in the container is its console's slave, as with runc.
+fn open_root() -> Result<OwnedFd> {
+    open_process_root().describe(|| "open the container's root".into())
+}
+
+/// /dev/console in the container is its console's slave, as with runc: a bind
+/// of the slave's fd onto /dev/console, which must be a file or a device of
+/// /dev itself. A symlink there is refused, never followed.
 pub(super) fn bind_dev_console(console: &Console) -> Result<()> {
-    let target = std::path::Path::new("/dev/console");
-    if !target.exists() {
-        std::fs::File::create(target).describe(|| "create /dev/console".into())?;
+    let what = || "bind the console on /dev/console".to_string();
+    let root = open_root()?;
+    let dev = open_in_root(root.as_fd(), Path::new("/dev")).describe(what)?;
+    let target = super::paths::open_or_create_at(dev.as_fd(), "console", Leaf::File, 0o666).describe(what)?;
+    let st = fstat(&target).describe(what)?;
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    if kind != SFlag::S_IFREG && kind != SFlag::S_IFCHR {
+        let is = if kind == SFlag::S_IFLNK { "a symlink" } else { "neither a file nor a device" };
+        return Err(format!("/dev/console is {is}: refusing to mount the console there"));
     }
-    mount(Some(&console.slave_path), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .describe(|| format!("bind {} on /dev/console", console.slave_path.display()))
+    use crate::sys::Sys;
+    crate::sys::Kernel.bind_fd(console.slave.as_fd(), target.as_fd(), false).describe(what)
+}
+
+impl Console {
+    pub(super) fn into_master(self) -> OwnedFd {
+        self.master
+    }
 }

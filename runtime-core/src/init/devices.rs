@@ -83,8 +83,10 @@ fn create(sys: &dyn Sys, root: &OwnedFd, d: &Device, in_userns: bool) -> Result<
     if let Err(err) = sys.mknodat(parent.as_fd(), &name, d.kind | d.mode, dev) {
         return match err.raw_os_error() {
             Some(libc::EEXIST) => Ok(()),
-            // A user namespace may not mknod: bind the host's node instead, as runc does.
-            Some(libc::EPERM) if in_userns => bind_host_device(sys, root, d),
+            // A user namespace may not mknod: bind the host's node instead, as
+            // runc does. The container's own, or the runtime's (rootless):
+            // asked only once refused, off the usual start path.
+            Some(libc::EPERM) if in_userns || crate::rootless::in_user_namespace() => bind_host_device(sys, root, d),
             _ => Err(format!("{}: {err}", what())),
         };
     }

@@ -5,7 +5,10 @@
 
 mod capabilities;
 mod console;
+mod destination;
 mod devices;
+#[cfg(test)]
+mod fuzz;
 mod keyring;
 mod loopback;
 mod lsm;
@@ -25,7 +28,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 use oci_spec::runtime::{LinuxNamespaceType, LinuxPersonality, LinuxSeccomp, Process, Spec};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -46,6 +49,8 @@ pub(crate) enum InitRequest {
     /// Become a process in a running container: join its namespaces (the pid
     /// namespace was joined by the parent at clone time).
     /// `seccomp` is the container's profile, which applies to its execs too.
+    /// `namespaces` (named by their /proc path, for messages) arrive as fds
+    /// after the request, opened by the parent.
     Exec {
         id: String,
         process: Process,
@@ -67,8 +72,16 @@ pub(crate) struct CreateRequest {
     pub bundle: PathBuf,
     pub setup: SetupOptions,
     /// Indices of the spec's mounts that arrive (in this order, after the
-    /// request) as detached idmapped mounts made by the parent.
-    pub idmapped: Vec<usize>,
+    /// request) as detached mounts made by the parent: idmapped ones, and in
+    /// a user namespace the other bind mounts' sources.
+    pub detached: Vec<usize>,
+    /// The spec's namespaces to join (not the pid namespace: init is cloned
+    /// into it), user namespace first. Their fds arrive after the mounts',
+    /// opened by the parent: init opens no namespace by path.
+    pub joins: Vec<(LinuxNamespaceType, PathBuf)>,
+    /// CLONE_NEW* flags of namespaces to make once joined: those that must
+    /// belong to a user namespace joined by path.
+    pub unshare: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -88,6 +101,9 @@ pub(crate) enum InitReply {
 #[derive(Serialize, Deserialize)]
 pub(crate) enum ParentMessage {
     Start,
+    /// Start once another process opens the exec FIFO whose fd follows (a
+    /// CLI's `start`: the runtime that created us is gone by then).
+    StartOnFifo,
     HooksDone,
     SeccompListenerDone,
 }
@@ -136,16 +152,22 @@ fn run() -> i32 {
             };
             return if channel.send(&reply).is_ok() { 0 } else { 1 };
         }
-        InitRequest::Create(create) => {
-            let received: std::io::Result<HashMap<usize, OwnedFd>> =
-                create.idmapped.iter().map(|i| channel.recv_fd().map(|fd| (*i, fd))).collect();
-            match received {
-                Ok(mounts) => prepare_container(create, &mounts, &mut channel, &mut warnings),
-                Err(e) => Err(format!("receive the idmapped mounts: {e}")),
+        InitRequest::Create(create) => match receive_fds(&mut channel, create.detached.len() + create.joins.len()) {
+            Ok(mut fds) => {
+                let joins = with_names(&create.joins, fds.split_off(create.detached.len()));
+                let mounts = create.detached.iter().copied().zip(fds).collect();
+                prepare_container(create, &mounts, joins, &mut channel, &mut warnings)
             }
-        }
+            Err(message) => Err(message),
+        },
         InitRequest::Exec { id, process, namespaces, seccomp, personality } => {
-            prepare_exec(id, process, namespaces, seccomp.as_ref(), personality.as_ref(), &mut channel, &mut warnings)
+            match receive_fds(&mut channel, namespaces.len()) {
+                Ok(fds) => {
+                    let joins = with_names(namespaces, fds);
+                    prepare_exec(id, process, joins, seccomp.as_ref(), personality.as_ref(), &mut channel, &mut warnings)
+                }
+                Err(message) => Err(message),
+            }
         }
     };
     let mut prepared = match prepared {
@@ -165,12 +187,19 @@ fn run() -> i32 {
             return 1;
         }
     }
-    match channel.recv::<ParentMessage>() {
-        Ok(Some(ParentMessage::Start)) => {}
+    let mut starter = match channel.recv::<ParentMessage>() {
+        Ok(Some(ParentMessage::Start)) => Starter::Channel(channel),
+        Ok(Some(ParentMessage::StartOnFifo)) => match wait_on_fifo(&mut channel) {
+            Ok(fifo) => Starter::Fifo(fifo),
+            Err(_) => return 1,
+        },
         // The parent went away or deleted us before start.
         _ => return 0,
-    }
-    let confined = prepared.confine(&mut |fd| hand_off_listener(&mut channel, fd));
+    };
+    let confined = prepared.confine(&mut |fd| match &mut starter {
+        Starter::Channel(channel) => hand_off_listener(channel, fd),
+        Starter::Fifo(_) => Err("linux.seccomp.listenerPath needs the runtime that created the container at start".into()),
+    });
     let started = confined.and_then(|()| match &request {
         // In the container, exactly as confined as the user's process, right before it.
         InitRequest::Create(CreateRequest { id, spec, bundle, .. }) => {
@@ -183,19 +212,77 @@ fn run() -> i32 {
         Ok(()) => prepared.exec(),
         Err(message) => message,
     };
-    let _ = channel.send(&InitReply::Failed { message });
+    starter.fail(message);
     1
+}
+
+/// Who waits for the exec: the runtime that created us, on the channel, or
+/// a later `start` reading the exec FIFO. Either sees EOF when the user's
+/// process runs (both are close-on-exec), and a message when it could not.
+enum Starter {
+    Channel(Channel),
+    Fifo(std::fs::File),
+}
+
+impl Starter {
+    fn fail(self, message: String) {
+        match self {
+            Starter::Channel(mut channel) => {
+                let _ = channel.send(&InitReply::Failed { message });
+            }
+            Starter::Fifo(mut fifo) => {
+                let _ = std::io::Write::write_all(&mut fifo, message.as_bytes());
+            }
+        }
+    }
+}
+
+/// Take the exec FIFO's fd, let the runtime go, and block until `start`
+/// opens the FIFO's other end. Reopened through our own procfs: the FIFO's
+/// directory is out of reach inside the container.
+fn wait_on_fifo(channel: &mut Channel) -> std::io::Result<std::fs::File> {
+    let path_fd = channel.recv_fd()?;
+    let flags = pathrs::flags::OpenFlags::O_WRONLY | pathrs::flags::OpenFlags::O_CLOEXEC;
+    crate::procfs::reopen(path_fd.as_fd(), flags).map(std::fs::File::from)
+}
+
+/// The fds the parent sends after a request: mounts, namespaces.
+fn receive_fds(channel: &mut Channel, n: usize) -> Result<Vec<OwnedFd>> {
+    (0..n).map(|_| channel.recv_fd()).collect::<std::io::Result<_>>().describe(|| "receive fds from the runtime".into())
+}
+
+/// A namespace to join: its type, what to call it, and its fd.
+type Join = (LinuxNamespaceType, PathBuf, OwnedFd);
+
+fn with_names(names: &[(LinuxNamespaceType, PathBuf)], fds: Vec<OwnedFd>) -> Vec<Join> {
+    names.iter().cloned().zip(fds).map(|((typ, path), fd)| (typ, path, fd)).collect()
+}
+
+/// What init needs of the host, found out before it joins a namespace or
+/// mounts anything of the container's: afterwards every /proc and /sys path
+/// may be the container's.
+fn survey_host() -> Result<lsm::Host> {
+    crate::procfs::prime().describe(|| "open a procfs of our own".into())?;
+    Ok(lsm::Host::detect())
 }
 
 fn prepare_container(
     create: &CreateRequest,
-    idmapped: &HashMap<usize, OwnedFd>,
+    detached: &HashMap<usize, OwnedFd>,
+    joins: Vec<Join>,
     channel: &mut Channel,
     warnings: &mut Vec<String>,
 ) -> Result<process::Prepared> {
     let CreateRequest { id, spec, rootfs, bundle, setup, .. } = create;
+    let host = survey_host()?;
     let ns = Namespaces::from_spec(spec);
-    join_namespaces(&ns.joins)?;
+    // Sysctls live in the unmasked procfs, made while no mount of the container exists.
+    let sysctls = sysctl::Writer::new(spec, &ns)?;
+    join_namespaces(joins)?;
+    if create.unshare != 0 {
+        let flags = CloneFlags::from_bits_retain(create.unshare as i32);
+        unshare(flags).describe(|| format!("make the new namespaces ({flags:?}) in the user namespace joined"))?;
+    }
     if ns.new_cgroup {
         // The parent placed us in our cgroup before sending the request.
         unshare(CloneFlags::CLONE_NEWCGROUP).describe(|| "unshare cgroup namespace".into())?;
@@ -222,12 +309,14 @@ fn prepare_container(
     // SAFETY: umask has no memory effects. Files we create get exactly their modes.
     unsafe { libc::umask(0) };
     let sys = &crate::sys::Kernel;
-    rootfs::setup(sys, spec, rootfs, &ns, idmapped, setup.no_pivot_root, || before_pivot(id, spec, bundle, channel))?;
-    sysctl::apply(spec, &ns)?;
-    rootfs::protect(sys, spec)?;
+    rootfs::setup(sys, spec, rootfs, &ns, detached, setup.no_pivot_root, || before_pivot(id, spec, bundle, channel))?;
+    sysctls.apply()?;
+    let root = paths::open_process_root().describe(|| "open the container's root".into())?;
+    rootfs::protect(sys, spec, &root)?;
     let process = spec.process().as_ref().ok_or("no process section")?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
-    process::prepare(id, process, seccomp, process::Role::Init, warnings, &mut |fd| hand_off_listener(channel, fd))
+    let role = process::Role::Init;
+    process::prepare(id, process, seccomp, role, &host, warnings, &mut |fd| hand_off_listener(channel, fd))
 }
 
 /// The hooks that see the container's mounts with the host's root still
@@ -249,19 +338,21 @@ fn before_pivot(id: &str, spec: &Spec, bundle: &Path, channel: &mut Channel) -> 
 fn prepare_exec(
     id: &str,
     process: &Process,
-    namespaces: &[(LinuxNamespaceType, PathBuf)],
+    namespaces: Vec<Join>,
     seccomp: Option<&LinuxSeccomp>,
     personality: Option<&LinuxPersonality>,
     channel: &mut Channel,
     warnings: &mut Vec<String>,
 ) -> Result<process::Prepared> {
+    let host = survey_host()?;
     join_namespaces(namespaces)?;
     if let Some(p) = personality {
         scheduling::set_personality(p)?;
     }
     // Joining the mount namespace put us at its root; the process's cwd is
     // relative to that, and is not created for an exec (as runc).
-    process::prepare(id, process, seccomp, process::Role::Exec, warnings, &mut |fd| hand_off_listener(channel, fd))
+    let role = process::Role::Exec;
+    process::prepare(id, process, seccomp, role, &host, warnings, &mut |fd| hand_off_listener(channel, fd))
 }
 
 /// Our seccomp filter hands syscalls to a listener: the parent passes its fd
@@ -277,20 +368,21 @@ fn hand_off_listener(channel: &mut Channel, fd: std::os::fd::RawFd) -> Result<()
     }
 }
 
-/// Open every namespace first (a joined mount namespace changes what /proc
-/// shows), then join them in order, user namespace first.
-fn join_namespaces(joins: &[(LinuxNamespaceType, PathBuf)]) -> Result<()> {
-    let mut files = Vec::with_capacity(joins.len());
-    for (typ, path) in joins {
+/// Join the namespaces in order, user namespace first.
+fn join_namespaces(joins: Vec<Join>) -> Result<()> {
+    for (typ, path, fd) in joins {
         // The parent cloned us into the pid namespace already (setns on one
         // only moves future children).
-        debug_assert!(*typ != LinuxNamespaceType::Pid);
-        let file = std::fs::File::open(path).describe(|| format!("open {typ} namespace {}", path.display()))?;
-        files.push((*typ, path, file));
-    }
-    for (typ, path, file) in files {
-        setns(file, CloneFlags::from_bits_truncate(typ as i32))
+        debug_assert!(typ != LinuxNamespaceType::Pid);
+        setns(fd, CloneFlags::from_bits_truncate(typ as i32))
             .describe(|| format!("join {typ} namespace {}", path.display()))?;
+        if typ == LinuxNamespaceType::User {
+            // Our host ids mean nothing there (files and mounts we make would
+            // fail with EOVERFLOW): become its root, as runc does.
+            let root = || format!("become root of user namespace {}", path.display());
+            nix::unistd::setresgid(0.into(), 0.into(), 0.into()).describe(root)?;
+            nix::unistd::setresuid(0.into(), 0.into(), 0.into()).describe(root)?;
+        }
     }
     Ok(())
 }
@@ -309,7 +401,8 @@ fn new_time_namespace(spec: &Spec) -> Result<()> {
         text.push_str(&format!("{clock} {} {}\n", offset.secs().unwrap_or(0), offset.nanosecs().unwrap_or(0)));
     }
     if !text.is_empty() {
-        std::fs::write("/proc/self/timens_offsets", &text).describe(|| format!("write linux.timeOffsets {text:?}"))?;
+        crate::procfs::write(crate::procfs::Base::OwnProcess, "timens_offsets", text.as_bytes())
+            .describe(|| format!("write linux.timeOffsets {text:?}"))?;
     }
     Ok(())
 }

@@ -3,8 +3,11 @@
 //! Every mount target and device node is opened with openat2(RESOLVE_IN_ROOT):
 //! symlinks and ".." in the image are resolved as if the rootfs were "/", so a
 //! hostile image cannot redirect a mount onto the host (the CVE-2021-30465
-//! class). Mounts then go through /proc/self/fd/N of the resolved fd, so no path
-//! is resolved twice.
+//! class). The spec's mounts then go through /proc/self/fd/N of the resolved
+//! fd, so no path is resolved twice; that /proc is the host's, in init's own
+//! copy of the host's mount namespace, before pivot_root: no container
+//! process can reach or change it. After pivot_root nothing is mounted by
+//! path (`Sys::*_fd`).
 
 use std::ffi::CString;
 use std::io;
@@ -24,12 +27,16 @@ fn c(path: &Path) -> io::Result<CString> {
 }
 
 fn openat2_in_root(root: BorrowedFd, rel: &Path, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    openat2(root, rel, flags, mode, libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS)
+}
+
+fn openat2(root: BorrowedFd, rel: &Path, flags: i32, mode: u32, resolve: u64) -> io::Result<OwnedFd> {
     let path = c(if rel.as_os_str().is_empty() { Path::new(".") } else { rel })?;
     // SAFETY: open_how is plain data; zeroed is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.mode = mode as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = resolve;
     // SAFETY: valid pointers for the duration of the call; the fd is owned at once.
     let fd = unsafe {
         libc::syscall(
@@ -46,6 +53,12 @@ fn openat2_in_root(root: BorrowedFd, rel: &Path, flags: i32, mode: u32) -> io::R
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// The process's root (the container's, once pivoted or joined), by fd: what
+/// paths are resolved in once the container's mounts exist.
+pub(super) fn open_process_root() -> io::Result<OwnedFd> {
+    std::fs::File::open("/").map(OwnedFd::from)
+}
+
 /// Relative form of a container path ("/dev/pts" -> "dev/pts").
 pub(super) fn relative(path: &Path) -> PathBuf {
     path.components().filter(|c| !matches!(c, Component::RootDir | Component::CurDir)).collect()
@@ -54,6 +67,49 @@ pub(super) fn relative(path: &Path) -> PathBuf {
 /// Open `path` (a container path) inside `root` as an O_PATH fd.
 pub(super) fn open_in_root(root: BorrowedFd, path: &Path) -> io::Result<OwnedFd> {
     openat2_in_root(root, &relative(path), libc::O_PATH, 0)
+}
+
+/// Open `path` inside `root` as an O_PATH fd, failing (ELOOP) on any symlink.
+pub(super) fn open_in_root_no_symlinks(root: BorrowedFd, path: &Path) -> io::Result<OwnedFd> {
+    let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS;
+    openat2(root, &relative(path), libc::O_PATH | libc::O_NOFOLLOW, 0, resolve)
+}
+
+/// The entry `name` of directory `dir` itself, as an O_PATH fd (a symlink is
+/// opened, not followed), created as `leaf` when missing.
+pub(super) fn open_or_create_at(dir: BorrowedFd, name: &str, leaf: Leaf, mode: u32) -> io::Result<OwnedFd> {
+    let name = c(Path::new(name))?;
+    // SAFETY: *at calls relative to a directory fd we hold, with a valid name;
+    // a returned fd is owned at once.
+    let entry = || {
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+        if fd < 0 { Err(io::Error::last_os_error()) } else { Ok(unsafe { OwnedFd::from_raw_fd(fd) }) }
+    };
+    match entry() {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        other => return other,
+    }
+    let ret = unsafe {
+        match leaf {
+            Leaf::File => {
+                let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+                let fd = libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode);
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                fd
+            }
+            Leaf::Dir => libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode),
+        }
+    };
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        // EEXIST: someone made it meanwhile; open what is there.
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
+    entry()
 }
 
 /// Open `path` inside `root`, creating missing directories (and the leaf as

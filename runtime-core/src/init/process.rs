@@ -3,11 +3,12 @@
 
 use super::capabilities::Sets;
 use super::{console, lsm, scheduling, seccomp};
+use super::paths::{create_in_root, open_in_root, open_process_root, Leaf};
 use super::{Describe, Result};
 use crate::spawn::CHANNEL_FD;
 use oci_spec::runtime::{LinuxSeccomp, PosixRlimitType, Process};
 use std::ffi::CString;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -38,6 +39,7 @@ pub(super) fn prepare(
     p: &Process,
     seccomp: Option<&LinuxSeccomp>,
     role: Role,
+    host: &lsm::Host,
     warnings: &mut Vec<String>,
     listener: &mut dyn FnMut(RawFd) -> Result<()>,
 ) -> Result<Prepared> {
@@ -69,23 +71,30 @@ pub(super) fn prepare(
     if let Some(adj) = p.oom_score_adj() {
         // Lowering the score needs CAP_SYS_RESOURCE, which root may lack (as on
         // this project's CI hosts): runc fails there; a container should not.
-        if let Err(e) = std::fs::write("/proc/self/oom_score_adj", adj.to_string()) {
+        if let Err(e) = crate::procfs::write(crate::procfs::Base::OwnProcess, "oom_score_adj", adj.to_string().as_bytes()) {
             warnings.push(format!("container {id}: set oom_score_adj {adj}: {e} (ignored)"));
         }
     }
+    // The cwd is resolved inside the container's root, never through a magic
+    // link: /proc/self/fd/N would otherwise be whatever fd N of ours is — a
+    // procfs of our own, say — and the process would keep it as its cwd (the
+    // CVE-2024-21626 class).
     let cwd = p.cwd();
+    let root = open_process_root().describe(|| "open the container's root".into())?;
     if role == Role::Init {
-        if cwd.symlink_metadata().is_ok_and(|m| !m.is_dir()) && !cwd.is_dir() {
-            return Err(format!("process.cwd {:?} is not a directory", cwd.display().to_string()));
-        }
-        std::fs::create_dir_all(cwd).describe(|| format!("create cwd {}", cwd.display()))?;
+        let created = create_in_root(root.as_fd(), cwd, Leaf::Dir, 0o755);
+        let is_dir = |fd: &OwnedFd| nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        match created {
+            Ok(fd) if !is_dir(&fd) => return Err(format!("process.cwd {:?} is not a directory", cwd.display().to_string())),
+            other => other.describe(|| format!("create cwd {}", cwd.display()))?,
+        };
     }
     let console = if p.terminal().unwrap_or(false) {
         let c = console::create(p.console_size(), p.user().uid())?;
         if role == Role::Init {
             console::bind_dev_console(&c)?;
         }
-        Some(c.master)
+        Some(c.into_master())
     } else {
         None
     };
@@ -107,9 +116,11 @@ pub(super) fn prepare(
         caps.apply_bounding()?;
     }
     // Before the user switch, as runc: changing one's own exec label may need privilege.
-    lsm::set_exec_labels(p)?;
+    host.set_exec_labels(p)?;
     switch_user(p)?;
-    nix::unistd::chdir(cwd).describe(|| format!("chdir to cwd {}", cwd.display()))?;
+    // Opened as the user, so that a cwd the user may not reach fails (as runc).
+    let dir = open_in_root(root.as_fd(), cwd).describe(|| format!("chdir to cwd {}", cwd.display()))?;
+    nix::unistd::fchdir(&dir).describe(|| format!("chdir to cwd {}", cwd.display()))?;
     if let Some(caps) = &caps {
         caps.apply()?;
     }
@@ -187,6 +198,20 @@ fn home_of(uid: u32) -> Option<String> {
     })
 }
 
+/// An exec failure in the words runc's (Go's) messages use: "no such file or
+/// directory", "permission denied". Clients read them: the docker CLI makes
+/// `docker run` exit 127 or 126, not 125, on exactly those words.
+fn errno_words(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(errno) => {
+            let desc = nix::errno::Errno::from_raw(errno).desc();
+            let mut chars = desc.chars();
+            chars.next().map(|c| c.to_lowercase().chain(chars).collect()).unwrap_or_default()
+        }
+        None => e.to_string(),
+    }
+}
+
 /// Resolve the program like execvp would, inside the container, and say
 /// exactly what is wrong when it cannot run.
 fn lookup(program: &str, env: &[String]) -> Result<PathBuf> {
@@ -199,7 +224,7 @@ fn lookup(program: &str, env: &[String]) -> Result<PathBuf> {
     };
     if program.contains('/') {
         let p = PathBuf::from(program);
-        return check(&p).map(|_| p).map_err(|e| format!("exec {program:?}: {e}"));
+        return check(&p).map(|_| p).map_err(|e| format!("exec {program:?}: {}", errno_words(&e)));
     }
     let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
     for dir in path.split(':').filter(|d| !d.is_empty()) {
@@ -247,7 +272,7 @@ impl Prepared {
             libc::fcntl(CHANNEL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
             libc::execve(self.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
         }
-        format!("exec {:?}: {}", self.path, std::io::Error::last_os_error())
+        format!("exec {:?}: {}", self.path, errno_words(&std::io::Error::last_os_error()))
     }
 }
 
@@ -262,5 +287,19 @@ fn reset_signals() {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_failures_are_said_in_runcs_words() {
+        let words = |errno| errno_words(&std::io::Error::from_raw_os_error(errno));
+        assert_eq!(words(libc::ENOENT), "no such file or directory");
+        assert_eq!(words(libc::EACCES), "permission denied");
+        let err = lookup("/no/such/program", &[]).unwrap_err();
+        assert_eq!(err, "exec \"/no/such/program\": no such file or directory");
     }
 }

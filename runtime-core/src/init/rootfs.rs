@@ -1,12 +1,14 @@
 //! The container's filesystem view: the spec's mounts inside the rootfs,
 //! /dev, pivot_root, masked and read-only paths, a read-only root.
 
-use super::paths::{create_in_root, fd_path, open_in_root, Leaf};
+use super::destination::{self, Planned};
+use super::paths::{create_in_root, fd_path, open_in_root, open_process_root, Leaf};
 use super::{devices, Describe, Result};
-use crate::mount::{mount_with, MountOptions, MountTarget};
+use crate::mount::{finish_mount, mount_with, MountOptions, MountTarget};
 use crate::namespaces::Namespaces;
 use crate::sys::Sys;
 use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::fstat;
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -19,7 +21,7 @@ pub(super) fn setup(
     spec: &Spec,
     rootfs: &Path,
     ns: &Namespaces,
-    idmapped: &HashMap<usize, OwnedFd>,
+    detached: &HashMap<usize, OwnedFd>,
     no_pivot_root: bool,
     before_pivot: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
@@ -28,25 +30,36 @@ pub(super) fn setup(
     // slave (or what the spec asks) before touching anything.
     let base = propagation.unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     sys.mount(None, Path::new("/"), None, base, None).describe(|| "make / a slave mount".into())?;
+    if base.contains(MsFlags::MS_SHARED) {
+        // pivot_root refuses a new root that is, or sits on, a shared mount
+        // (rshared: Kubernetes' Bidirectional mounts). As runc, the mount
+        // holding the rootfs becomes private; the volumes keep their own
+        // propagation, and the new root gets the spec's after the pivot.
+        let holder = mount_holding(rootfs).describe(|| format!("find the mount holding {}", rootfs.display()))?;
+        sys.mount(None, &fd_path(&holder), None, MsFlags::MS_PRIVATE, None)
+            .describe(|| format!("make the mount holding {} private", rootfs.display()))?;
+    }
     // pivot_root needs the new root to be a mount point.
     sys.mount(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
         .describe(|| format!("bind rootfs {}", rootfs.display()))?;
     let root: OwnedFd = std::fs::File::open(rootfs).describe(|| format!("open rootfs {}", rootfs.display()))?.into();
+    // Where the root really is: mount targets are judged by where they resolve in it.
+    let root = Root { path: crate::procfs::path_of(root.as_fd()).describe(|| "find the rootfs".into())?, fd: root };
 
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        match idmapped.get(&i) {
-            Some(mount) => attach_idmapped(&root, m, mount)?,
-            None => mount_one(sys, &root, m, ns)?,
+        match detached.get(&i) {
+            Some(mount) if m.uid_mappings().is_some() => attach_idmapped(&root, i, m, mount)?,
+            source => mount_one(sys, &root, i, m, ns, source)?,
         }
     }
     if !dev_is_bind_mounted(spec) {
-        devices::setup(sys, &root, spec, ns)?;
+        devices::setup(sys, &root.fd, spec, ns)?;
     }
     before_pivot()?;
     if no_pivot_root {
-        move_root(sys, &root)?;
+        move_root(sys, &root.fd)?;
     } else {
-        pivot(sys, &root)?;
+        pivot(sys, &root.fd)?;
     }
     if let Some(p) = propagation {
         sys.mount(None, Path::new("/"), None, p, None).describe(|| "set rootfsPropagation".into())?;
@@ -54,18 +67,19 @@ pub(super) fn setup(
     Ok(())
 }
 
-/// After `setup` and whatever still writes to /proc (sysctls): masked and
-/// read-only paths, then the read-only root. CRI pods list /proc/sys among the
-/// read-only paths and set network sysctls, so the order matters (as in runc).
-pub(super) fn protect(sys: &dyn Sys, spec: &Spec) -> Result<()> {
+/// After `setup` and the sysctls (as runc): masked and read-only paths, then
+/// the read-only root. Every target is opened inside `root` (the container's,
+/// pivoted to) and mounted on by fd (`Sys::*_fd`), with no path resolved twice.
+pub(super) fn protect(sys: &dyn Sys, spec: &Spec, root: &OwnedFd) -> Result<()> {
     // Read-only first, then masks (as runc): a mask inside a read-only path
     // then sits on top of it, and the mount tables are the same.
     if let Some(linux) = spec.linux() {
         for p in linux.readonly_paths().iter().flatten() {
-            make_readonly(sys, Path::new(p))?;
+            make_readonly(sys, root, Path::new(p))?;
         }
+        let mut null = None;
         for p in linux.masked_paths().iter().flatten() {
-            mask(sys, Path::new(p))?;
+            mask(sys, root, Path::new(p), &mut null)?;
         }
     }
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
@@ -73,6 +87,39 @@ pub(super) fn protect(sys: &dyn Sys, spec: &Spec) -> Result<()> {
         sys.mount(None, Path::new("/"), None, flags, None).describe(|| "make rootfs read-only".into())?;
     }
     Ok(())
+}
+
+/// The root of the mount `path` is on (`path` itself when it is a mount
+/// point): where a walk up with ".." first changes mounts.
+fn mount_holding(path: &Path) -> std::io::Result<OwnedFd> {
+    let mut dir: OwnedFd = std::fs::File::open(path)?.into();
+    loop {
+        let up = openat_dir(dir.as_fd(), "..")?;
+        let (here, above) = (mount_id(dir.as_fd())?, mount_id(up.as_fd())?);
+        let same_dir = fstat(&up)?.st_ino == fstat(&dir)?.st_ino && here == above;
+        if here != above || same_dir {
+            return Ok(dir);
+        }
+        dir = up;
+    }
+}
+
+fn openat_dir(dir: std::os::fd::BorrowedFd, name: &str) -> std::io::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    nix::fcntl::openat(dir, name, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(std::io::Error::from)
+}
+
+/// statx's mount id of what `fd` is open on.
+fn mount_id(fd: std::os::fd::BorrowedFd) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: statx into a zeroed struct we own, on an fd we hold.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    let ret = unsafe { libc::statx(fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_MNT_ID, &mut st) };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.stx_mnt_id)
 }
 
 fn rootfs_propagation(spec: &Spec) -> Result<Option<MsFlags>> {
@@ -92,7 +139,35 @@ fn dev_is_bind_mounted(spec: &Spec) -> bool {
     })
 }
 
-fn mount_one(sys: &dyn Sys, root: &OwnedFd, m: &Mount, ns: &Namespaces) -> Result<()> {
+/// The rootfs, open, and where it is on the host.
+struct Root {
+    fd: OwnedFd,
+    path: std::path::PathBuf,
+}
+
+impl Root {
+    /// Create (when missing) and open `m`'s destination, and refuse it unless
+    /// `destination::check` allows a mount of `typ` there.
+    fn target(&self, index: usize, m: &Mount, typ: &str, leaf: Leaf, bind_source: Option<&Path>) -> Result<OwnedFd> {
+        let dest = m.destination();
+        let describe = |e: &dyn std::fmt::Display| format!("mounts[{index}] ({typ} on {}): {e}", dest.display());
+        let target = create_in_root(self.fd.as_fd(), dest, leaf, 0o755).map_err(|e| describe(&e))?;
+        let source = match bind_source {
+            Some(path) => {
+                let flags = nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC;
+                Some(nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty()).map_err(|e| describe(&e))?)
+            }
+            None => None,
+        };
+        let planned = Planned { index, typ, destination: dest, bind_source: source.as_ref().map(|s| s.as_fd()) };
+        destination::check(&planned, self.fd.as_fd(), &self.path, target.as_fd())?;
+        Ok(target)
+    }
+}
+
+/// `detached`: a bind source the parent cloned (see `idmap::prepare`), attached
+/// in place of binding the path.
+fn mount_one(sys: &dyn Sys, root: &Root, index: usize, m: &Mount, ns: &Namespaces, detached: Option<&OwnedFd>) -> Result<()> {
     let dest = m.destination();
     let spec_typ = m.typ().clone().unwrap_or_else(|| "none".into());
     let mut typ = spec_typ.clone();
@@ -105,34 +180,69 @@ fn mount_one(sys: &dyn Sys, root: &OwnedFd, m: &Mount, ns: &Namespaces) -> Resul
     }
     match typ.as_str() {
         "cgroup" if crate::cgroup::is_pure_v2() => typ = "cgroup2".into(),
-        "cgroup" => return mount_cgroup_v1(sys, root, dest, &opts, ns).map_err(|e| describe(&e)),
+        "cgroup" => {
+            root.target(index, m, &spec_typ, Leaf::Dir, None)?;
+            return mount_cgroup_v1(sys, &root.fd, dest, &opts, ns).map_err(|e| describe(&e));
+        }
         // In the host's network namespace, /sys would expose the host's network
         // devices writable: runc makes it read-only, and so do we. A joined one
         // (a pod's) is not the host's: a privileged pod container gets /sys rw.
         "sysfs" if !ns.has(LinuxNamespaceType::Network) => opts.flags |= MsFlags::MS_RDONLY,
         _ => {}
     }
-    let source = m.source().clone().unwrap_or_else(|| typ.clone().into());
+    let mut source = m.source().clone().unwrap_or_else(|| typ.clone().into());
+    if let Some(tree) = detached {
+        source = fd_path(tree);
+    }
     let leaf = if opts.is_bind() && !source.is_dir() { Leaf::File } else { Leaf::Dir };
     if opts.is_bind() && !source.exists() {
         return Err(describe(&format!("bind source {} does not exist", source.display())));
     }
-    let target = create_in_root(root.as_fd(), dest, leaf, 0o755).map_err(|e| describe(&e))?;
+    let target = root.target(index, m, &spec_typ, leaf, opts.is_bind().then_some(source.as_path()))?;
     let reopen = || {
-        let fd = open_in_root(root.as_fd(), dest)?;
+        let fd = open_in_root(root.fd.as_fd(), dest)?;
         Ok(MountTarget { path: fd_path(&fd), _fd: Some(fd) })
     };
-    mount_with(sys, &typ, &source, &fd_path(&target), &opts, &reopen).map_err(|e| describe(&e))
+    match detached {
+        Some(tree) => crate::new_mount_api::attach_at(tree, target.as_fd())
+            .and_then(|()| finish_mount(sys, &opts, &reopen))
+            .map_err(|e| describe(&e)),
+        None => mount_with(sys, &typ, &source, &fd_path(&target), &opts, &reopen)
+            .or_else(|e| match e.raw_os_error() {
+                Some(libc::EPERM) if typ == "sysfs" && crate::rootless::in_user_namespace() => {
+                    host_sysfs(sys, &fd_path(&target), &opts, &reopen)
+                }
+                _ => Err(e),
+            })
+            .map_err(|e| describe(&e)),
+    }
+}
+
+/// A user namespace may mount a sysfs only with a network namespace it owns:
+/// a rootless container on the host's network gets the host's /sys bound
+/// instead, as with runc, read-only all the way down when asked (the
+/// submounts of /sys, cgroups and securityfs among them, included).
+fn host_sysfs(
+    sys: &dyn Sys,
+    target: &Path,
+    opts: &MountOptions,
+    reopen: &dyn Fn() -> std::io::Result<MountTarget>,
+) -> std::io::Result<()> {
+    let mut bind = opts.clone();
+    bind.flags |= MsFlags::MS_BIND | MsFlags::MS_REC;
+    if opts.flags.contains(MsFlags::MS_RDONLY) {
+        bind.recursive.set |= crate::mount::ATTR_RDONLY;
+    }
+    mount_with(sys, "none", Path::new("/sys"), target, &bind, reopen)
 }
 
 /// An idmapped bind mount the parent made: attach it at its destination.
-fn attach_idmapped(root: &OwnedFd, m: &Mount, mount: &OwnedFd) -> Result<()> {
+fn attach_idmapped(root: &Root, index: usize, m: &Mount, mount: &OwnedFd) -> Result<()> {
     let dest = m.destination();
     let describe = |e: &dyn std::fmt::Display| format!("idmapped mount on {}: {e}", dest.display());
     let is_dir = m.source().as_ref().is_none_or(|s| s.is_dir());
-    let target = create_in_root(root.as_fd(), dest, if is_dir { Leaf::Dir } else { Leaf::File }, 0o755)
-        .map_err(|e| describe(&e))?;
-    crate::new_mount_api::attach_at(mount, &target).map_err(|e| describe(&e))
+    let target = root.target(index, m, "idmapped bind", if is_dir { Leaf::Dir } else { Leaf::File }, None)?;
+    crate::new_mount_api::attach_at(mount, target.as_fd()).map_err(|e| describe(&e))
 }
 
 /// A `cgroup` mount on a v1 or hybrid host (as runc): a tmpfs holding one entry
@@ -173,13 +283,18 @@ fn mount_cgroup_v1(
     Ok(())
 }
 
-/// pivot_root(".", ".") stacks the old root under the new one; unmounting "."
-/// then drops it, with no directory needed for the old root.
+/// pivot_root(".", ".") stacks the old root on top of the new one; unmounting
+/// it from there drops it, with no directory needed for the old root.
 fn pivot(sys: &dyn Sys, root: &OwnedFd) -> Result<()> {
     let here = Path::new(".");
+    let old_root = open_process_root().describe(|| "open the old root".into())?;
     sys.fchdir(root.as_fd()).describe(|| "chdir to rootfs".into())?;
     sys.pivot_root(here, here).describe(|| "pivot_root".into())?;
-    // The old root must not propagate the unmount to the host.
+    // Into the old root (as runc): "." from the new root's top would be the
+    // new root itself to mount(2), and making *that* a slave would cut a
+    // Bidirectional volume off from the host's peers.
+    sys.fchdir(old_root.as_fd()).describe(|| "chdir to the old root".into())?;
+    // The old root must not propagate its unmount to the host.
     sys.mount(None, here, None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None).describe(|| "make old root a slave".into())?;
     sys.umount(here, MntFlags::MNT_DETACH).describe(|| "unmount old root".into())?;
     sys.chdir(Path::new("/")).describe(|| "chdir /".into())
@@ -194,25 +309,55 @@ fn move_root(sys: &dyn Sys, root: &OwnedFd) -> Result<()> {
     sys.chdir(Path::new("/")).describe(|| "chdir /".into())
 }
 
-/// Hide a path: /dev/null over files, an empty read-only tmpfs over directories.
-fn mask(sys: &dyn Sys, path: &Path) -> Result<()> {
-    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
-    let what = || format!("mask {}", path.display());
-    if meta.is_dir() {
-        sys.mount(Some(Path::new("tmpfs")), path, Some("tmpfs"), MsFlags::MS_RDONLY, None).describe(what)
-    } else {
-        sys.mount(Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None).describe(what)
+/// `path` opened inside `root`, or None when it does not exist (a path the
+/// spec protects need not exist, as with runc).
+fn existing(root: &OwnedFd, path: &Path, what: impl Fn() -> String) -> Result<Option<OwnedFd>> {
+    match open_in_root(root.as_fd(), path) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(format!("{}: {e}", what())),
     }
 }
 
-fn make_readonly(sys: &dyn Sys, path: &Path) -> Result<()> {
-    if !path.exists() {
-        return Ok(());
+/// Hide a path: the container's /dev/null bound over files, an empty
+/// read-only tmpfs over directories. `null` keeps /dev/null once opened.
+fn mask(sys: &dyn Sys, root: &OwnedFd, path: &Path, null: &mut Option<OwnedFd>) -> Result<()> {
+    let what = || format!("mask {}", path.display());
+    let Some(target) = existing(root, path, what)? else { return Ok(()) };
+    if fstat(&target).describe(what)?.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        return sys.empty_tmpfs_fd(target.as_fd()).describe(|| format!("{} with an empty tmpfs", what()));
     }
+    let null = match null {
+        Some(fd) => fd,
+        None => null.insert(dev_null(root)?),
+    };
+    // (Gone since it was checked, it fails here: ENOENT.)
+    sys.bind_fd(null.as_fd(), target.as_fd(), false).describe(|| format!("{} with the container's /dev/null", what()))
+}
+
+/// The container's /dev/null, checked to be the null device: a /dev from a
+/// volume or an image may hold anything there, and a mask made of a symlink to
+/// a procfs file would expose that file, writable (the CVE-2025-31133 class).
+fn dev_null(root: &OwnedFd) -> Result<OwnedFd> {
+    let what = || "maskedPaths: open /dev/null".to_string();
+    let fd = open_in_root(root.as_fd(), Path::new("/dev/null")).describe(what)?;
+    let st = fstat(&fd).describe(what)?;
+    let is_char = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
+    if !is_char || (libc::major(st.st_rdev), libc::minor(st.st_rdev)) != (1, 3) {
+        let is = if is_char {
+            format!("the device {}:{}", libc::major(st.st_rdev), libc::minor(st.st_rdev))
+        } else {
+            "not a device".to_string()
+        };
+        return Err(format!("maskedPaths: the container's /dev/null is {is}, not the null device 1:3: refusing to mask with it"));
+    }
+    Ok(fd)
+}
+
+fn make_readonly(sys: &dyn Sys, root: &OwnedFd, path: &Path) -> Result<()> {
     let what = || format!("make {} read-only", path.display());
-    sys.mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None).describe(what)?;
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC | sys.locked_flags(path);
-    sys.mount(None, path, None, flags, None).describe(what)
+    let Some(target) = existing(root, path, what)? else { return Ok(()) };
+    sys.bind_readonly_fd(target.as_fd()).describe(what)
 }
 
 /// The rootfs logic through the recording `Sys`: no root, no mount.
@@ -279,8 +424,21 @@ mod tests {
             ],
             "{calls:#?}"
         );
-        // The old root goes, and we end up at the new one.
-        assert_eq!(calls[calls.len() - 2..], ["umount . MntFlags(MNT_DETACH)", "chdir /"], "{calls:#?}");
+        // The old root goes (made a slave from inside it, not from the new
+        // root's top), and we end up at the new one.
+        assert_eq!(
+            calls[calls.len() - 4..],
+            ["fchdir /", "mount - . - MS_REC | MS_SLAVE -", "umount . MntFlags(MNT_DETACH)", "chdir /"],
+            "{calls:#?}"
+        );
+    }
+
+    #[test]
+    fn the_mount_holding_a_path_is_found_by_walking_up() {
+        let path_of = |p: &str| crate::procfs::path_of(mount_holding(Path::new(p)).unwrap().as_fd()).unwrap();
+        assert_eq!(path_of("/proc/sys/kernel"), Path::new("/proc"));
+        assert_eq!(path_of("/proc"), Path::new("/proc"), "a mount point holds itself");
+        assert_eq!(path_of("/"), Path::new("/"));
     }
 
     #[test]
@@ -347,17 +505,88 @@ mod tests {
                 "linux":{{"maskedPaths":[{masked_dir:?},{masked_file:?},"/no/such/path"],"readonlyPaths":[{ro:?}]}}}}"#
         ));
         let sys = Recorder::new(&dir.0);
-        protect(&sys, &s).unwrap();
+        // This host's root stands for the container's: its /dev/null is real.
+        protect(&sys, &s, &std::fs::File::open("/").unwrap().into()).unwrap();
         assert_eq!(
             sys.calls(),
             [
-                "mount <root>/ro <root>/ro - MS_BIND | MS_REC -",
-                "mount - <root>/ro - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -",
-                "mount tmpfs <root>/mdir tmpfs MS_RDONLY -",
-                "mount /dev/null <root>/mfile - MS_BIND -",
+                "bind_readonly_fd <root>/ro",
+                "empty_tmpfs_fd <root>/mdir",
+                "bind_fd /dev/null <root>/mfile",
                 "mount - / - MS_RDONLY | MS_REMOUNT | MS_BIND -",
             ]
         );
+    }
+
+    #[test]
+    fn masks_are_never_made_of_a_dev_null_that_is_no_null_device() {
+        let dir = TempRoot::new("null");
+        let rootfs = dir.0.join("rootfs");
+        for d in ["proc/sys/kernel", "dev"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::fs::write(rootfs.join("proc/keys"), "").unwrap();
+        std::fs::write(rootfs.join("proc/sys/kernel/core_pattern"), "").unwrap();
+        let s = spec(r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"linux":{"maskedPaths":["/proc/keys"]}}"#);
+        let root: OwnedFd = std::fs::File::open(&rootfs).unwrap().into();
+        let null = rootfs.join("dev/null");
+        std::os::unix::fs::symlink("/proc/sys/kernel/core_pattern", &null).unwrap();
+        let sys = Recorder::new(&dir.0);
+        let err = protect(&sys, &s, &root).unwrap_err();
+        assert!(err.contains("/dev/null is not a device, not the null device 1:3"), "{err}");
+        std::fs::remove_file(&null).unwrap();
+        std::fs::write(&null, "").unwrap();
+        assert!(protect(&sys, &s, &root).unwrap_err().contains("/dev/null is not a device"));
+        std::fs::remove_file(&null).unwrap();
+        assert!(protect(&sys, &s, &root).unwrap_err().contains("open /dev/null: No such file"));
+        assert_eq!(sys.calls(), Vec::<String>::new(), "nothing was masked");
+    }
+
+    fn with_mounts(mounts: &str) -> Spec {
+        spec(&format!(r#"{{"ociVersion":"1.0.2","root":{{"path":"rootfs"}},"mounts":{mounts},"linux":{{"namespaces":[{{"type":"mount"}}]}}}}"#))
+    }
+
+    #[test]
+    fn no_mount_lands_in_proc_however_its_destination_is_spelled() {
+        let dir = TempRoot::new("inproc");
+        let rootfs = dir.0.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("proc/self/attr")).unwrap();
+        // An image's (or an earlier mount's) symlink into /proc.
+        std::os::unix::fs::symlink("/proc/self", rootfs.join("lnk")).unwrap();
+        let (data, file) = (dir.0.join("data"), dir.0.join("uptime"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(&file, "").unwrap();
+        let bind = |src: &Path, dst: &str| format!(r#"{{"destination":"{dst}","type":"bind","source":{src:?},"options":["rbind"]}}"#);
+        for (mounts, refusal) in [
+            (bind(&data, "/proc/self/attr"), "mounts[0] (bind on /proc/self/attr): inside /proc, where only"),
+            (bind(&data, "/lnk/attr"), "mounts[0] (bind on /lnk/attr, which resolves to /proc/self/attr): inside /proc"),
+            (bind(&data, "/proc"), "mounts[0] (bind on /proc): only a procfs"),
+            (r#"{"destination":"/proc","type":"tmpfs","source":"tmpfs"}"#.to_string(), "mounts[0] (tmpfs on /proc): only a procfs"),
+        ] {
+            let sys = Recorder::new(&dir.0);
+            let err = run_setup(&sys, &dir, &with_mounts(&format!("[{mounts}]")), false).unwrap_err();
+            assert!(err.contains(refusal), "{err}");
+            assert!(!sys.calls().iter().any(|c| c.contains("<root>/rootfs/proc")), "{:#?}", sys.calls());
+        }
+        // A procfs on /proc, and lxcfs's files in it.
+        let proc = r#"{"destination":"/proc","type":"proc","source":"proc"}"#;
+        let sys = Recorder::new(&dir.0);
+        run_setup(&sys, &dir, &with_mounts(&format!("[{proc},{}]", bind(&file, "/proc/uptime"))), false).unwrap();
+        assert!(sys.calls().iter().any(|c| c == "mount <root>/uptime <root>/rootfs/proc/uptime - MS_BIND | MS_REC -"));
+    }
+
+    #[test]
+    fn a_proc_or_sysfs_is_never_mounted_through_a_symlink() {
+        let dir = TempRoot::new("procsym");
+        let rootfs = dir.0.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink("/elsewhere", rootfs.join("proc")).unwrap();
+        std::os::unix::fs::symlink("elsewhere", rootfs.join("sys")).unwrap();
+        for (typ, dst) in [("proc", "/proc"), ("sysfs", "/sys")] {
+            let mounts = format!(r#"[{{"destination":"{dst}","type":"{typ}","source":"{typ}"}}]"#);
+            let err = run_setup(&Recorder::new(&dir.0), &dir, &with_mounts(&mounts), false).unwrap_err();
+            assert!(err.contains(&format!("{typ} on {dst}, which resolves to /elsewhere): a {typ} must be mounted on an ordinary directory")), "{err}");
+        }
     }
 
     #[test]

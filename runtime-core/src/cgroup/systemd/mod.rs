@@ -203,7 +203,8 @@ fn limits(resources: Option<&LinuxResources>) -> (Vec<properties::Property>, Vec
     let Some(r) = resources else {
         return Default::default();
     };
-    let proc_devices = std::fs::read_to_string("/proc/devices").unwrap_or_default();
+    // Only the device rules need it; without it they fall back to "char-*".
+    let proc_devices = crate::procfs::Global::open().and_then(|g| g.read("devices")).unwrap_or_default();
     properties::from_resources(r, super::is_pure_v2(), &proc_devices)
 }
 
