@@ -21,8 +21,29 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// Names a directory for ferrum's sockets and state other than /run/ferrum,
+/// in the environment containerd starts its shims with: a private containerd
+/// (scripts/demo's, a test's) keeps everything of ferrum's in its own tree.
+pub const RUN_DIR_ENV: &str = "FERRUM_RUN_DIR";
+
+/// An absolute FERRUM_RUN_DIR; rootless, $XDG_RUNTIME_DIR/ferrum (where runc
+/// keeps its state then: a rootless containerd's /run holds the host's
+/// root-owned dirs); else /run/ferrum.
+pub fn run_dir() -> PathBuf {
+    let absolute = |var| std::env::var_os(var).map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(dir) = absolute(RUN_DIR_ENV) {
+        return dir;
+    }
+    match absolute("XDG_RUNTIME_DIR") {
+        Some(dir) if runtime_core::is_rootless() => dir.join("ferrum"),
+        _ => PathBuf::from("/run/ferrum"),
+    }
+}
+
 /// Where shim sockets live. Paths are hashed: a Unix socket path has 108 bytes.
-const SOCKET_DIR: &str = "/run/ferrum/s";
+fn socket_dir() -> PathBuf {
+    run_dir().join("s")
+}
 
 /// Annotations that put containers in one group (one shim): the CRI's sandbox
 /// id, or our own label for users outside Kubernetes.
@@ -35,7 +56,7 @@ pub const SOCKET_ENV: &str = "FERRUM_SHIM_SOCKET";
 
 /// Runtime-core's state for a namespace (like runc's /run/containerd/runc/<ns>).
 pub fn state_root(namespace: &str) -> PathBuf {
-    Path::new("/run/ferrum/containers").join(namespace)
+    run_dir().join("containers").join(namespace)
 }
 
 fn group_of(bundle: &Path, id: &str) -> String {
@@ -124,7 +145,7 @@ pub fn start(flags: &Flags) -> Result<()> {
         None => RuntimeOptions::default(),
     };
     let mut flags = flags.clone();
-    let mut socket_dir = PathBuf::from(SOCKET_DIR);
+    let mut socket_dir = socket_dir();
     let mut ttrpc_address = None;
     if let Bootstrap::Params(p) = &bootstrap {
         // The parameters win over flags and environment where they say something.
@@ -156,8 +177,14 @@ pub fn start(flags: &Flags) -> Result<()> {
     if !running {
         // A dead shim's socket file; bind would fail on it.
         let _ = std::fs::remove_file(&socket);
-        std::fs::create_dir_all(&socket_dir).with_context(|| format!("create {}", socket_dir.display()))?;
-        let listener = UnixListener::bind(&socket).with_context(|| format!("listen on {}", socket.display()))?;
+        // Rootless without XDG_RUNTIME_DIR lands on /run/ferrum: say what to set.
+        let hint = if runtime_core::is_rootless() && std::env::var_os(RUN_DIR_ENV).is_none() {
+            " (running rootless: set XDG_RUNTIME_DIR or FERRUM_RUN_DIR to a directory the user owns)"
+        } else {
+            ""
+        };
+        std::fs::create_dir_all(&socket_dir).with_context(|| format!("create {}{hint}", socket_dir.display()))?;
+        let listener = UnixListener::bind(&socket).with_context(|| format!("listen on {}{hint}", socket.display()))?;
         let spawned = spawn_daemon(flags, &bundle, &listener, &socket, ttrpc_address.as_deref())
             .and_then(|daemon| join_shim_cgroup(daemon, shim_cgroup.as_ref()));
         if let Err(e) = spawned {
@@ -343,9 +370,9 @@ mod tests {
     #[test]
     fn socket_paths_fit_and_differ_per_containerd() {
         let mut f = Flags::parse(["-namespace", "n", "-id", "x", "-address", "/a"].map(String::from)).unwrap();
-        let a = Path::new(SOCKET_DIR).join(socket_name(&f, "x"));
+        let a = socket_dir().join(socket_name(&f, "x"));
         f.address = "/b".into();
-        assert_ne!(a, Path::new(SOCKET_DIR).join(socket_name(&f, "x")));
+        assert_ne!(a, socket_dir().join(socket_name(&f, "x")));
         assert!(a.as_os_str().len() < 108);
     }
 }

@@ -18,6 +18,8 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{CodedInputStream, Message};
 use containerd_shim_protos::shim::oci::Options as RuncOptions;
 use serde::Deserialize;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
@@ -80,7 +82,7 @@ impl RuntimeOptions {
                 )))
             }
         };
-        options.check()?;
+        options.check().map_err(err)?;
         Ok(options)
     }
 
@@ -95,12 +97,13 @@ impl RuntimeOptions {
             });
             err(format!("{origin}{}: {}", at.unwrap_or_default(), e.message().trim()))
         })?;
-        options.check()?;
+        // Say where the key came from: a file's name, or the CRI's config_body.
+        options.check().map_err(|reason| err(format!("{origin}: {reason}")))?;
         Ok(options)
     }
 
     /// Refuse what ferrum cannot do, naming the key.
-    fn check(&self) -> anyhow::Result<()> {
+    fn check(&self) -> Result<(), String> {
         let refused = [
             ("BinaryName", !self.binary_name.is_empty(), "ferrum runs no runc binary"),
             ("CriuPath", !self.criu_path.is_empty(), "checkpoint/restore is not implemented"),
@@ -110,10 +113,10 @@ impl RuntimeOptions {
             ("TaskApiVersion", self.task_api_version != 0, "ferrum serves the Task API itself"),
         ];
         if let Some((key, _, why)) = refused.iter().find(|(_, set, _)| *set) {
-            return Err(err(format!("{key} is set, but {why}")));
+            return Err(format!("{key} is set, but {why}"));
         }
         if !self.root.is_empty() && !Path::new(&self.root).is_absolute() {
-            return Err(err(format!("Root {:?} must be an absolute path", self.root)));
+            return Err(format!("Root {:?} must be an absolute path", self.root));
         }
         Ok(())
     }
@@ -209,17 +212,19 @@ fn fields(bytes: &[u8], message: &str) -> anyhow::Result<Vec<(u32, Field)>> {
     Ok(out)
 }
 
-fn text(value: Field, message: &str, field: u32) -> anyhow::Result<String> {
+/// `name` is the field's name in the proto, for the error: "field 3" alone
+/// tells a user nothing (config_body, sent by the CRI, is field 3).
+fn text(value: Field, message: &str, field: u32, name: &str) -> anyhow::Result<String> {
     match value {
-        Field::Bytes(b) => String::from_utf8(b).map_err(|_| err(format!("{message}: field {field} is not UTF-8"))),
-        Field::Varint(_) => Err(err(format!("{message}: field {field} should be a string"))),
+        Field::Bytes(b) => String::from_utf8(b).map_err(|_| err(format!("{message}: {name} (field {field}) is not UTF-8"))),
+        Field::Varint(_) => Err(err(format!("{message}: {name} (field {field}) should be a string"))),
     }
 }
 
-fn number(value: Field, message: &str, field: u32) -> anyhow::Result<u64> {
+fn number(value: Field, message: &str, field: u32, name: &str) -> anyhow::Result<u64> {
     match value {
         Field::Varint(n) => Ok(n),
-        Field::Bytes(_) => Err(err(format!("{message}: field {field} should be a number"))),
+        Field::Bytes(_) => Err(err(format!("{message}: {name} (field {field}) should be a number"))),
     }
 }
 
@@ -229,21 +234,43 @@ fn from_runtime_options(bytes: &[u8]) -> anyhow::Result<RuntimeOptions> {
     for (field, value) in fields(bytes, RUNTIME_OPTIONS)? {
         match field {
             // The type of config_body, which is TOML whatever it says.
-            1 => drop(text(value, RUNTIME_OPTIONS, field)?),
-            2 => path = text(value, RUNTIME_OPTIONS, field)?,
-            3 => body = text(value, RUNTIME_OPTIONS, field)?,
+            1 => drop(text(value, RUNTIME_OPTIONS, field, "type_url")?),
+            2 => path = text(value, RUNTIME_OPTIONS, field, "config_path")?,
+            3 => body = text(value, RUNTIME_OPTIONS, field, "config_body")?,
             _ => return Err(err(format!("{RUNTIME_OPTIONS}: field {field} is not understood by ferrum"))),
         }
     }
     match (path.is_empty(), body.is_empty()) {
         (true, true) => Ok(RuntimeOptions::default()),
         (false, false) => Err(err("both config_path and config_body are set; give one")),
-        (false, true) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| err(format!("config_path {path}: {e}")))?;
-            RuntimeOptions::from_toml(&text, &format!("config_path {path}"))
-        }
+        (false, true) => RuntimeOptions::from_toml(&read_config_path(&path)?, &format!("config_path {path}")),
         (true, false) => RuntimeOptions::from_toml(&body, "config_body"),
     }
+}
+
+/// More than any options table: containerd's are a few lines.
+const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+/// The TOML file config_path names. A device or FIFO named there would be read
+/// for ever (/dev/zero) or block the shim until a writer came: only a regular
+/// file of a sane size is read.
+fn read_config_path(path: &str) -> anyhow::Result<String> {
+    let fail = |e: &dyn std::fmt::Display| err(format!("config_path {path}: {e}"));
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| fail(&e))?;
+    if !file.metadata().map_err(|e| fail(&e))?.is_file() {
+        return Err(fail(&"not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_FILE + 1).read_to_string(&mut text).map_err(|e| fail(&e))?;
+    if text.len() as u64 > MAX_CONFIG_FILE {
+        return Err(fail(&format!("larger than {MAX_CONFIG_FILE} bytes")));
+    }
+    Ok(text)
 }
 
 /// containerd 1.x's `containerd.linux.runc.CreateOptions`, which its client
@@ -252,11 +279,11 @@ fn from_linux_create_options(bytes: &[u8]) -> anyhow::Result<RuntimeOptions> {
     let mut o = RuntimeOptions::default();
     for (field, value) in fields(bytes, LINUX_CREATE_OPTIONS)? {
         match field {
-            1 => o.no_pivot_root = number(value, LINUX_CREATE_OPTIONS, field)? != 0,
-            8 => o.no_new_keyring = number(value, LINUX_CREATE_OPTIONS, field)? != 0,
-            9 => o.shim_cgroup = text(value, LINUX_CREATE_OPTIONS, field)?,
-            10 => o.io_uid = number(value, LINUX_CREATE_OPTIONS, field)? as u32,
-            11 => o.io_gid = number(value, LINUX_CREATE_OPTIONS, field)? as u32,
+            1 => o.no_pivot_root = number(value, LINUX_CREATE_OPTIONS, field, "no_pivot_root")? != 0,
+            8 => o.no_new_keyring = number(value, LINUX_CREATE_OPTIONS, field, "no_new_keyring")? != 0,
+            9 => o.shim_cgroup = text(value, LINUX_CREATE_OPTIONS, field, "shim_cgroup")?,
+            10 => o.io_uid = number(value, LINUX_CREATE_OPTIONS, field, "io_uid")? as u32,
+            11 => o.io_gid = number(value, LINUX_CREATE_OPTIONS, field, "io_gid")? as u32,
             // open_tcp, external_unix_sockets, terminal, file_locks,
             // empty_namespaces, cgroups_mode, criu_work_path, criu_image_path.
             _ => {
@@ -268,6 +295,10 @@ fn from_linux_create_options(bytes: &[u8]) -> anyhow::Result<RuntimeOptions> {
     }
     Ok(o)
 }
+
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -377,5 +408,29 @@ mod tests {
         assert_eq!(got.io_gid, 3);
         let e = RuntimeOptions::from_any(&runtime_options_any("/nonexistent/x.toml", "")).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/x.toml"), "{e}");
+        // Found by the fuzz suite: /dev/zero was read until memory ran out.
+        let e = RuntimeOptions::from_any(&runtime_options_any("/dev/zero", "")).unwrap_err().to_string();
+        assert!(e.contains("config_path /dev/zero: not a regular file"), "{e}");
+        let e = RuntimeOptions::from_any(&runtime_options_any("/tmp", "")).unwrap_err().to_string();
+        assert!(e.contains("config_path /tmp: not a regular file"), "{e}");
+    }
+
+    /// Found by the fuzz suite: "field 3 is not UTF-8" left the user to
+    /// look up which field of which message that is.
+    #[test]
+    fn a_field_of_the_wrong_kind_is_named() {
+        let any = Any { type_url: RUNTIME_OPTIONS.into(), value: vec![3 << 3 | 2, 1, 0xff], ..Default::default() };
+        let e = RuntimeOptions::from_any(&any).unwrap_err().to_string();
+        assert!(e.contains("config_body (field 3) is not UTF-8"), "{e}");
+        let e = from_linux_create_options(&[10 << 3 | 2, 1, b'x']).unwrap_err().to_string();
+        assert!(e.contains("io_uid (field 10) should be a number"), "{e}");
+    }
+
+    /// Found by the fuzz suite: a refused key from a config_path file did not
+    /// say it came from that file.
+    #[test]
+    fn a_refused_key_names_where_it_came_from() {
+        let e = RuntimeOptions::from_toml("CriuPath = \"/usr/sbin/criu\"", "config_path /etc/f.toml").unwrap_err();
+        assert!(e.to_string().contains("config_path /etc/f.toml: CriuPath is set"), "{e}");
     }
 }

@@ -32,6 +32,9 @@ pub struct Stdio {
     pub stderr: String,
 }
 
+/// How long an exit waits for the process's output to be taken.
+const OUTPUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -78,23 +81,32 @@ impl ProcessCore {
         *lock(&self.io) = io;
     }
 
-    /// Wait (a bounded time) until a console's output is copied out, so that
-    /// the exit is published after the last output, as a client expects.
+    /// Wait (a bounded time) until a console's output is copied out, and
+    /// until what the process wrote to its output FIFOs is read, so that the
+    /// exit is published after the last output, as a client expects.
     pub async fn drain_output(&self) {
-        let copy = lock(&self.io).output_copy.take();
+        let (copy, fifos) = {
+            let mut io = lock(&self.io);
+            (io.output_copy.take(), std::mem::take(&mut io.output_fifos))
+        };
         if let Some(copy) = copy {
-            let _ = tokio::time::timeout(Duration::from_secs(2), copy).await;
+            let _ = tokio::time::timeout(OUTPUT_DRAIN_TIMEOUT, copy).await;
         }
+        crate::stdio::wait_until_read(fifos, OUTPUT_DRAIN_TIMEOUT).await;
     }
 
     pub fn has_console(&self) -> bool {
         lock(&self.io).console.is_some()
     }
 
+    /// Resize the process's terminal. Without one — it never had one, or it
+    /// exited and the console went with it (ctr resizes right after start,
+    /// which may come after a short process's exit) — there is nothing to
+    /// resize, and that is no error (as runc-v2).
     pub fn resize(&self, width: u32, height: u32) -> std::io::Result<()> {
         match &lock(&self.io).console {
             Some(console) => crate::stdio::resize(console, width, height),
-            None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the process has no terminal")),
+            None => Ok(()),
         }
     }
 
@@ -232,6 +244,12 @@ impl InitProcess {
 
     pub fn cgroup(&self) -> Option<runtime_core::cgroup::Cgroup> {
         lock(&self.container).as_ref().map(|c| c.cgroup())
+    }
+
+    /// After init's exit, what remains of a container that shares its pid
+    /// namespace goes (see runtime-core's `kill_remaining`).
+    pub async fn kill_remaining(self: &Arc<Self>) -> ttrpc::Result<()> {
+        self.on_container(|c| c.kill_remaining()).await
     }
 
     pub fn pids(&self) -> Vec<i32> {

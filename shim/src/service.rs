@@ -113,6 +113,11 @@ impl TaskService {
             // After a Start in progress has published its start event, and
             // after the last of a console's output.
             let _order = core.lifecycle.lock().await;
+            if let Target::Init(init) = &target {
+                if let Err(e) = init.kill_remaining().await {
+                    crate::warn!(&init.id, "kill what is left after init's exit: {e:?}");
+                }
+            }
             core.drain_output().await;
             let exit = core.set_exited(exit_status);
             let (container_id, id) = match &target {
@@ -148,6 +153,12 @@ impl TaskService {
             return Err(unimplemented("restoring a checkpoint"));
         }
         let invalid = |e: anyhow::Error| status(Code::INVALID_ARGUMENT, format!("container {}: {e:#}", req.id));
+        // Relative, it would name the bundle of the container this shim was
+        // started for (our working directory): its config.json, and a rootfs
+        // to mount over and later unmount.
+        if !std::path::Path::new(&req.bundle).is_absolute() {
+            return Err(invalid(anyhow::anyhow!("bundle {:?} is not an absolute path", req.bundle)));
+        }
         let options = match req.options.as_ref() {
             Some(any) => RuntimeOptions::from_any(any).map_err(invalid)?,
             None => RuntimeOptions::default(),

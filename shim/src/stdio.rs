@@ -5,7 +5,13 @@
 //! a process prints and exits at once. They are opened read-write, which never
 //! blocks and keeps a reader on the FIFO, so a restarting containerd does not
 //! make the container's writes fail with EPIPE (containerd's own shim keeps a
-//! reader open for the same reason). stdin is copied from its FIFO into a pipe,
+//! reader open for the same reason). A process's exit is reported only once
+//! what it wrote to them has been read, or nobody is left to read it: a client
+//! may give up on a FIFO it has not finished opening once it learns of the
+//! exit (containerd's `fifo` package closes a reader whose open(2) has
+//! returned but is not yet noted when Task.Delete cancels its IO, as `ctr run
+//! --rm` does), and a process that prints and exits at once lost its output
+//! to that race under load. stdin is copied from its FIFO into a pipe,
 //! because the process must see EOF when the client's input ends or CloseIO is
 //! called, which a shared FIFO cannot give.
 //!
@@ -38,6 +44,8 @@ pub struct ProcessIo {
     pub output_copy: Option<JoinHandle<()>>,
     /// The console's master, for ResizePty.
     pub console: Option<Arc<OwnedFd>>,
+    /// O_PATH handles on the output FIFOs, for [`wait_until_read`] at the exit.
+    pub output_fifos: Vec<OwnedFd>,
 }
 
 /// Who a process's output belongs to: its container (for a logging binary),
@@ -155,7 +163,7 @@ fn open_file(path: &str) -> Result<OwnedFd> {
     Ok(file.with_context(|| format!("open {path}"))?.into())
 }
 
-async fn open_output(path: &str) -> Result<Option<OwnedFd>> {
+async fn open_output(path: &str, fifos: &mut Vec<OwnedFd>) -> Result<Option<OwnedFd>> {
     if path.is_empty() {
         return Ok(None);
     }
@@ -172,9 +180,61 @@ async fn open_output(path: &str) -> Result<Option<OwnedFd>> {
         opts.append(true).create(true).mode(0o640);
     }
     let file = opts.open(path).with_context(|| format!("open {path}"))?;
+    if is_fifo {
+        fifos.push(watch_fifo(&file).with_context(|| format!("open {path}"))?);
+    }
     // Only now: closing a FIFO's last writer would hand the reader EOF.
     drop(reader_seen);
     Ok(Some(file.into()))
+}
+
+/// An O_PATH handle on the FIFO `fifo` is open on, for [`wait_until_read`]:
+/// the same FIFO whatever its path names later. Neither a reader nor a
+/// writer, so the client still sees EOF as soon as the process closes its
+/// output.
+fn watch_fifo(fifo: &std::fs::File) -> std::io::Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+    Ok(OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(path)?.into())
+}
+
+/// Waits, at most `timeout`, until each FIFO (an O_PATH handle from
+/// `watch_fifo`) holds no unread output or has no reader left to read it.
+/// Called after the process's exit and before it is reported: a client that
+/// cancels its FIFOs once it learns of the exit (ctr run --rm, via
+/// Task.Delete) has by then taken all there is. A write end is held while
+/// waiting (for FIONREAD and POLLERR), so the reader's EOF comes when the
+/// wait ends; data unread at the timeout stays for as long as a reader keeps
+/// the FIFO open.
+pub async fn wait_until_read(fifos: Vec<OwnedFd>, timeout: Duration) {
+    // O_WRONLY|O_NONBLOCK fails (ENXIO) when nobody reads: nothing to wait for.
+    let writers: Vec<OwnedFd> = fifos
+        .iter()
+        .filter_map(|f| {
+            let path = format!("/proc/self/fd/{}", f.as_raw_fd());
+            OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path).ok().map(OwnedFd::from)
+        })
+        .collect();
+    drop(fifos);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    while !writers.iter().all(read_or_unreadable) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(16));
+    }
+}
+
+/// The FIFO whose write end `fifo` is holds nothing unread, or nobody reads it.
+fn read_or_unreadable(fifo: &OwnedFd) -> bool {
+    let mut unread: libc::c_int = 0;
+    // SAFETY: FIONREAD stores an int through the pointer we pass.
+    if unsafe { libc::ioctl(fifo.as_raw_fd(), libc::FIONREAD, &mut unread) } < 0 || unread == 0 {
+        return true;
+    }
+    // A pipe's write end polls POLLERR once it has no reader at all.
+    let mut poll = libc::pollfd { fd: fifo.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    // SAFETY: poll of one pollfd we own, without waiting.
+    let n = unsafe { libc::poll(&mut poll, 1, 0) };
+    n > 0 && poll.revents & libc::POLLERR != 0
 }
 
 /// How long Create and Exec wait for the client to open an output FIFO.
@@ -215,6 +275,7 @@ fn open_input(path: &str) -> Result<Option<pipe::Receiver>> {
 
 /// Stdio for a process without a terminal.
 pub async fn open(stdin: &str, stdout: &str, stderr: &str, owner: &Owner<'_>) -> Result<(runtime_core::Stdio, ProcessIo)> {
+    let mut fifos = Vec::new();
     let (stdout, stderr) = if stdout.starts_with("binary://") {
         // containerd names the same binary for both outputs: one logger gets both.
         if !stderr.is_empty() && stderr != stdout {
@@ -223,9 +284,10 @@ pub async fn open(stdin: &str, stdout: &str, stderr: &str, owner: &Owner<'_>) ->
         let (out, err) = spawn_logger(stdout, owner).await?;
         (Some(out), Some(err))
     } else {
-        (open_output(stdout).await?, open_output(stderr).await?)
+        let out = open_output(stdout, &mut fifos).await?;
+        (out, open_output(stderr, &mut fifos).await?)
     };
-    let mut io = ProcessIo::default();
+    let mut io = ProcessIo { output_fifos: fifos, ..Default::default() };
     let stdin = match open_input(stdin)? {
         None => None,
         Some(mut source) => {
@@ -354,6 +416,9 @@ fn write(fd: &OwnedFd, buf: &[u8]) -> std::io::Result<usize> {
         Ok(n as usize)
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

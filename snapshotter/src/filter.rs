@@ -5,10 +5,11 @@
 //! what containerd 1.6 sends after a Prepare answered AlreadyExists). The
 //! regular-expression operator `~=` is not supported.
 
+use crate::quote::Quoted;
 use crate::store::Info;
 
 #[derive(Debug, thiserror::Error)]
-#[error("invalid filter {filter:?}: {reason}")]
+#[error("invalid filter {}: {reason}", Quoted(filter))]
 pub struct Error {
     filter: String,
     reason: String,
@@ -120,7 +121,7 @@ impl Parser<'_> {
             ["name"] => Field::Name,
             ["parent"] => Field::Parent,
             ["labels", key @ ..] if !key.is_empty() => Field::Label(key.join(".")),
-            _ => return Err(format!("unknown field {:?}", path.join("."))),
+            _ => return Err(format!("unknown field {}", Quoted(&path.join(".")))),
         };
         self.skip_space();
         let op = match self.peek() {
@@ -254,6 +255,9 @@ impl Parser<'_> {
         self.take_while(char::is_whitespace);
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@ mod config;
 mod filter;
 mod layout;
 mod overlay;
+mod quote;
 mod service;
 mod snapshotter;
 mod store;

@@ -14,9 +14,12 @@ use crate::filter::Filter;
 use crate::snapshotter::{self, Snapshotter};
 use crate::store::{self, Info, Kind, Labels};
 
-/// Infos per List message: keeps each well under gRPC's 4 MiB message limit
-/// even with many labels.
+/// Infos per List message, at most.
 const LIST_BATCH: usize = 100;
+/// Bytes per List message, at most (a single larger info goes alone): well
+/// under gRPC's default 4 MiB limit on what a client receives. A count alone
+/// did not keep to it: a snapshot may carry thousands of labels.
+const LIST_BATCH_BYTES: usize = 1 << 20;
 
 pub struct SnapshotService {
     snapshotter: Arc<Snapshotter>,
@@ -88,6 +91,25 @@ fn info(info: Info) -> api::Info {
         updated_at: Some(timestamp(info.updated)),
         labels: info.labels.into_iter().collect(),
     }
+}
+
+/// List's messages: [`LIST_BATCH`] infos or [`LIST_BATCH_BYTES`] each.
+fn batches(infos: impl Iterator<Item = api::Info>) -> Vec<api::ListSnapshotsResponse> {
+    let mut out = Vec::new();
+    let (mut batch, mut bytes) = (Vec::new(), 0);
+    for info in infos {
+        let len = prost::Message::encoded_len(&info);
+        if !batch.is_empty() && (batch.len() == LIST_BATCH || bytes + len > LIST_BATCH_BYTES) {
+            out.push(api::ListSnapshotsResponse { info: std::mem::take(&mut batch) });
+            bytes = 0;
+        }
+        bytes += len;
+        batch.push(info);
+    }
+    if !batch.is_empty() {
+        out.push(api::ListSnapshotsResponse { info: batch });
+    }
+    out
 }
 
 #[tonic::async_trait]
@@ -180,13 +202,7 @@ impl Snapshots for SnapshotService {
         let filter = Filter::parse(&request.into_inner().filters)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let infos = self.call(move |s| s.list(&filter)).await?;
-        let mut batches = Vec::new();
-        let mut infos = infos.into_iter().map(info).peekable();
-        while infos.peek().is_some() {
-            batches.push(Ok(api::ListSnapshotsResponse {
-                info: infos.by_ref().take(LIST_BATCH).collect(),
-            }));
-        }
+        let batches = batches(infos.into_iter().map(info)).into_iter().map(Ok).collect::<Vec<_>>();
         Ok(Response::new(tokio_stream::iter(batches)))
     }
 
@@ -208,5 +224,33 @@ impl Snapshots for SnapshotService {
     ) -> Result<Response<()>, Status> {
         self.call(Snapshotter::cleanup).await?;
         Ok(Response::new(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info_with_labels(name: &str, labels: usize) -> api::Info {
+        api::Info {
+            name: name.into(),
+            labels: (0..labels).map(|i| (format!("label-{i}"), "v".repeat(100))).collect(),
+            ..api::Info::default()
+        }
+    }
+
+    /// Found by the snapshotter fuzz suite: 100 infos of thousands of labels
+    /// made a List message over 4 MiB, which the client refused, so List
+    /// failed for everyone.
+    #[test]
+    fn list_messages_stay_under_a_mebibyte_whatever_the_labels() {
+        let infos = (0..40).map(|i| info_with_labels(&format!("s{i}"), 3000));
+        let out = batches(infos);
+        assert_eq!(out.iter().map(|b| b.info.len()).sum::<usize>(), 40);
+        for b in &out {
+            assert!(b.info.len() == 1 || prost::Message::encoded_len(b) <= LIST_BATCH_BYTES + 64);
+        }
+        let small = batches((0..250).map(|i| info_with_labels(&format!("s{i}"), 0)));
+        assert_eq!(small.iter().map(|b| b.info.len()).collect::<Vec<_>>(), [100, 100, 50]);
     }
 }

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use ferrum_protos::types::Mount;
 
 use crate::filter::Filter;
+use crate::quote::Quoted;
 use crate::layout::{self, Layout};
 use crate::store::{self, Info, Kind, Labels, Store, Usage, SNAPSHOT_REF_LABEL};
 use crate::usage;
@@ -21,7 +22,7 @@ pub enum Error {
     Layout(#[from] layout::Error),
     #[error(transparent)]
     Usage(#[from] usage::Error),
-    #[error("snapshot {key:?}: its content {target:?} already exists as committed snapshot {existing:?}")]
+    #[error("snapshot {}: its content {} already exists as committed snapshot {}", Quoted(key), Quoted(target), Quoted(existing))]
     TargetExists {
         key: String,
         target: String,
@@ -142,6 +143,9 @@ impl Snapshotter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableTable, TableDefinition};
+
+use crate::quote::Quoted;
 use serde::{Deserialize, Serialize};
 
 /// Snapshot key -> JSON [`Record`].
@@ -92,27 +94,27 @@ pub struct Snapshot {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("snapshot {0:?} does not exist")]
+    #[error("snapshot {} does not exist", Quoted(.0))]
     NotFound(String),
-    #[error("snapshot {0:?} already exists")]
+    #[error("snapshot {} already exists", Quoted(.0))]
     AlreadyExists(String),
     #[error("a snapshot key must not be empty")]
     EmptyKey,
-    #[error("parent {parent:?} of snapshot {key:?} is not a committed snapshot")]
+    #[error("parent {} of snapshot {} is not a committed snapshot", Quoted(parent), Quoted(key))]
     ParentNotCommitted { key: String, parent: String },
-    #[error("snapshot {key:?} is {kind}, only an active snapshot can be committed")]
+    #[error("snapshot {} is {kind}, only an active snapshot can be committed", Quoted(key))]
     NotActive { key: String, kind: Kind },
-    #[error("snapshot {0:?} is committed: only active and view snapshots have mounts")]
+    #[error("snapshot {} is committed: only active and view snapshots have mounts", Quoted(.0))]
     NoMounts(String),
-    #[error("snapshot {0:?} has children and cannot be removed")]
+    #[error("snapshot {} has children and cannot be removed", Quoted(.0))]
     HasChildren(String),
-    #[error("field {path:?} of snapshot {key:?} cannot be updated (only labels can)")]
+    #[error("field {} of snapshot {} cannot be updated (only labels can)", Quoted(path), Quoted(key))]
     Immutable { key: String, path: String },
     #[error("label {key:?}: key and value are {size} bytes, over containerd's limit of {MAX_LABEL_BYTES}")]
     LabelTooLarge { key: String, size: usize },
-    #[error("snapshot {0:?} was replaced while it was being committed")]
+    #[error("snapshot {} was replaced while it was being committed", Quoted(.0))]
     Replaced(String),
-    #[error("metadata of snapshot {key:?} is unreadable: {source}")]
+    #[error("metadata of snapshot {} is unreadable: {source}", Quoted(key))]
     Corrupt {
         key: String,
         source: serde_json::Error,
