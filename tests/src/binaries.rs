@@ -118,7 +118,7 @@ impl Binaries {
     }
 }
 
-fn on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     let path = env::var("PATH").unwrap_or_default();
     path.split(':')
         .chain(SYSTEM_PATH.split(':'))
@@ -129,4 +129,73 @@ fn on_path(name: &str) -> Option<PathBuf> {
 fn executable(path: &Path) -> Option<PathBuf> {
     let meta = path.metadata().ok()?;
     (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then(|| path.to_path_buf())
+}
+
+/// The programs a [`crate::docker::Docker`] runs: sid's Docker as
+/// scripts/install-docker unpacks it (FERRUM_DOCKER_DIR), the nginx tree
+/// unpacked beside it, and the host tools dockerd runs inside its network
+/// namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct DockerBinaries {
+    pub dockerd: PathBuf,
+    pub docker: PathBuf,
+    pub docker_proxy: PathBuf,
+    pub docker_init: PathBuf,
+    /// The unpacked nginx and nginx-common packages with the libraries nginx
+    /// links, for the nginx image.
+    pub nginx_tree: PathBuf,
+}
+
+impl DockerBinaries {
+    /// Everything, or one error listing every missing piece. The Docker tests
+    /// run on containerd 2.x only (its Task API v3 and image store are what
+    /// Docker 28's containerd integration is written for): a 1.x containerd is
+    /// one of the missing pieces.
+    pub fn locate(containerd_schema: crate::containerd::Schema) -> Result<DockerBinaries> {
+        let mut missing = Vec::new();
+        if containerd_schema != crate::containerd::Schema::V3 {
+            missing.push(
+                "containerd 2.x: the Docker tests run on the containerd 2.1 lane, \
+                 FERRUM_CONTAINERD_DIR=$(scripts/install-containerd2)"
+                    .to_string(),
+            );
+        }
+        for tool in ["iptables", "ip"] {
+            if on_path(tool).is_none() {
+                missing.push(format!(
+                    "{tool}: not on PATH (Debian package `{}`); dockerd runs it in its network namespace",
+                    if tool == "ip" { "iproute2" } else { tool }
+                ));
+            }
+        }
+        let Some(dir) = env::var_os("FERRUM_DOCKER_DIR").map(PathBuf::from) else {
+            missing.push("FERRUM_DOCKER_DIR: unset; FERRUM_DOCKER_DIR=$(scripts/install-docker)".to_string());
+            bail!("Docker test prerequisites missing:\n  - {}", missing.join("\n  - "));
+        };
+        let mut find = |relative: &str| {
+            let path = dir.join(relative);
+            if executable(&path).is_none() {
+                missing.push(format!(
+                    "{relative}: not an executable file in FERRUM_DOCKER_DIR={} (run scripts/install-docker)",
+                    dir.display()
+                ));
+            }
+            path
+        };
+        let binaries = DockerBinaries {
+            dockerd: find("usr/sbin/dockerd"),
+            docker: find("usr/bin/docker"),
+            docker_proxy: find("usr/sbin/docker-proxy"),
+            docker_init: find("usr/bin/docker-init"),
+            nginx_tree: find("nginx/usr/sbin/nginx")
+                .ancestors()
+                .nth(3)
+                .expect("nginx/usr/sbin/nginx has three parents")
+                .to_path_buf(),
+        };
+        if !missing.is_empty() {
+            bail!("Docker test prerequisites missing:\n  - {}", missing.join("\n  - "));
+        }
+        Ok(binaries)
+    }
 }

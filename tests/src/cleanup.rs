@@ -1,5 +1,6 @@
 //! Finding and removing what one test Env left on the host: processes of its
-//! containers and shims, mounts under its temp dir, cgroups of its namespace.
+//! containers and shims, mounts under its temp dir, cgroups of its namespace,
+//! and what a dockerd on top of it left (`docker`).
 //!
 //! Everything is best-effort and logged on stderr: cleanup runs from Drop, often
 //! while a failed test unwinds, and must get as far as it can.
@@ -17,6 +18,9 @@ use nix::unistd::Pid;
 
 use crate::procfs::{self, Process};
 
+mod docker;
+pub use docker::DockerTraces;
+
 /// Where runtimes keep per-container state, as `<root>/<namespace>/<id>`: runc
 /// under containerd's runc-v2 shim, and ferrum's shim (shim/src/manager.rs).
 const RUNTIME_STATE_ROOTS: [&str; 2] = ["/run/containerd/runc", "/run/ferrum/containers"];
@@ -29,6 +33,8 @@ pub struct Footprint {
     root: PathBuf,
     namespace: String,
     address: PathBuf,
+    /// A dockerd's, when one ran on this Env (crate::docker).
+    docker: Option<DockerTraces>,
 }
 
 impl Footprint {
@@ -37,6 +43,39 @@ impl Footprint {
             root,
             namespace,
             address,
+            docker: None,
+        }
+    }
+
+    /// This footprint with a dockerd's traces: its `leftovers` then also name
+    /// processes in dockerd's network namespace (dockerd itself while it runs),
+    /// what it made on the host's network, and the temp dir itself — all gone
+    /// only once the Docker harness has been dropped.
+    pub(crate) fn with_docker(&self, traces: DockerTraces) -> Footprint {
+        Footprint {
+            docker: Some(traces),
+            ..self.clone()
+        }
+    }
+
+    /// dockerd runs as `pid`: its network namespace is the one to watch.
+    pub(crate) fn docker_started(&mut self, pid: i32) {
+        if let Some(traces) = &mut self.docker {
+            traces.started(pid);
+        }
+    }
+
+    /// dockerd has stopped and its namespace's processes are gone.
+    pub(crate) fn docker_ended(&self) {
+        if let Some(traces) = &self.docker {
+            traces.end(|message| self.note(message));
+        }
+    }
+
+    /// SIGKILLs every process left in dockerd's network namespace.
+    pub(crate) fn kill_docker_processes(&self) {
+        for process in self.docker.iter().flat_map(DockerTraces::processes) {
+            self.signal(process.pid, &format!("process in dockerd's network namespace: {}", process.describe()));
         }
     }
 
@@ -80,20 +119,17 @@ impl Footprint {
             let entries = fs::read_dir(dir).into_iter().flatten().flatten();
             entries.map(|e| format!("runtime state {}", e.path().display()))
         });
-        mounts.chain(shims).chain(cgroups).chain(state).collect()
+        let docker = self.docker.iter().flat_map(|traces| {
+            let dir = self.root.exists().then(|| format!("dir {}", self.root.display()));
+            traces.leftovers().into_iter().chain(dir)
+        });
+        mounts.chain(shims).chain(cgroups).chain(state).chain(docker).collect()
     }
 
     /// `leftovers()`, polled until empty or `grace` has passed: after `ctr run --rm`
     /// returns, the shim has been told to shut down but exits a moment later.
     pub fn leftovers_after(&self, grace: Duration) -> Vec<String> {
-        let deadline = Instant::now() + grace;
-        loop {
-            let left = self.leftovers();
-            if left.is_empty() || Instant::now() >= deadline {
-                return left;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        poll_leftovers(grace, || self.leftovers())
     }
 
     /// SIGKILLs every process in the namespace's cgroups and every shim of this
@@ -279,6 +315,18 @@ impl Footprint {
 
     pub(crate) fn note(&self, message: &str) {
         eprintln!("[ferrum-it {}] {message}", self.namespace);
+    }
+}
+
+/// `leftovers()` polled until empty or `grace` has passed; what it said last.
+pub(crate) fn poll_leftovers(grace: Duration, leftovers: impl Fn() -> Vec<String>) -> Vec<String> {
+    let deadline = Instant::now() + grace;
+    loop {
+        let left = leftovers();
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -21,8 +21,7 @@ use crate::cleanup::Footprint;
 use crate::ctr::{run_ctr, wait_until, CtrOutput};
 use crate::image::{busybox_image, DEFAULT_IMAGE};
 use crate::snapshots::SnapshotClient;
-use config::ConfigPaths;
-pub(crate) use config::quoted;
+pub(crate) use config::{quoted, render, ConfigPaths};
 pub use config::Schema;
 
 const CTR_TIMEOUT: Duration = Duration::from_secs(60);
@@ -169,6 +168,25 @@ impl Env {
         a.extend_from_slice(&[image, id]);
         a.extend_from_slice(args);
         self.ctr_timeout(&a, Duration::from_secs(120))
+    }
+
+    /// The host pid of task `id`, as `ctr tasks ls` shows it (None: no such task).
+    pub fn task_pid(&self, id: &str) -> Option<i32> {
+        let out = self.ctr(&["tasks", "ls"]);
+        // TASK PID STATUS
+        out.stdout.lines().find_map(|line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [task, pid, _] if task == id => pid.parse().ok(),
+            _ => None,
+        })
+    }
+
+    /// Our own ttrpc client on the shim serving task `id`, at the address
+    /// containerd keeps in the task's bundle: for the Task calls ctr has no
+    /// command for.
+    pub fn task_client(&self, id: &str) -> containerd_shim_protos::TaskClient {
+        let bundle = self.root_dir().join("state/io.containerd.runtime.v2.task").join(self.namespace()).join(id);
+        let address = fs::read_to_string(bundle.join("address")).expect("the task's shim address");
+        containerd_shim_protos::TaskClient::new(ttrpc::Client::connect(address.trim()).expect("connect to the shim"))
     }
 
     /// SIGKILL task `id`, delete it once it has stopped and remove its
@@ -553,7 +571,7 @@ impl Drop for Env {
 
 /// SIGTERM to `daemon` (the child itself, or the daemon nsenter started),
 /// then SIGKILL after STOP_GRACE; always reaps.
-fn stop(footprint: &Footprint, child: Option<Child>, daemon: Option<i32>, name: &str) {
+pub(crate) fn stop(footprint: &Footprint, child: Option<Child>, daemon: Option<i32>, name: &str) {
     let Some(mut child) = child else { return };
     let pid = daemon.unwrap_or(child.id() as i32);
     if let Ok(Some(status)) = child.try_wait() {
@@ -610,7 +628,7 @@ fn containerd_schema(containerd: &Path) -> Result<Schema> {
 }
 
 /// The busybox image tar, built on first use and shared by every Env of the process.
-fn busybox_tar(busybox: &Path) -> Result<Arc<Vec<u8>>> {
+pub(crate) fn busybox_tar(busybox: &Path) -> Result<Arc<Vec<u8>>> {
     static CACHE: Mutex<Option<Arc<Vec<u8>>>> = Mutex::new(None);
     let mut cache = CACHE
         .lock()
@@ -624,7 +642,7 @@ fn busybox_tar(busybox: &Path) -> Result<Arc<Vec<u8>>> {
 }
 
 /// Appends, so that a restarted daemon's log follows its previous run's.
-fn log_file(path: &Path) -> Result<File> {
+pub(crate) fn log_file(path: &Path) -> Result<File> {
     fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -632,7 +650,7 @@ fn log_file(path: &Path) -> Result<File> {
         .with_context(|| format!("opening {}", path.display()))
 }
 
-fn tail(log: &Path) -> String {
+pub(crate) fn tail(log: &Path) -> String {
     let text =
         fs::read_to_string(log).unwrap_or_else(|e| format!("(cannot read {}: {e})", log.display()));
     let lines: Vec<&str> = text.lines().collect();

@@ -1,17 +1,19 @@
 //! Running `ctr` with a deadline and keeping everything it printed for assertions.
 
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// What one `ctr` invocation did. `status` is `None` when ctr was killed: by the
+/// What one `ctr` (or `docker`) invocation did. `status` is `None` when ctr was killed: by the
 /// harness on timeout (`timed_out`) or by a signal.
 #[derive(Debug, Clone)]
 pub struct CtrOutput {
+    /// The program's file name (`ctr`, `docker`), for the report.
+    pub program: String,
     pub args: Vec<String>,
     pub status: Option<i32>,
     pub timed_out: bool,
@@ -50,7 +52,7 @@ impl fmt::Display for CtrOutput {
             (false, Some(code)) => format!("exit {code}"),
             (false, None) => "killed by a signal".to_string(),
         };
-        writeln!(f, "$ ctr {}\n[{status}]", self.args.join(" "))?;
+        writeln!(f, "$ {} {}\n[{status}]", self.program, self.args.join(" "))?;
         writeln!(f, "--- stdout ---\n{}", self.stdout.trim_end())?;
         write!(f, "--- stderr ---\n{}", self.stderr.trim_end())
     }
@@ -80,42 +82,64 @@ pub(crate) fn run_ctr(
     timeout: Duration,
 ) -> CtrOutput {
     let args = with_fifo_dir(args, fifo_dir);
+    let mut out = run_program(terminal, plain_command(ctr, address, namespace, &args), None, timeout);
+    // Shown as `ctr ARGS…`: the address and namespace are the Env's, always.
+    out.args = args;
+    out
+}
+
+/// Runs `command` (under util-linux's `script` for a terminal), writes
+/// `stdin` to it (else its stdin is /dev/null), and kills it after `timeout`.
+/// Never fails: a program that cannot be spawned is a failed output.
+pub(crate) fn run_program(terminal: Terminal, command: Command, stdin: Option<&[u8]>, timeout: Duration) -> CtrOutput {
+    let program = Path::new(command.get_program()).file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let args: Vec<String> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
     let mut output = CtrOutput {
-        args: args.clone(),
+        program,
+        args,
         status: None,
         timed_out: false,
         stdout: String::new(),
         stderr: String::new(),
     };
     let mut command = match terminal {
-        Terminal::No => plain_command(ctr, address, namespace, &args),
+        Terminal::No => command,
         Terminal::Yes => {
-            let line: Vec<String> = [ctr.to_string_lossy().as_ref(), "--address", &address.to_string_lossy(), "--namespace", namespace]
-                .into_iter()
-                .chain(args.iter().map(String::as_str))
-                .map(shell_quote)
+            let line: Vec<String> = std::iter::once(command.get_program())
+                .chain(command.get_args())
+                .map(|a| shell_quote(&a.to_string_lossy()))
                 .collect();
             let mut c = Command::new("script");
             // -e: exit with the command's status; -q: no banner; log to /dev/null.
             c.args(["-q", "-e", "-c", &line.join(" "), "/dev/null"]);
+            c.envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))));
             c
         }
     };
     let child = command
-        .stdin(Stdio::null())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
     let mut child = match child {
         Ok(child) => child,
         Err(e) => {
-            output.stderr = format!("harness: cannot spawn {}: {e}", ctr.display());
+            output.stderr = format!("harness: cannot spawn {}: {e}", output.program);
             return output;
         }
     };
-    // Drain both pipes while waiting, or a chatty ctr blocks on a full pipe.
+    // Drain both pipes while waiting, or a chatty program blocks on a full pipe.
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // From a thread of its own, so a program that does not read cannot
+        // block the timeout. EPIPE is for the test to judge from the output;
+        // dropping the pipe is the end of input.
+        let input = input.to_vec();
+        thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
     match wait_until(&mut child, Instant::now() + timeout) {
         Some(status) => output.status = status.code(),
         None => {
@@ -126,8 +150,8 @@ pub(crate) fn run_ctr(
     }
     output.stdout = stdout.join().unwrap_or_default();
     if terminal == Terminal::Yes {
-        // `script` echoes ctr's end of input (its stdin is /dev/null) as a
-        // literal `^@`, anywhere in the output depending on timing.
+        // `script` echoes the program's end of input (its stdin is /dev/null)
+        // as a literal `^@`, anywhere in the output depending on timing.
         output.stdout = output.stdout.replace("^@", "");
     }
     output.stderr = stderr.join().unwrap_or_default();
@@ -214,6 +238,41 @@ pub fn assert_ooms_before_exit(events: &[String], kills: usize) {
     let before = events[..exit].iter().filter(|l| l.contains("/tasks/oom")).count();
     assert_eq!(before, kills, "not one /tasks/oom per OOM kill before the exit:\n{events:#?}");
     assert!(!events[exit..].iter().any(|l| l.contains("/tasks/oom")), "a /tasks/oom after the exit:\n{events:#?}");
+}
+
+/// The fd numbers in `ls -l /proc/self/fd` output, with their link targets
+/// (none for ls's own directory fd, closed by the time ls reads the links).
+pub fn listed_fds(out: &CtrOutput) -> Vec<(u32, String)> {
+    out.stdout
+        .lines()
+        .filter(|l| l.starts_with('l'))
+        .filter_map(|l| {
+            let l = l.trim_end_matches('\r');
+            let (name, target) = l.split_once(" -> ").unwrap_or((l, ""));
+            let fd = name.split_whitespace().last()?.parse().ok()?;
+            Some((fd, target.to_string()))
+        })
+        .collect()
+}
+
+/// Only stdio and the listing's own directory fd: every fd of the runtime was
+/// closed or close-on-exec by the time the user's program ran.
+#[track_caller]
+pub fn assert_only_stdio(out: &CtrOutput) {
+    out.assert_ok();
+    let fds = listed_fds(out);
+    let numbers: Vec<u32> = fds.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        numbers,
+        [0, 1, 2, 3],
+        "fds in the container: {fds:?}\n{out}"
+    );
+    // A terminal carries stderr with stdout.
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("/proc/self/fd/3: cannot read link"),
+        "fd 3 was ls's own, gone when listed: {out}"
+    );
 }
 
 #[cfg(test)]

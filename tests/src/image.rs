@@ -4,6 +4,7 @@
 
 mod busybox;
 mod layer;
+mod nginx;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -16,6 +17,7 @@ use tar::{EntryType, Header};
 
 pub use busybox::{busybox_image, busybox_layer, DEFAULT_BUSYBOX};
 pub use layer::{Entry, EntryKind, Layer};
+pub use nginx::{nginx_image, NGINX_IMAGE, NGINX_WELCOME};
 
 /// The reference the harness imports the busybox image under.
 pub const DEFAULT_IMAGE: &str = "docker.io/library/busybox:local";

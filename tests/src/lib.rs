@@ -2,13 +2,17 @@
 //! harness (`Env`) that runs a private containerd, plus ferrum-snapshotter, per
 //! test and removes every trace of it on drop.
 
+pub mod lsm;
 mod binaries;
 pub mod cleanup;
 pub mod containerd;
 pub mod cri;
+pub mod docker;
 pub mod ctr;
 pub mod image;
+pub mod podman;
 pub mod probe;
+pub mod rootless;
 mod procfs;
 pub mod spec_file;
 pub mod systemd_node;
@@ -17,6 +21,7 @@ pub mod snapshots;
 
 pub use binaries::ferrum_binary;
 pub use cleanup::Footprint;
+pub use docker::{Docker, DOCKER_FERRUM, DOCKER_RUNC, DOCKER_RUNTIMES};
 pub use containerd::{Env, Options, FERRUM_RUNTIME, RUNC_RUNTIME};
 pub use ctr::CtrOutput;
 pub use spec_file::SpecFile;

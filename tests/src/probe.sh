@@ -62,3 +62,5 @@ try mknod /tmp/probe-null c 1 3
 try touch /probe-rootfs-write
 try rm -rf /probe-rootfs-write /tmp/probe-m /tmp/probe-null
 s end
+# runc-v2 copies output after the exit: give its reader a moment.
+sleep 0.2

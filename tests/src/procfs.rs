@@ -125,6 +125,18 @@ pub(crate) fn first_child(pid: i32) -> Option<i32> {
     children.split_whitespace().next()?.parse().ok()
 }
 
+/// The inode of `pid`'s network namespace (`net:[INODE]`), which names it
+/// for as long as anything holds it.
+pub(crate) fn net_namespace(pid: i32) -> Option<u64> {
+    let link = fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+    link.to_str()?.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// Every live process in the network namespace with inode `inode`.
+pub(crate) fn processes_in_net_namespace(inode: u64) -> Vec<Process> {
+    processes().into_iter().filter(|p| net_namespace(p.pid) == Some(inode)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +162,8 @@ mod tests {
     fn this_process_is_seen() {
         let me = std::process::id() as i32;
         assert!(processes().iter().any(|p| p.pid == me));
+        let net = net_namespace(me).expect("our network namespace");
+        assert!(processes_in_net_namespace(net).iter().any(|p| p.pid == me));
     }
 
     #[test]

@@ -72,10 +72,26 @@ impl SnapshotClient {
         snapshotter: &str,
         namespace: Option<&str>,
     ) -> Result<SnapshotClient> {
+        let endpoint = Endpoint::from_shared(format!("unix://{}", socket.display()))?;
+        SnapshotClient::connect_to(endpoint, socket, snapshotter, namespace)
+    }
+
+    /// [`SnapshotClient::connect`] with every call bounded by `timeout`: a
+    /// call that takes longer fails with `Cancelled`.
+    pub fn connect_with_timeout(socket: &Path, timeout: std::time::Duration) -> Result<SnapshotClient> {
+        let endpoint = Endpoint::from_shared(format!("unix://{}", socket.display()))?.timeout(timeout);
+        SnapshotClient::connect_to(endpoint, socket, "ferrum", None)
+    }
+
+    fn connect_to(
+        endpoint: Endpoint,
+        socket: &Path,
+        snapshotter: &str,
+        namespace: Option<&str>,
+    ) -> Result<SnapshotClient> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let endpoint = Endpoint::from_shared(format!("unix://{}", socket.display()))?;
         let channel = runtime
             .block_on(endpoint.connect())
             .with_context(|| format!("connecting to {}", socket.display()))?;

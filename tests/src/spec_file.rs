@@ -58,7 +58,7 @@ impl SpecFile {
 
 /// The busybox image's own layer (busybox with every applet, passwd, group,
 /// the usual directories), unpacked: the same filesystem as `ctr run` of the image.
-fn busybox_rootfs(busybox: &Path, rootfs: &Path) -> Result<()> {
+pub(crate) fn busybox_rootfs(busybox: &Path, rootfs: &Path) -> Result<()> {
     let layer = crate::image::busybox_layer(busybox)?
         .to_tar()
         .context("busybox layer")?;

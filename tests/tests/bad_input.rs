@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use containerd_shim_protos::{api, TaskClient};
+use containerd_shim_protos::api;
 use ferrum_tests::{CtrOutput, Env, SpecFile, FERRUM_RUNTIME};
 use serde_json::{json, Value};
 
@@ -21,14 +21,6 @@ const GRACE: Duration = Duration::from_secs(5);
 
 fn ctx() -> ttrpc::context::Context {
     ttrpc::context::with_timeout(Duration::from_secs(30).as_nanos() as i64)
-}
-
-/// Our own ttrpc client on the shim serving task `id`, at the address
-/// containerd keeps in the task's bundle.
-fn shim_client(env: &Env, id: &str) -> TaskClient {
-    let bundle = env.root_dir().join("state/io.containerd.runtime.v2.task").join(env.namespace()).join(id);
-    let address = std::fs::read_to_string(bundle.join("address")).unwrap();
-    TaskClient::new(ttrpc::Client::connect(address.trim()).expect("connect to the shim"))
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -43,7 +35,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 fn reused_exec_ids_and_unknown_execs_are_clear_errors() {
     let (env, image) = Env::with_busybox();
     env.run_on_ferrum(&["-d"], &image, "c1", &["sleep", "600"]).assert_ok();
-    let client = shim_client(&env, "c1");
+    let client = env.task_client("c1");
     let wait = api::WaitRequest { id: "c1".into(), exec_id: "e1".into(), ..Default::default() };
     thread::scope(|s| {
         let long = s.spawn(|| env.ctr(&["tasks", "exec", "--exec-id", "e1", "c1", "sleep", "600"]));
@@ -85,7 +77,7 @@ fn reused_exec_ids_and_unknown_execs_are_clear_errors() {
 fn a_bundle_with_a_broken_config_json_fails_create_and_the_shim_serves_on() {
     let (env, image) = Env::with_busybox();
     env.run_on_ferrum(&["-d"], &image, "c1", &["sleep", "600"]).assert_ok();
-    let client = shim_client(&env, "c1");
+    let client = env.task_client("c1");
     let bundle = PathBuf::from(format!("/tmp/ferrum-it-bundle-{}", std::process::id()));
     std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
     std::fs::write(bundle.join("config.json"), "{\"ociVersion\": \"1.0.2\", \"process\": ").unwrap();
@@ -103,6 +95,26 @@ fn a_bundle_with_a_broken_config_json_fails_create_and_the_shim_serves_on() {
 
     let out = env.ctr(&["tasks", "exec", "--exec-id", "e1", "c1", "echo", "still serving"]);
     assert!(out.success() && out.stdout.contains("still serving"), "{out}");
+    env.remove_task("c1");
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
+
+/// Found by the shim's ttrpc fuzz suite: a Create whose bundle was "" or
+/// relative went to the shim's working directory, the bundle of the
+/// container it was started for: it made a second container of that
+/// config.json, in the same cgroup, whose kill then stopped the first.
+#[test]
+fn a_relative_bundle_is_refused_and_the_shims_container_untouched() {
+    let (env, image) = Env::with_busybox();
+    env.run_on_ferrum(&["-d"], &image, "c1", &["sleep", "600"]).assert_ok();
+    let client = env.task_client("c1");
+    for bundle in ["", ".", "rootfs/.."] {
+        let create = api::CreateTaskRequest { id: "c2".into(), bundle: bundle.into(), ..Default::default() };
+        let err = client.create(ctx(), &create).expect_err("a relative bundle is refused").to_string();
+        assert!(err.contains("container c2: bundle") && err.contains("is not an absolute path"), "{err}");
+    }
+    let state = api::StateRequest { id: "c1".into(), ..Default::default() };
+    assert_eq!(client.state(ctx(), &state).unwrap().status, api::Status::RUNNING.into());
     env.remove_task("c1");
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
@@ -139,12 +151,14 @@ fn fifty_containers_in_a_row_on_one_shim_leave_nothing_growing() {
         assert!(out.success() && out.stdout.trim() == "1", "{out}");
     };
     // A few first, so that one-time allocations (pools, buffers) are made.
-    for n in 0..5 {
+    // With 5 (since the shim waits for output to be read at each exit), 50
+    // more grew 264 kB and 150 more 296 kB: a step, not a slope.
+    for n in 0..15 {
         run(n);
     }
     thread::sleep(Duration::from_secs(2));
     let before = usage(shim);
-    for n in 5..55 {
+    for n in 15..65 {
         run(n);
     }
     thread::sleep(Duration::from_secs(2));
@@ -351,4 +365,16 @@ fn a_sysctl_of_the_containers_own_namespace_is_applied() {
         Vec::<String>::new(),
         "left behind"
     );
+}
+
+/// Found by the live config.json fuzz suite: a memory limit too low for the
+/// init to set the container up got it OOM-killed, and all Create said was
+/// "container init exited during setup".
+#[test]
+fn a_memory_limit_too_low_for_setup_is_named() {
+    let (env, image) = Env::with_busybox();
+    let out = run_spec(&env, "oom", |spec| {
+        spec["linux"]["resources"]["memory"] = json!({ "limit": 65536 });
+    });
+    fails_alone(&env, &image, "oom", &out, &["killed by the OOM killer during setup", "memory.limit 65536"]);
 }

@@ -456,3 +456,36 @@ for_each_handler!(
     update_resources,
     stop_term_then_kill,
 );
+
+/// Every line a container writes before its init exits reaches the CRI log,
+/// also when processes of the container outlive its init and hold its stdout
+/// (a pod sharing its pid namespace, where the container's init is not pid 1;
+/// nginx's workers, a shell's background job), and containerd never finds its
+/// reading end closed under it ("Failed to pipe stdout").
+fn output_before_the_exit_reaches_the_log(handler: Handler) {
+    use ferrum_tests::cri::pod_security_context;
+    use ferrum_tests::cri::api::NamespaceMode;
+    let cri = CriEnv::start();
+    let mut pod = cri.pod_config("out");
+    pod_security_context(&mut pod).namespace_options.as_mut().unwrap().pid = NamespaceMode::Pod as i32;
+    let pod_id = cri.run_pod(handler, &pod).expect("RunPodSandbox");
+    // 2000 lines, the last right before the exit, while a background job
+    // (which holds stdout) keeps printing.
+    let script = "(while true; do echo bg; sleep 0.05; done) & \
+        i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done; echo last";
+    let id = cri.run_container(&pod_id, &pod, &cri.container_config(&pod, "out", &["sh", "-c", script]));
+    let status = cri.wait_exited(&id, EXIT_TIMEOUT);
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    let path = log_path(&pod, "out");
+    wait_for("the last line in the log", || log_lines(&path).iter().any(|(_, m)| m == "last"));
+    let lines: Vec<String> = log_lines(&path).into_iter().map(|(_, m)| m).filter(|m| m != "bg").collect();
+    let expected: Vec<String> = (0..2000).map(|i| format!("line{i}")).chain(["last".to_string()]).collect();
+    assert_eq!(lines, expected, "{handler:?}: lines lost or out of order");
+    cri.remove_pod_fully(&pod_id);
+    let log = fs::read_to_string(cri.env().root_dir().join("containerd.log")).unwrap();
+    let complaints: Vec<&str> = log.lines().filter(|l| l.contains("Failed to pipe")).collect();
+    assert!(complaints.is_empty(), "{handler:?}: containerd's reader was closed under it: {complaints:#?}");
+    assert_eq!(cri.leftovers_after(GRACE), Vec::<String>::new());
+}
+
+for_each_handler!(output_before_the_exit_reaches_the_log);

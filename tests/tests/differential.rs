@@ -261,6 +261,22 @@ fn ambient_and_inheritable_capabilities_from_config_json() {
     assert_same(&runc, &ferrum);
 }
 
+/// `runc spec`'s own config asks for ambient capabilities with no
+/// inheritable set: the kernel cannot raise them, runc leaves them out and
+/// runs the container; so must we (we failed it, found by `scripts/cli-bench`).
+#[test]
+fn ambient_capabilities_without_inheritable_are_left_out() {
+    let (runc, ferrum) = probe_config(&|spec| {
+        let caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
+        let process = &mut spec["process"];
+        for set in ["bounding", "effective", "permitted", "ambient"] {
+            process["capabilities"][set] = json!(caps);
+        }
+        process["capabilities"]["inheritable"] = json!([]);
+    });
+    assert_same(&runc, &ferrum);
+}
+
 /// A startContainer hook runs in the container right before the user's
 /// program: the probe as that hook must see the same under both runtimes.
 #[test]

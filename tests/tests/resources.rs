@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::MessageField;
-use containerd_shim_protos::{api, TaskClient};
+use containerd_shim_protos::api;
 use ferrum_tests::{CtrOutput, Env, SpecFile, FERRUM_RUNTIME};
 
 const GRACE: Duration = Duration::from_secs(5);
@@ -61,9 +61,7 @@ fn cgroup_values_match_runcs_and_update_changes_them() {
 
 /// Task.Update with a new memory limit, straight to the task's shim.
 fn update_memory_limit(env: &Env, id: &str, bytes: u64) {
-    let bundle = env.root_dir().join("state/io.containerd.runtime.v2.task").join(env.namespace()).join(id);
-    let address = std::fs::read_to_string(bundle.join("address")).unwrap();
-    let client = TaskClient::new(ttrpc::Client::connect(&address).expect("connect to the shim"));
+    let client = env.task_client(id);
     let resources = serde_json::json!({ "memory": { "limit": bytes } });
     let request = api::UpdateTaskRequest {
         id: id.into(),
@@ -151,6 +149,18 @@ fn every_resource_field_reaches_the_cgroup() {
     let write_iops = cgroup_file(&env, "all", "blkio/blkio.throttle.write_iops_device");
     assert_eq!(write_iops.trim(), format!("{dev} 100"));
     env.remove_task("all");
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
+
+/// A block I/O weight of 0 is none, as runc reads it: Docker 20.10 sends
+/// `blockIO.weight: 0` with every container, and ferrum failed them all
+/// (`set blkio.weight to "0"`), found driving the CLI from Docker 20.10.
+#[test]
+fn a_zero_block_io_weight_is_no_weight() {
+    let (env, _image) = Env::with_busybox();
+    let zero = serde_json::json!({ "blockIO": { "weight": 0, "leafWeight": 0, "weightDevice": [{ "major": 7, "minor": 0, "weight": 0 }] } });
+    let out = run_with_resources(&env, &["--rm"], "w0", &["echo", "ran"], zero);
+    assert_eq!(out.assert_ok().stdout.trim(), "ran");
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
 

@@ -78,3 +78,74 @@ fn a_bind_mount_with_id_mappings_is_idmapped() {
     assert_eq!(meta, 0, "the file's owner on disk changed");
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
+
+/// Kubernetes' Bidirectional mounts (CSI node plugins, storage daemons):
+/// rootfsPropagation rshared and a volume that is a shared mount on the host.
+/// The container starts — pivot_root refuses a shared mount under the new
+/// root, which runc makes private first —, and mounts propagate both ways:
+/// one the host makes under the volume shows in the container, one the
+/// container makes shows on the host. runc is the reference.
+#[test]
+fn a_bidirectional_volume_propagates_both_ways() {
+    use ferrum_tests::{SpecFile, FERRUM_RUNTIME, RUNC_RUNTIME};
+    use nix::mount::{mount, MsFlags};
+    use serde_json::json;
+    let env = Env::start().unwrap();
+    for (runtime, id) in [(RUNC_RUNTIME, "bidir-runc"), (FERRUM_RUNTIME, "bidir")] {
+        // A shared mount of its own on the host (the Env unmounts what is left).
+        let vol = env.root_dir().join(format!("{id}-vol"));
+        std::fs::create_dir_all(vol.join("from-host")).unwrap();
+        mount(Some(&vol), &vol, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+        mount(None::<&str>, &vol, None::<&str>, MsFlags::MS_SHARED, None::<&str>).unwrap();
+        let mut file = SpecFile::new(&env, id, &["sleep", "600"]).unwrap();
+        file.spec["linux"]["rootfsPropagation"] = json!("rshared");
+        let vol_mount = json!({"destination": "/vol", "type": "bind", "source": vol, "options": ["rbind", "rshared"]});
+        file.spec["mounts"].as_array_mut().unwrap().push(vol_mount);
+        for set in ["bounding", "effective", "permitted"] {
+            file.spec["process"]["capabilities"][set].as_array_mut().unwrap().push(json!("CAP_SYS_ADMIN"));
+        }
+        file.run(&env, runtime, &["-d"]).unwrap().assert_ok();
+
+        let host_made = vol.join("from-host");
+        mount(Some("tmpfs"), &host_made, Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+        std::fs::write(host_made.join("marker"), "host").unwrap();
+        let script = "cat /vol/from-host/marker; mkdir -p /vol/from-container && \
+            mount -t tmpfs c /vol/from-container && echo container > /vol/from-container/marker";
+        let out = env.ctr(&["tasks", "exec", "--exec-id", "e", id, "sh", "-c", script]);
+        out.assert_ok();
+        assert_eq!(out.stdout, "host", "{runtime}: the host's mount is not in the container: {out}");
+        let seen = std::fs::read_to_string(vol.join("from-container/marker"));
+        assert_eq!(seen.ok().as_deref(), Some("container\n"), "{runtime}: the container's mount is not on the host");
+        env.remove_task(id);
+        for m in [vol.join("from-container"), host_made, vol] {
+            nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        }
+    }
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
+
+/// A recursive read-only bind (`rro`, Kubernetes' recursiveReadOnly volumes):
+/// the volume and the mounts under it are read-only, where `ro` leaves the
+/// submounts writable. runc is the reference.
+#[test]
+fn a_recursive_read_only_bind_covers_its_submounts() {
+    use ferrum_tests::{FERRUM_RUNTIME, RUNC_RUNTIME};
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let (env, image) = Env::with_busybox();
+    let vol = env.root_dir().join("rro-vol");
+    std::fs::create_dir_all(vol.join("sub")).unwrap();
+    mount(Some("tmpfs"), &vol.join("sub"), Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+    let script = "touch /v/top 2>/dev/null && echo top-writable; touch /v/sub/below 2>/dev/null && echo sub-writable; true";
+    for (runtime, option, expected) in [
+        (RUNC_RUNTIME, "rro", ""),
+        (FERRUM_RUNTIME, "rro", ""),
+        (FERRUM_RUNTIME, "ro", "sub-writable\n"),
+    ] {
+        let m = format!("type=bind,src={},dst=/v,options=rbind:{option}", vol.display());
+        let out = env.run_on(runtime, &["--rm", "--mount", &m], &image, "rro", &["sh", "-c", script]);
+        out.assert_ok();
+        assert_eq!(out.stdout, expected, "{runtime} with {option}: {out}");
+    }
+    umount2(&vol.join("sub"), MntFlags::MNT_DETACH).unwrap();
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}

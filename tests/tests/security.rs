@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use ferrum_tests::ctr::{assert_only_stdio, listed_fds};
 use ferrum_tests::{ferrum_binary, CtrOutput, Env};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -21,41 +22,6 @@ fn finish(env: &Env, id: &str) {
         env.leftovers_after(GRACE),
         Vec::<String>::new(),
         "left behind"
-    );
-}
-
-/// The fd numbers in `ls -l /proc/self/fd` output, with their link targets
-/// (none for ls's own directory fd, closed by the time ls reads the links).
-fn listed_fds(out: &CtrOutput) -> Vec<(u32, String)> {
-    out.stdout
-        .lines()
-        .filter(|l| l.starts_with('l'))
-        .filter_map(|l| {
-            let l = l.trim_end_matches('\r');
-            let (name, target) = l.split_once(" -> ").unwrap_or((l, ""));
-            let fd = name.split_whitespace().last()?.parse().ok()?;
-            Some((fd, target.to_string()))
-        })
-        .collect()
-}
-
-/// Only stdio and the listing's own directory fd: every fd of the runtime was
-/// closed or close-on-exec by the time the user's program ran.
-#[track_caller]
-fn assert_only_stdio(out: &CtrOutput) {
-    out.assert_ok();
-    let fds = listed_fds(out);
-    let numbers: Vec<u32> = fds.iter().map(|(n, _)| *n).collect();
-    assert_eq!(
-        numbers,
-        [0, 1, 2, 3],
-        "fds in the container: {fds:?}\n{out}"
-    );
-    // A terminal carries stderr with stdout.
-    let said = format!("{}{}", out.stdout, out.stderr);
-    assert!(
-        said.contains("/proc/self/fd/3: cannot read link"),
-        "fd 3 was ls's own, gone when listed: {out}"
     );
 }
 

@@ -110,6 +110,10 @@ fn assert_unit_gone(node: &SystemdNode, unit: &str, group: &str) {
         "not-found",
         "{unit} is still loaded"
     );
+    // `shim delete` removes the cgroups after systemd dropped the unit.
+    while !cgroups_left(group).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(
         cgroups_left(group),
         Vec::<PathBuf>::new(),

@@ -36,3 +36,39 @@ fn exec_with_a_terminal_in_a_container_without_one() {
     env.remove_task("c1");
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
+
+/// ctr sends ResizePty when the terminal changes, and once right after start:
+/// for a process that has exited by then (`ctr run --rm -t … echo hi`), or
+/// one without a terminal, a resize is no error (as runc-v2: there is nothing
+/// to resize), so ctr prints none.
+#[test]
+fn a_resize_after_the_terminal_process_exited_is_no_error() {
+    use containerd_shim_protos::api;
+    let (env, image) = Env::with_busybox();
+    let ctx = || ttrpc::context::with_timeout(Duration::from_secs(10).as_nanos() as i64);
+    let resize = |id: &str, exec_id: &str| {
+        let request = api::ResizePtyRequest { id: id.into(), exec_id: exec_id.into(), width: 100, height: 40, ..Default::default() };
+        env.task_client(id).resize_pty(ctx(), &request)
+    };
+    env.ctr_in_terminal(&["run", "-d", "-t", "--runtime", FERRUM_RUNTIME, "--snapshotter", "ferrum", &image, "done", "true"])
+        .assert_ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !env.ctr(&["tasks", "ls"]).stdout.lines().any(|l| l.starts_with("done ") && l.contains("STOPPED")) {
+        assert!(std::time::Instant::now() < deadline, "the task never stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    resize("done", "").expect("a resize of an exited terminal process");
+    env.run_on_ferrum(&["-d"], &image, "plain", &["sleep", "600"]).assert_ok();
+    resize("plain", "").expect("a resize of a process without a terminal");
+    for i in 0..10 {
+        let out = env.ctr_in_terminal(&[
+            "run", "--rm", "-t", "--runtime", FERRUM_RUNTIME, "--snapshotter", "ferrum", &image, &format!("e{i}"), "echo", "hi",
+        ]);
+        out.assert_ok();
+        assert!(!format!("{}{}", out.stdout, out.stderr).contains("resize"), "{out}");
+    }
+    env.ctr(&["tasks", "delete", "done"]).assert_ok();
+    env.ctr(&["containers", "rm", "done"]).assert_ok();
+    env.remove_task("plain");
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}

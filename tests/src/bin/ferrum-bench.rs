@@ -11,10 +11,12 @@
 //! - ferrum-snapshotter against containerd's overlayfs (see
 //!   `ferrum_tests::snapshot_bench`).
 //!
-//! Usage: ferrum-bench [snapshotter|systemd] [N]   (scripts/bench builds
-//! release binaries and runs it; `snapshotter` runs only the snapshotter part,
-//! `systemd` only `ctr run` with both runtimes' systemd cgroup drivers, in a
-//! `SystemdNode`)
+//! Usage: ferrum-bench [snapshotter|systemd|baseline] [N]   (scripts/bench
+//! builds release binaries and runs it; `snapshotter` runs only the
+//! snapshotter part, `systemd` only `ctr run` with both runtimes' systemd
+//! cgroup drivers, in a `SystemdNode`; `baseline` ferrum against another
+//! build of its own shim, `containerd-shim-ferrumbase-v2` beside it, which
+//! `scripts/bench baseline REV` builds from a git revision)
 
 #[path = "ferrum-bench/cri.rs"]
 mod cri;
@@ -28,6 +30,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const RUNC: &str = "io.containerd.runc.v2";
 const FERRUM: &str = "io.containerd.ferrum.v2";
+/// Another build of ferrum's shim, for before/after comparisons.
+const BASELINE: &str = "io.containerd.ferrumbase.v2";
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -128,6 +132,11 @@ fn watch_events(env: &Env) -> Result<(std::process::Child, Events)> {
 
 /// Median time of each phase over `runs` (ms); the last phase ends when ctr does.
 fn phases(runs: &[Run], events: &Events) -> Vec<(String, f64)> {
+    phase_durations(runs, events).into_iter().map(|(n, v)| (n, v[v.len() / 2])).collect()
+}
+
+/// Each phase's durations over `runs` (ms), sorted.
+fn phase_durations(runs: &[Run], events: &Events) -> Vec<(String, Vec<f64>)> {
     let events = events.lock().unwrap();
     let mut per_phase: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len() + 1];
     for run in runs {
@@ -147,7 +156,14 @@ fn phases(runs: &[Run], events: &Events) -> Vec<(String, f64)> {
         }
     }
     let names = PHASES.iter().map(|(_, n)| n.to_string()).chain(["ctr exits".to_string()]);
-    names.zip(per_phase).filter(|(_, v)| !v.is_empty()).map(|(n, mut v)| (n, median(&mut v))).collect()
+    names
+        .zip(per_phase)
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(n, mut v)| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            (n, v)
+        })
+        .collect()
 }
 
 struct Memory {
@@ -240,6 +256,52 @@ fn print_memory(title: &str, runc: &Memory, ferrum: &Memory) {
     );
 }
 
+/// `ctr run --rm IMAGE ID true` under runtimes `a` and `b`, alternating which
+/// goes first, `n` times each (after one warm-up run of each); the runs of
+/// each, with the events of all of them.
+fn alternate(env: &Env, image: &str, [a, b]: [&str; 2], n: usize) -> Result<(Vec<Run>, Vec<Run>, Events)> {
+    timed_run(env, image, a, "overlayfs", "warm-a")?;
+    timed_run(env, image, b, "overlayfs", "warm-b")?;
+    let (mut events_ctr, events) = watch_events(env)?;
+    let (mut runs_a, mut runs_b) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let order: [(&str, &str, &mut Vec<Run>); 2] =
+            if i % 2 == 0 { [(a, "a", &mut runs_a), (b, "b", &mut runs_b)] } else { [(b, "b", &mut runs_b), (a, "a", &mut runs_a)] };
+        for (rt, tag, runs) in order {
+            runs.push(timed_run(env, image, rt, "overlayfs", &format!("{tag}{i}"))?);
+        }
+    }
+    // The last events reach ctr events a moment after ctr run returned.
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = events_ctr.kill();
+    let _ = events_ctr.wait();
+    Ok((runs_a, runs_b, events))
+}
+
+fn median_total(runs: &[Run]) -> f64 {
+    median(&mut runs.iter().map(|r| r.ended - r.began).collect::<Vec<_>>())
+}
+
+/// ferrum against the baseline build of its shim: what a change costs a
+/// container start, phase by phase.
+fn against_baseline(n: usize) -> Result<()> {
+    let env = Env::start().context("start containerd")?;
+    let image = env.import_busybox()?;
+    let (base, ferrum, events) = alternate(&env, &image, [BASELINE, FERRUM], n)?;
+    let (b, f) = (median_total(&base), median_total(&ferrum));
+    println!("ctr run --rm … true, median of {n} (ms), this build against the baseline build:");
+    println!("  baseline {b:8.1}   this build {f:8.1}   difference {:+.1}   ratio {:.3}", f - b, f / b);
+    // Quartiles too: a phase whose spread is the kernel's (a cgroup v1 attach
+    // waits for an RCU grace period) moves its median by more than any change.
+    println!("  {:34} {:>20} {:>20} {:>8}", "phase (p25 median p75)", "baseline", "this", "diff");
+    let quartiles = |v: &[f64]| (v[v.len() / 4], v[v.len() / 2], v[v.len() * 3 / 4]);
+    for ((name, x), (_, y)) in phase_durations(&base, &events).iter().zip(&phase_durations(&ferrum, &events)) {
+        let ((x1, x2, x3), (y1, y2, y3)) = (quartiles(x), quartiles(y));
+        println!("  {name:34} {x1:6.2} {x2:6.2} {x3:6.2} {y1:6.2} {y2:6.2} {y3:6.2} {:+8.2}", y2 - x2);
+    }
+    Ok(())
+}
+
 /// `ctr run --rm … true` with runc's and ferrum's systemd cgroup drivers, in a
 /// systemd node (each run is a transient scope systemd starts and stops).
 fn systemd_drivers(n: usize) -> Result<()> {
@@ -283,12 +345,16 @@ fn main() -> Result<()> {
     // `ferrum-bench snapshotter [N]`: only ferrum-snapshotter against overlayfs.
     let only_snapshotter = args.first().is_some_and(|a| a == "snapshotter");
     let only_systemd = args.first().is_some_and(|a| a == "systemd");
-    if only_snapshotter || only_systemd {
+    let baseline = args.first().is_some_and(|a| a == "baseline");
+    if only_snapshotter || only_systemd || baseline {
         args.remove(0);
     }
     let n: usize = args.first().map(|a| a.parse()).transpose()?.unwrap_or(20);
     if only_systemd {
         return systemd_drivers(n);
+    }
+    if baseline {
+        return against_baseline(n);
     }
     let env = Env::start().context("start containerd")?;
     if only_snapshotter {
@@ -296,32 +362,13 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let image = env.import_busybox()?;
-    // Unpack into both snapshotters and warm both shims' binaries up.
-    timed_run(&env, &image, RUNC, "overlayfs", "warm-runc")?;
-    timed_run(&env, &image, FERRUM, "overlayfs", "warm-ferrum")?;
+    // Alternating which goes first, so that drift affects both alike.
+    let (runc, ferrum, events) = alternate(&env, &image, [RUNC, FERRUM], n)?;
+    // Unpacks into ferrum's snapshotter first.
     timed_run(&env, &image, FERRUM, "ferrum", "warm-ferrum-snap")?;
-
-    let (mut events_ctr, events) = watch_events(&env)?;
-    let (mut runc, mut ferrum, mut ferrum_snap) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..n {
-        // Alternate which goes first, so drift affects both alike.
-        let order: [(&str, &mut Vec<Run>); 2] = if i % 2 == 0 {
-            [(RUNC, &mut runc), (FERRUM, &mut ferrum)]
-        } else {
-            [(FERRUM, &mut ferrum), (RUNC, &mut runc)]
-        };
-        for (rt, runs) in order {
-            let tag = if rt == RUNC { "r" } else { "f" };
-            runs.push(timed_run(&env, &image, rt, "overlayfs", &format!("{tag}{i}"))?);
-        }
-        ferrum_snap.push(timed_run(&env, &image, FERRUM, "ferrum", &format!("s{i}"))?);
-    }
-    // The last events reach ctr events a moment after ctr run returned.
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = events_ctr.kill();
-    let _ = events_ctr.wait();
-    let total = |runs: &[Run]| median(&mut runs.iter().map(|r| r.ended - r.began).collect::<Vec<_>>());
-    let (r, f, fs) = (total(&runc), total(&ferrum), total(&ferrum_snap));
+    let ferrum_snap =
+        (0..n).map(|i| timed_run(&env, &image, FERRUM, "ferrum", &format!("s{i}"))).collect::<Result<Vec<_>>>()?;
+    let (r, f, fs) = (median_total(&runc), median_total(&ferrum), median_total(&ferrum_snap));
     println!("ctr run --rm … true, median of {n} (ms):");
     println!("  runc-v2 + runc (overlayfs)         {r:8.1}");
     println!("  ferrum (overlayfs)                 {f:8.1}   ratio ferrum/runc-v2 = {:.2}", f / r);

@@ -1,5 +1,6 @@
-//! The CRI plugin's sections of config.toml: runtime handlers `ferrum` and
-//! `runc`, the local pause image, the test CNI, everything inside the Env.
+//! The CRI plugin's sections of config.toml: runtime handlers `ferrum`,
+//! `ferrum-features` and `runc`, the local pause image, the test CNI,
+//! everything inside the Env.
 //! containerd 1.x (`version = 2`) has one plugin `io.containerd.grpc.v1.cri`;
 //! 2.x (`version = 3`) splits it into `io.containerd.cri.v1.images` and
 //! `io.containerd.cri.v1.runtime`.
@@ -17,6 +18,8 @@ pub(crate) struct CriPaths<'a> {
     pub ferrum_root: &'a Path,
     /// Where the ferrum options go for containerd 1.6 (see `FerrumHandler::options`).
     pub ferrum_options_file: &'a Path,
+    /// containerd-shim-ferrum-v2, absolute: the `runtime_path` of `ferrum-features`.
+    pub ferrum_shim: &'a Path,
     pub cni_bin: &'a Path,
     pub cni_conf: &'a Path,
 }
@@ -105,6 +108,21 @@ pub(crate) fn render(schema: Schema, paths: &CriPaths, ferrum: &FerrumHandler) -
             }
         }
     }
+    // The same runtime and options as `ferrum`, under runc's runtime type: the
+    // options then reach the shim as runc's typed Options (on 1.6 too).
+    let _ = writeln!(
+        toml,
+        "\n[{containerd}.runtimes.ferrum-features]\n  runtime_type = \"{}\"\n  runtime_path = {}",
+        crate::RUNC_RUNTIME,
+        quoted(paths.ferrum_shim)
+    );
+    if let Some(snapshotter) = &ferrum.snapshotter {
+        let _ = writeln!(toml, "  snapshotter = \"{snapshotter}\"");
+    }
+    let _ = writeln!(toml, "[{containerd}.runtimes.ferrum-features.options]");
+    for line in ferrum.option_lines(paths.ferrum_root) {
+        let _ = writeln!(toml, "  {line}");
+    }
     let bin = quoted(paths.cni_bin);
     let bin_key = match schema {
         Schema::V2 => format!("bin_dir = {bin}"),
@@ -135,6 +153,7 @@ mod tests {
             runc_root: Path::new("/t/runc"),
             ferrum_root: Path::new("/t/ferrum"),
             ferrum_options_file: Path::new("/t/ferrum.toml"),
+            ferrum_shim: Path::new("/b/containerd-shim-ferrum-v2"),
             cni_bin: Path::new("/t/cni/bin"),
             cni_conf: Path::new("/t/cni/conf"),
         }
@@ -161,6 +180,10 @@ mod tests {
             "{toml}"
         );
         assert!(toml.contains("bin_dir = \"/t/cni/bin\""), "{toml}");
+        assert!(toml.contains(
+            "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.ferrum-features]\n  runtime_type = \"io.containerd.runc.v2\"\n  runtime_path = \"/b/containerd-shim-ferrum-v2\"\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.ferrum-features.options]\n  Root = \"/t/ferrum\"\n  IoUid = 0\n"
+        ), "{toml}");
     }
 
     #[test]
@@ -181,5 +204,6 @@ mod tests {
             "{toml}"
         );
         assert!(toml.contains("bin_dirs = [\"/t/cni/bin\"]"), "{toml}");
+        assert!(toml.contains("runtimes.ferrum-features]\n  runtime_type = \"io.containerd.runc.v2\"\n  runtime_path = \"/b/containerd-shim-ferrum-v2\"\n  snapshotter = \"ferrum\"\n"), "{toml}");
     }
 }

@@ -12,11 +12,21 @@ use super::api::{
     ContainerConfig, ContainerState, ContainerStatus, CreateContainerRequest, ExecSyncRequest,
     ExecSyncResponse, PodSandboxConfig, PodSandboxStatus, PodSandboxStatusRequest,
     RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest,
+    StatusRequest, StatusResponse, StopContainerRequest, StopPodSandboxRequest,
 };
 use super::{CriEnv, Handler};
 
 impl CriEnv {
+    /// The runtime's Status as kubelet asks for it: what each handler supports
+    /// (containerd 2.x) and what the CRI implementation does.
+    #[track_caller]
+    pub fn runtime_status(&self) -> StatusResponse {
+        let request = StatusRequest { verbose: false };
+        self.client
+            .call(self.client.runtime().status(request))
+            .unwrap_or_else(|e| panic!("Status: {e}"))
+    }
+
     pub fn run_pod(&self, handler: Handler, config: &PodSandboxConfig) -> Result<String, Status> {
         let request = RunPodSandboxRequest {
             config: Some(config.clone()),

@@ -1,6 +1,6 @@
 //! Kubernetes' view of a runtime: `CriEnv` is an [`Env`] whose containerd has
-//! its CRI plugin loaded, with the runtime handlers `ferrum` and `runc` (the
-//! reference), a pause image built locally, a test CNI plugin, and a CRI v1
+//! its CRI plugin loaded, with the runtime handlers `ferrum`, `ferrum-features`
+//! and `runc` (the reference), a pause image built locally, a test CNI plugin, and a CRI v1
 //! client on containerd's socket. Everything a pod leaves (shims, mounts,
 //! cgroups, network namespaces, runtime state) is found by `leftovers_after`
 //! and removed on drop.
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::containerd::{containerd_config_schema, Env, Options};
+use crate::containerd::{containerd_config_schema, Env, Options, Schema};
 use crate::image::{busybox_layer, ImageBuilder, DEFAULT_IMAGE};
 
 pub use client::CriClient;
@@ -37,7 +37,12 @@ pub const APP_IMAGE: &str = DEFAULT_IMAGE;
 /// A runtime handler of the private containerd's CRI config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handler {
+    /// ferrum's own runtime type, `io.containerd.ferrum.v2`.
     Ferrum,
+    /// ferrum's shim under runc's runtime type (`runtime_path`): containerd
+    /// 2.0–2.3 read a runtime's features (`-info`) only for that type, and
+    /// offer user namespaces and recursive read-only mounts only after.
+    FerrumFeatures,
     /// containerd's runc-v2 shim with runc: the reference every check is compared with.
     Runc,
 }
@@ -46,6 +51,7 @@ impl Handler {
     pub fn name(self) -> &'static str {
         match self {
             Handler::Ferrum => "ferrum",
+            Handler::FerrumFeatures => "ferrum-features",
             Handler::Runc => "runc",
         }
     }
@@ -53,7 +59,7 @@ impl Handler {
     /// The file name of the shim binary containerd starts for the handler.
     pub fn shim_binary(self) -> &'static str {
         match self {
-            Handler::Ferrum => "containerd-shim-ferrum-v2",
+            Handler::Ferrum | Handler::FerrumFeatures => "containerd-shim-ferrum-v2",
             Handler::Runc => "containerd-shim-runc-v2",
         }
     }
@@ -63,17 +69,26 @@ impl Handler {
 /// `<check>::ferrum` and `<check>::runc`.
 #[macro_export]
 macro_rules! for_each_handler {
-    ($($check:ident),* $(,)?) => {$(
-        mod $check {
+    ($($check:ident),* $(,)?) => {
+        $crate::for_handlers!([Ferrum => ferrum, Runc => runc] $($check),*);
+    };
+}
+
+/// Runs each check `fn(Handler)` under the handlers listed, as one test
+/// `<check>::<test>` per handler: `for_handlers!([FerrumFeatures =>
+/// ferrum_features, Runc => runc] check_a, check_b)`.
+#[macro_export]
+macro_rules! for_handlers {
+    (@one $check:ident [$($handler:ident => $test:ident),*]) => {
+        mod $check {$(
             #[test]
-            fn ferrum() {
-                super::$check($crate::cri::Handler::Ferrum)
+            fn $test() {
+                super::$check($crate::cri::Handler::$handler)
             }
-            #[test]
-            fn runc() {
-                super::$check($crate::cri::Handler::Runc)
-            }
-        }
+        )*}
+    };
+    ($handlers:tt $($check:ident),* $(,)?) => {$(
+        $crate::for_handlers!(@one $check $handlers);
     )*};
 }
 
@@ -99,6 +114,7 @@ pub struct CriEnv {
     /// The `Root` option of runc and ferrum: `<root>/k8s.io/<id>` is a container's state.
     state_roots: [PathBuf; 2],
     next_pod: AtomicU32,
+    schema: Schema,
 }
 
 impl CriEnv {
@@ -119,11 +135,15 @@ impl CriEnv {
             let lines = options.ferrum.option_lines(&state_roots[1]);
             fs::write(&options_file, lines.join("\n") + "\n")
                 .with_context(|| format!("writing {}", options_file.display()))?;
+            let shim = crate::ferrum_binary(Handler::Ferrum.shim_binary());
+            // containerd takes only an absolute runtime_path.
+            let shim = shim.canonicalize().unwrap_or(shim);
             let paths = config::CriPaths {
                 pause_image: PAUSE_IMAGE,
                 runc_root: &state_roots[0],
                 ferrum_root: &state_roots[1],
                 ferrum_options_file: &options_file,
+                ferrum_shim: &shim,
                 cni_bin: &cni.bin,
                 cni_conf: &cni.conf,
             };
@@ -151,6 +171,7 @@ impl CriEnv {
             dir,
             state_roots,
             next_pod: AtomicU32::new(0),
+            schema,
         };
         cri.import_images()?;
         Ok(cri)
@@ -218,7 +239,17 @@ impl CriEnv {
     pub fn state_root(&self, handler: Handler) -> &Path {
         match handler {
             Handler::Runc => &self.state_roots[0],
-            Handler::Ferrum => &self.state_roots[1],
+            Handler::Ferrum | Handler::FerrumFeatures => &self.state_roots[1],
+        }
+    }
+
+    /// The handler whose shim containerd really starts for `handler`'s pods:
+    /// containerd 1.6's CRI reads `runtime_path` but never hands it on, so
+    /// there `ferrum-features` runs runc's shim (io.containerd.runc.v2).
+    pub fn served_by(&self, handler: Handler) -> Handler {
+        match (handler, self.schema) {
+            (Handler::FerrumFeatures, Schema::V2) => Handler::Runc,
+            _ => handler,
         }
     }
 

@@ -1,6 +1,9 @@
 //! One image layer: an ordered list of entries serialised as an uncompressed tar.
 
+use std::fs;
 use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use tar::{EntryType, Header};
 
@@ -139,6 +142,45 @@ impl Layer {
         self.file(&marker, Vec::new(), 0o644)
     }
 
+    /// Adds the files of the tree at `root` under `prefix` ("" for the image
+    /// root): directories before their contents, names sorted so the layer's
+    /// digest depends on the tree only, modes and owners as on disk, hard
+    /// links stored as copies. Paths for which `skip` (given the path relative
+    /// to `root`) is true are left out, with everything below them.
+    pub fn tree(mut self, root: &Path, prefix: &str, skip: &dyn Fn(&Path) -> bool) -> io::Result<Layer> {
+        let mut stack = vec![PathBuf::new()];
+        while let Some(relative) = stack.pop() {
+            let mut names: Vec<_> = fs::read_dir(root.join(&relative))?.collect::<io::Result<Vec<_>>>()?;
+            names.sort_by_key(|e| e.file_name());
+            let mut dirs = Vec::new();
+            for entry in names {
+                let relative = relative.join(entry.file_name());
+                if skip(&relative) {
+                    continue;
+                }
+                let path = entry.path();
+                let meta = fs::symlink_metadata(&path)?;
+                let name = Path::new(prefix).join(&relative);
+                let name = name.to_str().ok_or_else(|| io::Error::other(format!("{} is not UTF-8", path.display())))?;
+                let mode = meta.permissions().mode() & 0o7777;
+                let entry = if meta.is_dir() {
+                    dirs.push(relative);
+                    Entry::dir(name, mode)
+                } else if meta.file_type().is_symlink() {
+                    Entry::symlink(name, &fs::read_link(&path)?.to_string_lossy())
+                } else if meta.is_file() {
+                    Entry::file(name, fs::read(&path)?, mode)
+                } else {
+                    return Err(io::Error::other(format!("{}: neither file, directory nor symlink", path.display())));
+                };
+                self = self.entry(entry.owned_by(meta.uid().into(), meta.gid().into()));
+            }
+            // Depth first, in name order: pushed in reverse so the first pops first.
+            stack.extend(dirs.into_iter().rev());
+        }
+        Ok(self)
+    }
+
     /// The layer as an uncompressed tar; identical entries give identical bytes.
     pub fn to_tar(&self) -> io::Result<Vec<u8>> {
         let mut tar = tar::Builder::new(Vec::new());
@@ -239,6 +281,34 @@ mod tests {
         let seen = read_back(&Layer::new().file(&long, "y", 0o644).symlink("l", &long));
         assert_eq!(seen[0].path, long);
         assert_eq!(seen[1].link.as_deref(), Some(long.as_str()));
+    }
+
+    #[test]
+    fn a_tree_becomes_entries_parents_first_in_name_order() {
+        use std::os::unix::fs::symlink;
+        let root = std::env::temp_dir().join(format!("ferrum-layer-tree-{}", std::process::id()));
+        fs::create_dir_all(root.join("b/skipped")).unwrap();
+        fs::create_dir_all(root.join("a/deep")).unwrap();
+        fs::write(root.join("a/deep/file"), "x").unwrap();
+        fs::set_permissions(root.join("a/deep/file"), fs::Permissions::from_mode(0o750)).unwrap();
+        fs::write(root.join("b/skipped/gone"), "y").unwrap();
+        symlink("a/deep/file", root.join("link")).unwrap();
+        let skip = |p: &Path| p == Path::new("b/skipped");
+        let layer = Layer::new().tree(&root, "top", &skip);
+        fs::remove_dir_all(&root).unwrap();
+        let seen = read_back(&layer.unwrap());
+        let summary: Vec<_> = seen.iter().map(|s| (s.path.as_str(), s.kind, s.mode, s.link.as_deref())).collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("top/a/", EntryType::Directory, 0o755, None),
+                ("top/b/", EntryType::Directory, 0o755, None),
+                ("top/link", EntryType::Symlink, 0o777, Some("a/deep/file")),
+                ("top/a/deep/", EntryType::Directory, 0o755, None),
+                ("top/a/deep/file", EntryType::Regular, 0o750, None),
+            ]
+        );
+        assert_eq!(seen[4].data, b"x");
     }
 
     #[test]

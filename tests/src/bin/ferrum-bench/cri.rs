@@ -75,7 +75,7 @@ pub fn run(n: usize) -> Result<()> {
             remove_pod(&cri, &pod_id)?;
             match handler {
                 Handler::Runc => runc.push(ms),
-                Handler::Ferrum => ferrum.push(ms),
+                Handler::Ferrum | Handler::FerrumFeatures => ferrum.push(ms),
             }
         }
     }
