@@ -1,7 +1,9 @@
 //! The raw `clone3` system call: new processes in new namespaces (spawn), or
-//! with a pidfd and no exit signal (hooks).
+//! with a pidfd and no exit signal (hooks); and the fd copies a cloned child
+//! takes its fds from, numbered out of the way of its dup2s.
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// `struct clone_args` of linux/sched.h (CLONE_ARGS_SIZE_VER2).
 #[repr(C)]
@@ -35,4 +37,20 @@ pub(crate) unsafe fn clone3(args: &mut CloneArgs) -> io::Result<libc::pid_t> {
         return Err(io::Error::last_os_error());
     }
     Ok(pid as libc::pid_t)
+}
+
+/// A close-on-exec copy of `fd` numbered 10 or above, out of the way of
+/// the low fds a spawned child dup2s onto.
+pub(crate) fn dup_high(fd: BorrowedFd) -> io::Result<OwnedFd> {
+    dup_above(fd, 10)
+}
+
+/// A close-on-exec copy of `fd` numbered `min` or above.
+pub(crate) fn dup_above(fd: BorrowedFd, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd that we own.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }

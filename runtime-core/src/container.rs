@@ -6,9 +6,9 @@ use crate::cgroup::{Cgroup, CgroupDriver};
 use crate::channel::Channel;
 use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind, HookState};
-use crate::init::{CreateRequest, InitReply, InitRequest, ParentMessage};
+use crate::protocol::{CreateRequest, InitReply, InitRequest, ParentMessage, SetupOptions};
 use crate::namespaces::Namespaces;
-use crate::spawn::{spawn_in_pid_namespace, Birth};
+use crate::spawn::{spawn_in_pid_namespace, Birth, Stdio};
 use crate::state::{State, Status};
 use crate::{exec_fifo, proc_stat, spec};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, LinuxResources, Process, Spec};
@@ -17,13 +17,6 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The container's stdio; `None` is /dev/null.
-#[derive(Default)]
-pub struct Stdio {
-    pub stdin: Option<OwnedFd>,
-    pub stdout: Option<OwnedFd>,
-    pub stderr: Option<OwnedFd>,
-}
 
 #[derive(Default)]
 pub struct CreateOptions {
@@ -32,18 +25,11 @@ pub struct CreateOptions {
     pub stdio: Stdio,
     pub setup: SetupOptions,
     pub cgroup_driver: CgroupDriver,
+    /// Appended to process.env (runc's LISTEN_FDS/LISTEN_PID for the fds
+    /// of systemd's socket activation it passes on in `stdio.extra`).
+    pub extra_env: Vec<String>,
 }
 
-/// How init sets the container up, beyond the spec: runc's options of the same names.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub struct SetupOptions {
-    /// Move the rootfs onto / and chroot instead of pivot_root (for a rootfs
-    /// on a ramdisk, where pivot_root cannot work). Less isolated: the old
-    /// root stays reachable to a process that can escape a chroot.
-    pub no_pivot_root: bool,
-    /// Keep the runtime's session keyring instead of a new one per container.
-    pub no_new_keyring: bool,
-}
 
 pub struct Container {
     state: State,
@@ -117,16 +103,40 @@ impl Drop for CreateGuard {
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
         }
+        if let Some(pid) = self.pid {
+            reap_killed(pid);
+        }
+    }
+}
+
+/// Reap our child `pid`, killed: a zombie would stay in the container's
+/// cgroup (in `ps`, `docker top`) until the caller's reaper got to it.
+/// Bounded, as a frozen process dies late; a subreaping caller may have
+/// reaped it already (ECHILD ends the wait).
+fn reap_killed(pid: i32) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    for _ in 0..400 {
+        match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
+            _ => return,
+        }
     }
 }
 
 impl Container {
     pub fn create(id: &str, bundle: &Path, opts: CreateOptions) -> Result<Container> {
         valid_id(id)?;
-        let spec = spec::load_spec(bundle)?;
+        let mut spec = spec::load_spec(bundle)?;
+        if let Some(mut process) = spec.process().clone().filter(|_| !opts.extra_env.is_empty()) {
+            let mut env = process.env().clone().unwrap_or_default();
+            env.extend(opts.extra_env.iter().cloned());
+            process.set_env(Some(env));
+            spec.set_process(Some(process));
+        }
         let dir = opts.state_root.join(id);
         std::fs::create_dir_all(&opts.state_root).ctx(id, || format!("create {}", opts.state_root.display()))?;
-        match std::fs::create_dir(&dir) {
+        // The state is the runtime's alone (init reaches the exec FIFO by fd).
+        match std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&dir) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(Error::AlreadyExists { id: id.into() })
             }

@@ -21,12 +21,16 @@ fn path(dir: &Path) -> PathBuf {
     dir.join(NAME)
 }
 
-/// Make the FIFO (only root may open it) and return an O_PATH fd of it.
+/// Make the FIFO and return an O_PATH fd of it. Mode 0622, as runc's: init
+/// reopens it for writing through the fd once it may be the root of a user
+/// namespace that maps no host root; only the owner reads (`start`), and the
+/// state dir (0700) keeps everyone else from reaching it by path.
 pub(crate) fn make(dir: &Path) -> io::Result<OwnedFd> {
     let fifo = path(dir);
     let c = CString::new(fifo.as_os_str().as_bytes())?;
-    // SAFETY: mkfifo with a valid C string.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } < 0 {
+    // SAFETY: mkfifo and chmod (the umask must not narrow the mode) with a
+    // valid C string.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } < 0 || unsafe { libc::chmod(c.as_ptr(), 0o622) } < 0 {
         return Err(io::Error::last_os_error());
     }
     let file = std::fs::OpenOptions::new()

@@ -14,8 +14,7 @@
 //! clone3 child without exit signal is safe from it on this kernel: tried).
 //! A hook's pidfd gives its timeout.
 
-use crate::clone3::{clone3, CloneArgs};
-use crate::spawn::dup_high;
+use crate::clone3::{clone3, dup_high, CloneArgs};
 use oci_spec::runtime::{Hook, Spec};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

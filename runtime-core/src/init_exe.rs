@@ -18,7 +18,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -33,11 +33,8 @@ pub(crate) fn init_exe() -> io::Result<RawFd> {
         return Ok(fd.as_raw_fd());
     }
     let exe = crate::procfs::readlink(crate::procfs::Base::OwnProcess, "exe")?;
+    // spawn copies it above the fds its child dup2s onto before using it.
     let fd = detached_readonly_view(&exe).or_else(|_| sealed_copy(&exe))?;
-    // Above the fds a new init's stdio and channel are dup2'ed onto: in a
-    // process with only stdio open this fd would be 3, and the child would
-    // overwrite it with its channel before it executes it.
-    let fd = crate::spawn::dup_high(fd.as_fd())?;
     Ok(INIT_EXE.get_or_init(|| fd).as_raw_fd())
 }
 

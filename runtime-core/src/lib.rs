@@ -1,8 +1,12 @@
 //! ferrum's OCI runtime, as a library.
 //!
 //! `runtime-core` knows the OCI runtime spec and Linux, nothing of containerd.
-//! The caller (the shim) hands in a bundle and stdio fds and gets a [`Container`]
-//! whose init process waits until [`Container::start`].
+//! It has two callers: the shim (containerd-shim-ferrum-v2), which keeps a
+//! [`Container`] for its life, and the `ferrum` CLI (runc's command line),
+//! which loads one from its state for each command. Either hands in a bundle
+//! and stdio fds and gets a [`Container`] whose init process waits until
+//! [`Container::start`] — of this process, or of a later one that loads the
+//! container after [`Container::detach`].
 //!
 //! Process model: the container's init is a fresh copy of the *calling binary*,
 //! cloned straight into its new namespaces and immediately `execve`d from a
@@ -14,6 +18,15 @@
 //!
 //! Reaping is the caller's job: this crate never `waitpid`s on a container's
 //! processes, because a shim that is a subreaper must own every exit status.
+//! The exceptions are processes the caller never learns of: the runners of
+//! the runtime's hooks, and the process of a create or exec that failed,
+//! which is killed and reaped before the error returns.
+//!
+//! Modules: `protocol` is what the runtime and init say to each other (init's
+//! argv, the channel's messages); `spawn` clones and execs an init; `init` is
+//! the init's side; `container` the runtime's. Imports go one way: container
+//! → spawn → protocol → hooks, and init → protocol; no module imports one
+//! that imports it.
 
 mod affinity;
 mod channel;
@@ -31,6 +44,7 @@ pub mod mount;
 mod namespaces;
 mod new_mount_api;
 mod proc_stat;
+mod protocol;
 mod pidns;
 mod procfs;
 mod rootless;
@@ -40,7 +54,9 @@ mod spec;
 mod state;
 mod sys;
 
-pub use container::{Container, CreateOptions, ExecProcess, SetupOptions, Stdio};
+pub use container::{Container, CreateOptions, ExecProcess};
+pub use protocol::SetupOptions;
+pub use spawn::Stdio;
 pub use error::{Error, Result};
 pub use features::features;
 pub use rootless::is_rootless;

@@ -4,17 +4,31 @@
 //! everything it touches is prepared before the clone.
 
 use crate::channel::Channel;
-use crate::clone3::{clone3, CloneArgs};
-use crate::init::INIT_ARG;
+use crate::clone3::{clone3, dup_above, CloneArgs};
+use crate::protocol::init_argv;
 use std::ffi::CString;
 use std::mem::size_of;
 use std::io;
-use crate::container::Stdio;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-/// The init's fds: 0-2 stdio, 3 the channel, and (only with a gate) 4 the gate.
-pub(crate) const CHANNEL_FD: RawFd = 3;
+/// The container's stdio; `None` is /dev/null.
+#[derive(Default)]
+pub struct Stdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    /// More fds the process gets as its 3, 4, … (runc's `--preserve-fds`,
+    /// systemd's socket activation).
+    pub extra: Vec<OwnedFd>,
+}
+
+/// The init's fds: 0-2 stdio, then the extra fds (3, 4, …), then the
+/// channel, whose number init reads from its argv, and (only with a gate)
+/// the gate right after it.
+fn channel_fd(stdio: &Stdio) -> RawFd {
+    3 + stdio.extra.len() as RawFd
+}
 
 /// How an init is born.
 #[derive(Clone, Copy, Default)]
@@ -53,63 +67,66 @@ impl Spawned {
     }
 }
 
-pub(crate) fn dup_high(fd: BorrowedFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC returns a new fd that we own.
-    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
-    if new < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
-}
-
-/// The init's fds 0-2: the given stdio, /dev/null where there is none.
-fn stdio_sources(stdio: &Stdio, null: &std::fs::File) -> io::Result<Vec<OwnedFd>> {
+/// The init's fds from 0: the given stdio (/dev/null where there is none),
+/// then the extra fds, each copied to `min` or above.
+fn stdio_sources(stdio: &Stdio, null: &std::fs::File, min: RawFd) -> io::Result<Vec<OwnedFd>> {
     [&stdio.stdin, &stdio.stdout, &stdio.stderr]
         .map(|f| f.as_ref().map_or(null.as_fd(), |f| f.as_fd()))
         .into_iter()
-        .map(dup_high)
+        .chain(stdio.extra.iter().map(|f| f.as_fd()))
+        .map(|f| dup_above(f, min))
         .collect()
 }
 
 fn spawn_init(birth: Birth, stdio: &Stdio) -> io::Result<Spawned> {
     let Birth { clone_flags, gated, in_user } = birth;
-    let exe = crate::init_exe::init_exe()?;
+    let channel_fd = channel_fd(stdio);
+    // Every fd the child uses after its dup2s is numbered above their targets
+    // (stdio, extra fds, channel, gate): a dup2 must not overwrite a source
+    // still to be copied, nor the executable or a pipe end. dup2 also clears
+    // close-on-exec on the targets.
+    let above = channel_fd + 2;
+    let pipe = || -> io::Result<(OwnedFd, OwnedFd)> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        Ok((dup_above(r.as_fd(), above)?, dup_above(w.as_fd(), above)?))
+    };
+    let shared_exe = crate::init_exe::init_exe()?;
+    // SAFETY: the init executable's fd stays open for the process's life.
+    let exe_copy = dup_above(unsafe { BorrowedFd::borrow_raw(shared_exe) }, above)?;
     let (parent_end, child_end) = UnixStream::pair()?;
     let (gate_read, gate_write) = if gated {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (r, w) = pipe()?;
         (Some(r), Some(w))
     } else {
         (None, None)
     };
 
-    // Sources above every target fd, so that no dup2 in the child overwrites a
-    // source still to be copied; dup2 also clears close-on-exec on the targets.
     let null = std::fs::File::options().read(true).write(true).open("/dev/null")?;
-    let mut sources = stdio_sources(stdio, &null)?;
-    sources.push(dup_high(child_end.as_fd())?);
+    let mut sources = stdio_sources(stdio, &null, above)?;
+    sources.push(dup_above(child_end.as_fd(), above)?);
     if let Some(r) = &gate_read {
-        sources.push(dup_high(r.as_fd())?);
+        sources.push(dup_above(r.as_fd(), above)?);
     }
     let source_fds: Vec<RawFd> = sources.iter().map(|f| f.as_raw_fd()).collect();
-    let gate_fd: RawFd = if gated { 4 } else { -1 };
+    let gate_fd: RawFd = if gated { channel_fd + 1 } else { -1 };
     let gate_write_fd: RawFd = gate_write.as_ref().map_or(-1, |w| w.as_raw_fd());
 
-    let argv0 = CString::new("ferrum-init").expect("static");
-    let argv1 = CString::new(INIT_ARG).expect("static");
-    let argv = [argv0.as_ptr(), argv1.as_ptr(), std::ptr::null()];
+    let args = init_argv(channel_fd).map(|a| CString::new(a).expect("no NUL in init's argv"));
+    let argv = [args[0].as_ptr(), args[1].as_ptr(), args[2].as_ptr(), std::ptr::null()];
     let envp = [std::ptr::null::<libc::c_char>()];
     let empty = CString::new("").expect("static");
     // With a user namespace to join, the intermediate clones init with the
     // namespaces; the parent's clone makes none.
-    let user_fd = in_user.map(|fd| dup_high(fd)).transpose()?;
+    let user_fd = in_user.map(|fd| dup_above(fd, above)).transpose()?;
     let user_fd_raw: RawFd = user_fd.as_ref().map_or(-1, |f| f.as_raw_fd());
     let (pid_read, pid_write) = match in_user {
         Some(_) => {
-            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            let (r, w) = pipe()?;
             (Some(r), Some(w))
         }
         None => (None, None),
     };
+    let exe = exe_copy.as_raw_fd();
     let pid_write_raw: RawFd = pid_write.as_ref().map_or(-1, |w| w.as_raw_fd());
     let first_flags = if in_user.is_some() { 0 } else { clone_flags };
     let mut args = CloneArgs { flags: first_flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };

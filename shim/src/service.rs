@@ -188,7 +188,7 @@ impl TaskService {
                 mount_rootfs(&mounts, target)
                     .map_err(|e| status(Code::UNKNOWN, format!("container {id}: {e}")))?;
             }
-            Container::create(&id, &bundle, CreateOptions { state_root, stdio, setup, cgroup_driver })
+            Container::create(&id, &bundle, CreateOptions { state_root, stdio, setup, cgroup_driver, extra_env: Vec::new() })
                 .map(|c| (c, rootfs.clone()))
                 .map_err(|e| {
                     if let Some(target) = &rootfs {

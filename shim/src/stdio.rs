@@ -301,7 +301,7 @@ pub async fn open(stdin: &str, stdout: &str, stderr: &str, owner: &Owner<'_>) ->
             Some(read)
         }
     };
-    let stdio = runtime_core::Stdio { stdin, stdout, stderr };
+    let stdio = runtime_core::Stdio { stdin, stdout, stderr, extra: Vec::new() };
     if let Some((uid, gid)) = owner.io_owner {
         for fd in [&stdio.stdin, &stdio.stdout, &stdio.stderr].into_iter().flatten() {
             chown_pipe(fd, uid, gid)?;

@@ -20,15 +20,13 @@ mod seccomp;
 mod sysctl;
 
 use crate::channel::Channel;
-use crate::container::SetupOptions;
+use crate::protocol::{channel_fd_from_args, CreateRequest, InitReply, InitRequest, ParentMessage, INIT_ARG};
 use crate::hooks::{self, HookKind, HookState};
 use crate::namespaces::Namespaces;
-use crate::spawn::CHANNEL_FD;
 use nix::sched::{setns, unshare, CloneFlags};
 use oci_spec::runtime::{LinuxNamespaceType, LinuxPersonality, LinuxSeccomp, Process, Spec};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -37,82 +35,12 @@ pub(crate) fn capability_names() -> &'static [&'static str] {
     &capabilities::NAMES
 }
 
-/// argv[1] that makes our binary act as a container's init.
-pub const INIT_ARG: &str = "__ferrum_init__";
-
-// One message per container, serialized at once: the variants' sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Serialize, Deserialize)]
-pub(crate) enum InitRequest {
-    /// Become a new container's init.
-    Create(CreateRequest),
-    /// Become a process in a running container: join its namespaces (the pid
-    /// namespace was joined by the parent at clone time).
-    /// `seccomp` is the container's profile, which applies to its execs too.
-    /// `namespaces` (named by their /proc path, for messages) arrive as fds
-    /// after the request, opened by the parent.
-    Exec {
-        id: String,
-        process: Process,
-        namespaces: Vec<(LinuxNamespaceType, PathBuf)>,
-        seccomp: Option<LinuxSeccomp>,
-        personality: Option<LinuxPersonality>,
-    },
-    /// Run the runtime's own hooks (this process is in the runtime's
-    /// namespaces, single-threaded and the hooks' only reaper), then exit.
-    /// With `all`, failures come back as warnings of a Ready.
-    Hooks { kind: HookKind, hooks: Vec<oci_spec::runtime::Hook>, state: Vec<u8>, all: bool },
-}
-
-#[derive(Serialize, Deserialize)]
-pub(crate) struct CreateRequest {
-    pub id: String,
-    pub spec: Spec,
-    pub rootfs: PathBuf,
-    pub bundle: PathBuf,
-    pub setup: SetupOptions,
-    /// Indices of the spec's mounts that arrive (in this order, after the
-    /// request) as detached mounts made by the parent: idmapped ones, and in
-    /// a user namespace the other bind mounts' sources.
-    pub detached: Vec<usize>,
-    /// The spec's namespaces to join (not the pid namespace: init is cloned
-    /// into it), user namespace first. Their fds arrive after the mounts',
-    /// opened by the parent: init opens no namespace by path.
-    pub joins: Vec<(LinuxNamespaceType, PathBuf)>,
-    /// CLONE_NEW* flags of namespaces to make once joined: those that must
-    /// belong to a user namespace joined by path.
-    pub unshare: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-pub(crate) enum InitReply {
-    /// Set up; `warnings` are things runc would log and go on with. With
-    /// `console`, the console's master fd follows.
-    Ready { warnings: Vec<String>, console: bool },
-    Failed { message: String },
-    /// The mounts are set up, pivot_root is next: the parent runs the prestart
-    /// and createRuntime hooks now and answers `HooksDone`.
-    RunHooks,
-    /// A seccomp listener fd follows: the parent sends it to listenerPath and
-    /// answers `SeccompListenerDone`.
-    SeccompListener,
-}
-
-#[derive(Serialize, Deserialize)]
-pub(crate) enum ParentMessage {
-    Start,
-    /// Start once another process opens the exec FIFO whose fd follows (a
-    /// CLI's `start`: the runtime that created us is gone by then).
-    StartOnFifo,
-    HooksDone,
-    SeccompListenerDone,
-}
-
 /// Call first thing in `main` of every binary that creates containers: when this
 /// process is a container's init, it never returns.
 pub fn run_if_init() {
     if std::env::args_os().nth(1).is_some_and(|a| a == INIT_ARG) {
-        std::process::exit(run());
+        // Spawned by us, so argv[2] is the channel's fd; anything else ends here.
+        std::process::exit(channel_fd_from_args().map_or(1, run));
     }
 }
 
@@ -129,16 +57,16 @@ impl<T, E: std::fmt::Display> Describe<T> for std::result::Result<T, E> {
     }
 }
 
-fn run() -> i32 {
-    // Nothing but stdio and the channel may reach the container.
+fn run(channel_fd: RawFd) -> i32 {
+    // Nothing but stdio, the extra fds and the channel may reach the container.
     // SAFETY: close_range on fds this process never uses; the channel fd is ours.
     unsafe {
-        libc::syscall(libc::SYS_close_range, CHANNEL_FD + 1, u32::MAX, 0);
+        libc::syscall(libc::SYS_close_range, channel_fd + 1, u32::MAX, 0);
         // Non-dumpable while we still run our own code: no ptrace or /proc/<pid>
         // access from the container until the user process is exec'd.
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
-    let mut channel = Channel::new(unsafe { UnixStream::from_raw_fd(CHANNEL_FD) });
+    let mut channel = Channel::new(unsafe { UnixStream::from_raw_fd(channel_fd) });
     let request: InitRequest = match channel.recv() {
         Ok(Some(r)) => r,
         _ => return 1,
@@ -209,7 +137,7 @@ fn run() -> i32 {
         _ => Ok(()),
     });
     let message = match started {
-        Ok(()) => prepared.exec(),
+        Ok(()) => prepared.exec(channel_fd),
         Err(message) => message,
     };
     starter.fail(message);

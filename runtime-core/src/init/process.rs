@@ -5,7 +5,6 @@ use super::capabilities::Sets;
 use super::{console, lsm, scheduling, seccomp};
 use super::paths::{create_in_root, open_in_root, open_process_root, Leaf};
 use super::{Describe, Result};
-use crate::spawn::CHANNEL_FD;
 use oci_spec::runtime::{LinuxSeccomp, PosixRlimitType, Process};
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
@@ -260,7 +259,7 @@ impl Prepared {
     }
 
     /// Replace init with the user's process (after `confine`). Returns only on failure.
-    pub(super) fn exec(&self) -> String {
+    pub(super) fn exec(&self, channel_fd: std::os::fd::RawFd) -> String {
         reset_signals();
         let argv: Vec<*const libc::c_char> =
             self.argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
@@ -269,7 +268,7 @@ impl Prepared {
         // SAFETY: the channel must close on exec (its EOF tells the parent the
         // exec worked); execve gets NUL-terminated arrays of live CStrings.
         unsafe {
-            libc::fcntl(CHANNEL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+            libc::fcntl(channel_fd, libc::F_SETFD, libc::FD_CLOEXEC);
             libc::execve(self.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
         }
         format!("exec {:?}: {}", self.path, errno_words(&std::io::Error::last_os_error()))

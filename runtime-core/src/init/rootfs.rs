@@ -246,7 +246,7 @@ fn attach_idmapped(root: &Root, index: usize, m: &Mount, mount: &OwnedFd) -> Res
 }
 
 /// A `cgroup` mount on a v1 or hybrid host (as runc): a tmpfs holding one entry
-/// per hierarchy. With a cgroup namespace of its own the container gets fresh
+/// per v1 hierarchy. With a cgroup namespace of its own the container gets fresh
 /// cgroup mounts (the kernel roots them at its cgroup); without, bind mounts of
 /// its own cgroup directories, so it never sees the host's tree.
 fn mount_cgroup_v1(
@@ -256,7 +256,9 @@ fn mount_cgroup_v1(
     opts: &MountOptions,
     ns: &Namespaces,
 ) -> std::io::Result<()> {
-    let hierarchies = crate::cgroup::visible_hierarchies()?;
+    // A hybrid host's cgroup2 `unified` hierarchy stays out, as with runc.
+    let hierarchies: Vec<_> =
+        crate::cgroup::visible_hierarchies()?.into_iter().filter(|h| h.fstype != "cgroup2").collect();
     let base = create_in_root(root.as_fd(), dest, Leaf::Dir, 0o755)?;
     let tmpfs_flags = opts.flags & !MsFlags::MS_RDONLY;
     sys.mount(Some(Path::new("tmpfs")), &fd_path(&base), Some("tmpfs"), tmpfs_flags, Some("mode=755"))?;
