@@ -59,16 +59,15 @@ pub fn run(g: &mut Global, args: &[String]) -> Result<i32> {
 }
 
 fn new_container(g: &Global, id: &str, a: &crate::args::Parsed) -> Result<Container> {
-    if a.value("preserve-fds").is_some_and(|n| n != "0") {
-        bail!("--preserve-fds: passing extra fds to the container is not supported by ferrum");
-    }
+    let extra = crate::fds::extra(a.value("preserve-fds"), true)?;
     let bundle = match a.value("bundle") {
         Some(b) => PathBuf::from(b),
         None => std::env::current_dir().context("bundle (the working directory)")?,
     };
     let bundle = std::path::absolute(&bundle).with_context(|| format!("bundle {}", bundle.display()))?;
     let setup = SetupOptions { no_pivot_root: a.has("no-pivot"), no_new_keyring: a.has("no-new-keyring") };
-    let opts = CreateOptions { state_root: g.root.clone(), stdio: own_stdio()?, setup, cgroup_driver: g.cgroup_driver };
+    let stdio = Stdio { extra: extra.fds, ..own_stdio()? };
+    let opts = CreateOptions { state_root: g.root.clone(), stdio, setup, cgroup_driver: g.cgroup_driver, extra_env: extra.env };
     Ok(Container::create(id, &bundle, opts)?)
 }
 
@@ -139,12 +138,17 @@ pub fn delete(g: &mut Global, args: &[String]) -> Result<()> {
     let a = parse(args, &DELETE)?;
     let id = one_id("delete", &a.positional)?;
     let force = a.has("force");
-    let c = match g.load(id) {
-        // runc: deleting what is not there with --force is no error.
+    // Locked before the state is read: of two deletes, the second reads
+    // after the first is done, and finds nothing.
+    // runc: deleting what is not there with --force is no error.
+    let _lock = match lock(g, id) {
         Err(_) if force => return Ok(()),
         other => other?,
     };
-    let _lock = lock(g, id)?;
+    let c = match g.load(id) {
+        Err(_) if force => return Ok(()),
+        other => other?,
+    };
     match c.status() {
         "running" | "paused" if !force => bail!("cannot delete container {id} that is not stopped: {}", c.status()),
         _ => {}
@@ -227,7 +231,7 @@ pub fn own_stdio() -> Result<Stdio> {
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         Ok(borrowed.try_clone_to_owned().ok())
     };
-    Ok(Stdio { stdin: dup(0)?, stdout: dup(1)?, stderr: dup(2)? })
+    Ok(Stdio { stdin: dup(0)?, stdout: dup(1)?, stderr: dup(2)?, extra: Vec::new() })
 }
 
 /// The pid, written whole (no newline, as runc) and renamed into place.

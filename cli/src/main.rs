@@ -8,6 +8,7 @@
 mod args;
 mod console;
 mod events;
+mod fds;
 mod lifecycle;
 mod log;
 mod process;

@@ -42,9 +42,7 @@ pub fn exec(g: &mut Global, args: &[String]) -> Result<i32> {
 fn exec_inner(g: &mut Global, args: &[String]) -> Result<i32> {
     let a = parse(args, &EXEC)?;
     let Some((id, argv)) = a.positional.split_first() else { bail!("exec: \"exec\" requires a minimum of 1 argument(s)") };
-    if a.value("preserve-fds").is_some_and(|n| n != "0") {
-        bail!("--preserve-fds: passing extra fds to the container is not supported by ferrum");
-    }
+    let extra = crate::fds::extra(a.value("preserve-fds"), false)?;
     let c = g.load(id)?;
     if c.status() != "running" {
         bail!("cannot exec in a {} container", c.status());
@@ -69,7 +67,7 @@ fn exec_inner(g: &mut Global, args: &[String]) -> Result<i32> {
         (false, Some(_)) => bail!("cannot use console socket if runc will not detach or allocate tty"),
         _ => {}
     }
-    let started = c.exec(&process, own_stdio()?)?;
+    let started = c.exec(&process, runtime_core::Stdio { extra: extra.fds, ..own_stdio()? })?;
     if let (Some(master), Some(socket)) = (&started.console, a.value("console-socket")) {
         console::send_master(socket, master)?;
     }
