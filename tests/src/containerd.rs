@@ -96,15 +96,20 @@ impl Layout {
     }
 }
 
-/// A private containerd for one test. Its containers are found again for cleanup
-/// by their cgroups, so keep ctr's default cgroup path (`/<namespace>/<id>`). Drop
-/// kills every task and shim, stops the daemons and removes every mount, cgroup
-/// and file the Env made, also when the test panicked.
 /// containerd's name for ferrum's runtime (the shim binary containerd-shim-ferrum-v2).
 pub const FERRUM_RUNTIME: &str = "io.containerd.ferrum.v2";
 /// containerd's own Go shim over runc: the reference the differential tests compare with.
 pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
+/// A `--runtime` for an Env's ctr calls, spelled out for ctr as the runc-v2
+/// shim with the ferrum CLI as its binary (`--runc-binary`), through a
+/// wrapper that logs each call ([`Env::cli_calls`]): ctr's task options (from
+/// `--no-pivot`, `--uidmap`) replace the binary silently, and runc would run.
+pub const FERRUM_CLI: &str = "ferrum-cli";
 
+/// A private containerd for one test. Its containers are found again for cleanup
+/// by their cgroups, so keep ctr's default cgroup path (`/<namespace>/<id>`). Drop
+/// kills every task and shim, stops the daemons and removes every mount, cgroup
+/// and file the Env made, also when the test panicked.
 pub struct Env {
     footprint: Footprint,
     layout: Layout,
@@ -237,21 +242,55 @@ impl Env {
     }
 
     pub fn ctr_timeout(&self, args: &[&str], timeout: Duration) -> CtrOutput {
-        run_ctr(
-            crate::ctr::Terminal::No,
-            &self.binaries.ctr,
-            self.address(),
-            self.namespace(),
-            &self.layout.fifo,
-            args,
-            timeout,
-        )
+        self.ctr_with(crate::ctr::Terminal::No, args, timeout)
+    }
+
+    fn ctr_with(&self, terminal: crate::ctr::Terminal, args: &[&str], timeout: Duration) -> CtrOutput {
+        let args = self.spell_runtime(args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_ctr(terminal, &self.binaries.ctr, self.address(), self.namespace(), &self.layout.fifo, &args, timeout)
     }
 
     /// `ctr -a SOCK -n NS ARGS…` unstarted, for a test that needs ctr's stdin or
     /// must run it in the background; the test waits for (or kills) it.
     pub fn ctr_command(&self, args: &[&str]) -> Command {
-        crate::ctr::command(&self.binaries.ctr, self.address(), self.namespace(), &self.layout.fifo, args)
+        let args = self.spell_runtime(args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::ctr::command(&self.binaries.ctr, self.address(), self.namespace(), &self.layout.fifo, &args)
+    }
+
+    /// `args` with `--runtime FERRUM_CLI` as ctr needs it.
+    fn spell_runtime(&self, args: &[&str]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::with_capacity(args.len() + 2);
+        for (i, arg) in args.iter().enumerate() {
+            if *arg == FERRUM_CLI && i > 0 && args[i - 1] == "--runtime" {
+                let wrapper = self.cli_wrapper().expect("writing the ferrum CLI's wrapper");
+                out.extend([RUNC_RUNTIME.to_string(), "--runc-binary".into(), wrapper.display().to_string()]);
+            } else {
+                out.push(arg.to_string());
+            }
+        }
+        out
+    }
+
+    /// A script that logs its arguments and runs the ferrum CLI with them.
+    fn cli_wrapper(&self) -> Result<PathBuf> {
+        let path = self.root_dir().join("ferrum-cli");
+        if !path.exists() {
+            let log = self.root_dir().join("ferrum-cli.log");
+            let cli = crate::ferrum_binary("ferrum");
+            let script = format!("#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n", log.display(), cli.display());
+            let tmp = path.with_extension("tmp");
+            fs::write(&tmp, script)?;
+            fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+            fs::rename(&tmp, &path)?;
+        }
+        Ok(path)
+    }
+
+    /// Every call containerd's runc shim made of the ferrum CLI ([`FERRUM_CLI`]), a line each.
+    pub fn cli_calls(&self) -> String {
+        fs::read_to_string(self.root_dir().join("ferrum-cli.log")).unwrap_or_default()
     }
 
     /// Run `action` while `ctr events` listens, and return what it returned
@@ -277,15 +316,7 @@ impl Env {
 
     /// `ctr` with a terminal as its stdio (for `run -t`, `tasks exec -t`).
     pub fn ctr_in_terminal(&self, args: &[&str]) -> CtrOutput {
-        run_ctr(
-            crate::ctr::Terminal::Yes,
-            &self.binaries.ctr,
-            self.address(),
-            self.namespace(),
-            &self.layout.fifo,
-            args,
-            Duration::from_secs(60),
-        )
+        self.ctr_with(crate::ctr::Terminal::Yes, args, Duration::from_secs(60))
     }
 
     /// Imports the busybox image (built once per process) into this Env's

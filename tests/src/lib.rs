@@ -22,7 +22,7 @@ pub mod snapshots;
 pub use binaries::ferrum_binary;
 pub use cleanup::Footprint;
 pub use docker::{Docker, DOCKER_FERRUM, DOCKER_RUNC, DOCKER_RUNTIMES};
-pub use containerd::{Env, Options, FERRUM_RUNTIME, RUNC_RUNTIME};
+pub use containerd::{Env, Options, FERRUM_CLI, FERRUM_RUNTIME, RUNC_RUNTIME};
 pub use ctr::CtrOutput;
 pub use spec_file::SpecFile;
 pub use systemd_node::SystemdNode;

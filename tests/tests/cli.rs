@@ -197,7 +197,8 @@ mod direct {
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(dir.join("rootfs/bin")).unwrap();
             std::fs::copy("/bin/busybox", dir.join("rootfs/bin/busybox")).unwrap();
-            for applet in ["sh", "sleep", "true"] {
+            let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+            for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
                 std::os::unix::fs::symlink("busybox", dir.join("rootfs/bin").join(applet)).unwrap();
             }
             assert!(Command::new("runc").arg("spec").current_dir(&dir).status().unwrap().success());
@@ -223,18 +224,53 @@ mod direct {
         }
 
         fn ok(&mut self, runtime: &str, args: &[&str]) -> String {
+            let (ok, stdout, stderr) = self.attempt(runtime, args);
+            assert!(ok, "{runtime} {args:?}: {stderr}");
+            stdout
+        }
+
+        /// `runtime ARGS…`: whether it succeeded, its stdout and stderr.
+        fn attempt(&mut self, runtime: &str, args: &[&str]) -> (bool, String, String) {
             let mut c = self.cmd(runtime, args);
+            let detached = matches!(args[0], "create") || args[..2] == ["run", "-d"];
+            let log = self.dir.join(format!("stderr-{runtime}"));
             if let Some(id) = args.last().filter(|_| matches!(args[0], "create" | "run")) {
                 self.ids.push((runtime.into(), id.to_string()));
+            }
+            if detached {
                 // The container keeps the runtime's stdio: no pipe of ours
                 // to wait on; its stderr goes to a file we read on failure.
-                let log = self.dir.join(format!("stderr-{runtime}"));
                 c.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
             }
             let out = c.output().unwrap();
-            let log = std::fs::read_to_string(self.dir.join(format!("stderr-{runtime}"))).unwrap_or_default();
-            assert!(out.status.success(), "{runtime} {args:?}: {}{log}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8_lossy(&out.stdout).into_owned()
+            let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            if detached {
+                stderr += &std::fs::read_to_string(&log).unwrap_or_default();
+            }
+            (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+        }
+
+        /// The container's status, or "(none)" when `state` fails.
+        fn status(&mut self, runtime: &str, id: &str) -> String {
+            match self.attempt(runtime, &["state", id]) {
+                (true, out, _) => serde_json::from_str::<serde_json::Value>(&out).unwrap()["status"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                _ => "(none)".into(),
+            }
+        }
+
+        /// Waits (up to 10 s) until the container's status is `want`.
+        fn wait_status(&mut self, runtime: &str, id: &str, want: &str) -> String {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let status = self.status(runtime, id);
+                if status == want || std::time::Instant::now() > deadline {
+                    return status;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
 
         fn path(&self) -> &Path {
@@ -300,5 +336,139 @@ mod direct {
         assert!(text.lines().any(|l| l == r#"{"id":"o1","type":"oom"}"#), "no oom event: {text}");
         let state: serde_json::Value = serde_json::from_str(&b.ok("ferrum", &["state", "o1"])).unwrap();
         assert_eq!(state["status"], "stopped");
+    }
+
+    /// Commands on one container, each noted with whether it succeeded and
+    /// the status after it.
+    struct Walk<'a> {
+        b: &'a mut Bundle,
+        runtime: &'a str,
+        id: &'a str,
+        steps: Vec<String>,
+    }
+
+    impl Walk<'_> {
+        fn step(&mut self, args: &[&str]) {
+            let (ok, _, _) = self.b.attempt(self.runtime, args);
+            let status = self.b.status(self.runtime, self.id);
+            let outcome = if ok { "ok" } else { "fails" };
+            self.steps.push(format!("{} -> {outcome} ({status})", args.join(" ").replace(self.id, "ID")));
+        }
+
+        /// A kill with SIGKILL: whether it was taken, then the status once
+        /// the process is gone (right after the kill it is a race).
+        fn kill(&mut self) {
+            let (ok, _, _) = self.b.attempt(self.runtime, &["kill", self.id, "KILL"]);
+            let status = self.b.wait_status(self.runtime, self.id, "stopped");
+            self.steps.push(format!("kill ID KILL -> {} ({status})", if ok { "ok" } else { "fails" }));
+        }
+    }
+
+    /// The runtime-spec's lifecycle, command by command, under runc and
+    /// ferrum: every command succeeds or fails alike, every status is the same.
+    #[test]
+    fn the_lifecycle_walks_as_runcs() {
+        let mut b = Bundle::new("walk", &["sleep", "1000"], |_| {});
+        let bundle = b.path().display().to_string();
+        let walks = ["runc", "ferrum"].map(|runtime| {
+            let id = format!("w-{runtime}");
+            let mut walk = Walk { b: &mut b, runtime, id: &id, steps: Vec::new() };
+            walk.step(&["create", "--bundle", &bundle, &id]);
+            walk.step(&["start", &id]);
+            walk.step(&["start", &id]);
+            walk.step(&["delete", &id]);
+            walk.kill();
+            walk.step(&["start", &id]);
+            walk.step(&["delete", &id]);
+            walk.step(&["delete", &id]);
+            // A created container: killed, and deleted without --force.
+            walk.step(&["create", "--bundle", &bundle, &id]);
+            walk.kill();
+            walk.step(&["delete", &id]);
+            walk.step(&["create", "--bundle", &bundle, &id]);
+            walk.step(&["delete", &id]);
+            // A running one needs --force.
+            walk.step(&["run", "-d", "--bundle", &bundle, &id]);
+            walk.step(&["delete", "--force", &id]);
+            walk.step(&["delete", "--force", &id]);
+            walk.steps
+        });
+        assert_eq!(walks[0], walks[1], "runc walked left, ferrum right");
+        assert!(walks[1].iter().any(|s| s == "start ID -> fails (running)"), "{:#?}", walks[1]);
+    }
+
+    /// runc's extra fds: systemd's socket activation (LISTEN_FDS with
+    /// LISTEN_PID the runtime's pid) first, then --preserve-fds, as the
+    /// process's 3, 4, …, with LISTEN_FDS/LISTEN_PID=1 in its environment.
+    #[test]
+    fn preserved_and_activated_fds_reach_the_process_as_with_runc() {
+        let script = "cat <&3; cat <&4; echo \"$LISTEN_FDS $LISTEN_PID\"; ls /proc/self/fd";
+        let b = Bundle::new("fds", &["sh", "-c", script], |_| {});
+        std::fs::write(b.path().join("f3"), "activated\n").unwrap();
+        std::fs::write(b.path().join("f4"), "preserved\n").unwrap();
+        let run = |runtime: &str, preserve: &str| {
+            let id = format!("f-{runtime}");
+            let c = b.cmd(runtime, &["run", "--preserve-fds", preserve, "--bundle", &b.path().display().to_string(), &id]);
+            // The runtime as a socket-activated service: its own pid in
+            // LISTEN_PID, which only a shell exec'ing it knows.
+            let program = c.get_program().to_owned();
+            let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
+            let mut sh = Command::new("sh");
+            sh.arg("-c").arg("exec 3<f3 4<f4; LISTEN_PID=$$ LISTEN_FDS=1 exec \"$@\"").arg("sh").arg(program).args(args);
+            sh.current_dir(b.path()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            let out = sh.output().unwrap();
+            (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        let runc = run("runc", "1");
+        let ferrum = run("ferrum", "1");
+        assert!(runc.0, "runc: {runc:?}");
+        assert_eq!(ferrum, runc, "ferrum's process saw other fds than runc's");
+        assert!(ferrum.1.starts_with("activated\npreserved\n1 1\n0\n1\n2\n3\n4\n"), "{ferrum:?}");
+        // fds 5 and 6 are not open: named, where runc passes its own.
+        let missing = run("ferrum", "3");
+        assert!(!missing.0 && missing.2.contains("preserved-fd 1 (of 3)"), "{missing:?}");
+    }
+
+    /// Commands on one container take turns: of four concurrent
+    /// `delete --force`, each succeeds and the container is gone once.
+    #[test]
+    fn concurrent_deletes_each_succeed_once() {
+        let mut b = Bundle::new("deletes", &["sleep", "1000"], |_| {});
+        let bundle = b.path().display().to_string();
+        b.ok("ferrum", &["run", "-d", "--bundle", &bundle, "d1"]);
+        let deletes: Vec<_> =
+            (0..4).map(|_| b.cmd("ferrum", &["delete", "--force", "d1"]).spawn().unwrap()).collect();
+        for d in deletes {
+            let out = d.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert_eq!(b.status("ferrum", "d1"), "(none)");
+        let cgroup = ["/sys/fs/cgroup/d1", "/sys/fs/cgroup/pids/d1", "/sys/fs/cgroup/memory/d1"];
+        assert!(cgroup.iter().all(|c| !Path::new(c).exists()), "a cgroup of d1 is left");
+    }
+
+    /// The differential probe on one bundle with the CLI's own --no-pivot
+    /// (through ctr that flag becomes a task option, and runc runs instead).
+    #[test]
+    fn without_pivot_root_the_container_is_runcs() {
+        use ferrum_tests::probe::{Probe, PROBE};
+        let b = Bundle::new("nopivot", &["sh", "-c", PROBE], |_| {});
+        let bundle = b.path().display().to_string();
+        // One id: each runtime's container is gone before the next one's.
+        let [mut runc, ferrum] = ["runc", "ferrum"].map(|runtime| {
+            let out = b.cmd(runtime, &["run", "--no-pivot", "--bundle", &bundle, "probe"]).output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{runtime}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+            Probe::parse(&stdout).unwrap_or_else(|e| panic!("{runtime}: {e}\n{stdout}"))
+        });
+        // Deliberate: runc 1.1.5 leaves a v1 host's cgroup tmpfs writable
+        // though the spec's cgroup mount says ro; ferrum makes it ro.
+        let tmpfs = "/ /sys/fs/cgroup {},nosuid,nodev,noexec,relatime - tmpfs tmpfs {},mode=755";
+        let writable = tmpfs.replace("{}", "rw");
+        if runc.section("mountinfo").contains(&writable) {
+            runc.replace_line("mountinfo", &writable, &tmpfs.replace("{}", "ro"));
+        }
+        let diff = runc.differences("runc", &ferrum, "ferrum");
+        assert!(diff.is_empty(), "ferrum's container differs from runc's:\n{diff}");
     }
 }

@@ -6,7 +6,11 @@
 //! prints must be identical; a deliberate difference is normalised only in the
 //! test that allows it, saying why.
 //!
-//! Both containers run in one containerd with its default snapshotter, so the
+//! A third run drives the ferrum CLI through containerd's runc shim (as
+//! runc is driven): its print must equal the shim's, so the CLI behaves as
+//! runc wherever ferrum does.
+//!
+//! All containers run in one containerd with its default snapshotter, so the
 //! runtime is the only thing that differs. The reference runc is the host's
 //! (Debian's 1.1.5) under either containerd lane.
 
@@ -14,33 +18,67 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrum_tests::probe::{Probe, PROBE};
-use ferrum_tests::{CtrOutput, Env, SpecFile, FERRUM_RUNTIME, RUNC_RUNTIME};
+use ferrum_tests::{CtrOutput, Env, SpecFile, FERRUM_CLI, FERRUM_RUNTIME, RUNC_RUNTIME};
 use serde_json::{json, Value};
 
 const GRACE: Duration = Duration::from_secs(5);
-const RUNTIMES: [(&str, &str); 2] = [("runc", RUNC_RUNTIME), ("ferrum", FERRUM_RUNTIME)];
+/// runc, ferrum's shim, and the ferrum CLI under containerd's runc-v2 shim.
+const RUNTIMES: [(&str, &str); 3] = [("runc", RUNC_RUNTIME), ("ferrum", FERRUM_RUNTIME), ("ferrum-cli", FERRUM_CLI)];
+/// For ctr flags that become task options: those replace the runc shim's
+/// binary name, so runc would run in the CLI's place.
+const SHIMS: &[(&str, &str)] = &[RUNTIMES[0], RUNTIMES[1]];
 
 /// Runs the probe once per runtime via `run(runtime, container id)`, checks
-/// nothing is left behind, and returns (runc's, ferrum's) prints.
+/// nothing is left behind and that the CLI's container is the shim's, and
+/// returns (runc's, ferrum's) prints.
 fn probe_both(env: &Env, run: impl Fn(&str, &str) -> CtrOutput) -> (Probe, Probe) {
-    let [runc, ferrum] = RUNTIMES.map(|(name, runtime)| {
-        let out = run(runtime, name);
-        out.assert_ok();
-        Probe::parse(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"))
-    });
+    probe_on(env, &RUNTIMES, run)
+}
+
+fn probe_on(env: &Env, runtimes: &[(&str, &str)], run: impl Fn(&str, &str) -> CtrOutput) -> (Probe, Probe) {
+    let mut probes: Vec<Probe> = runtimes
+        .iter()
+        .map(|(name, runtime)| {
+            let out = run(runtime, name);
+            out.assert_ok();
+            Probe::parse(&out.stdout).unwrap_or_else(|e| panic!("{name}: {e}\n{out}"))
+        })
+        .collect();
     assert_eq!(
         env.leftovers_after(GRACE),
         Vec::<String>::new(),
         "left behind"
     );
-    (runc, ferrum)
+    if let Some(cli) = probes.get(2) {
+        assert_cli_same(env, &probes[1], cli);
+    }
+    probes.truncate(2);
+    let ferrum = probes.pop().expect("two runtimes");
+    (probes.pop().expect("two runtimes"), ferrum)
 }
 
-/// `ctr run --rm FLAGS… busybox ID sh -c PROBE` under both runtimes.
+/// The ferrum CLI did run (not runc in its place) and its container is the
+/// shim's: the same runtime-core, so no difference is allowed.
+#[track_caller]
+fn assert_cli_same(env: &Env, ferrum: &Probe, cli: &Probe) {
+    let calls = env.cli_calls();
+    assert!(
+        calls.lines().any(|l| l.contains(" create ") && l.ends_with(" ferrum-cli")),
+        "containerd's runc shim did not create ferrum-cli with the ferrum CLI:\n{calls}"
+    );
+    let diff = ferrum.differences("ferrum's shim", cli, "the ferrum CLI");
+    assert!(diff.is_empty(), "the ferrum CLI's container differs from the shim's:\n{diff}");
+}
+
+/// `ctr run --rm FLAGS… busybox ID sh -c PROBE` under each runtime.
 fn probe_flags(env: &Env, image: &str, flags: &[&str]) -> (Probe, Probe) {
+    probe_flags_on(env, &RUNTIMES, image, flags)
+}
+
+fn probe_flags_on(env: &Env, runtimes: &[(&str, &str)], image: &str, flags: &[&str]) -> (Probe, Probe) {
     let mut flags = flags.to_vec();
     flags.push("--rm");
-    probe_both(env, |runtime, id| {
+    probe_on(env, runtimes, |runtime, id| {
         env.run_on(runtime, &flags, image, id, &["sh", "-c", PROBE])
     })
 }
@@ -149,7 +187,7 @@ fn host_network() {
 fn user_namespace_from_uidmap_and_gidmap() {
     let (env, image) = Env::with_busybox();
     let flags = ["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"];
-    let (mut runc, ferrum) = probe_flags(&env, &image, &flags);
+    let (mut runc, ferrum) = probe_flags_on(&env, SHIMS, &image, &flags);
     // Deliberate: runc mounts /dev/mqueue after setresuid(0) but before
     // setresgid(0) in the new user namespace, so its group is the unmapped
     // host root (65534), which no one in the container can be; ferrum's init
@@ -278,11 +316,11 @@ fn ambient_capabilities_without_inheritable_are_left_out() {
 }
 
 /// A startContainer hook runs in the container right before the user's
-/// program: the probe as that hook must see the same under both runtimes.
+/// program: the probe as that hook must see the same under every runtime.
 #[test]
 fn a_start_container_hook_sees_the_same_container() {
     let (env, _) = Env::with_busybox();
-    let [runc, ferrum] = RUNTIMES.map(|(name, runtime)| {
+    let [runc, ferrum, cli] = RUNTIMES.map(|(name, runtime)| {
         let mut file = SpecFile::new(&env, name, &["true"]).unwrap();
         let script = format!("{{\n{PROBE}\n}} > /tmp/hook-probe 2>&1");
         file.spec["hooks"] = json!({
@@ -304,6 +342,7 @@ fn a_start_container_hook_sees_the_same_container() {
         "left behind"
     );
     assert_same(&runc, &ferrum);
+    assert_cli_same(&env, &ferrum, &cli);
     assert!(
         ferrum.section("env").iter().any(|l| l == "IN_HOOK=1"),
         "{ferrum:?}"
@@ -312,7 +351,10 @@ fn a_start_container_hook_sees_the_same_container() {
 
 #[test]
 fn without_pivot_root() {
-    same_with_flags(&["--no-pivot"]);
+    // The CLI's --no-pivot is compared with runc's in cli.rs (direct).
+    let (env, image) = Env::with_busybox();
+    let (runc, ferrum) = probe_flags_on(&env, SHIMS, &image, &["--no-pivot"]);
+    assert_same(&runc, &ferrum);
 }
 
 /// An exec joins the running container: the probe as an exec, as another
