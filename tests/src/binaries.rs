@@ -160,6 +160,23 @@ impl DockerBinaries {
                     .to_string(),
             );
         }
+        let mut tree = Self::unpacked("FERRUM_DOCKER_DIR", "scripts/install-docker", missing)?;
+        // The unpacked nginx and nginx-common packages with their libraries.
+        let nginx = tree.find("nginx/usr/sbin/nginx");
+        if let Some(binaries) = tree.binaries.as_mut() {
+            binaries.nginx_tree = nginx.ancestors().nth(3).expect("nginx/usr/sbin/nginx has three parents").into();
+        }
+        tree.check("Docker")
+    }
+
+    /// Docker 20.10 (scripts/install-docker20), for the `ferrum` CLI as an
+    /// added runtime on containerd 1.6. It has no nginx tree.
+    pub fn locate_20() -> Result<DockerBinaries> {
+        Self::unpacked("FERRUM_DOCKER20_DIR", "scripts/install-docker20", Vec::new())?.check("Docker 20.10")
+    }
+
+    /// Docker's programs in the tree `$var` names, which `script` unpacks.
+    fn unpacked(var: &'static str, script: &'static str, mut missing: Vec<String>) -> Result<Unpacked> {
         for tool in ["iptables", "ip"] {
             if on_path(tool).is_none() {
                 missing.push(format!(
@@ -168,34 +185,49 @@ impl DockerBinaries {
                 ));
             }
         }
-        let Some(dir) = env::var_os("FERRUM_DOCKER_DIR").map(PathBuf::from) else {
-            missing.push("FERRUM_DOCKER_DIR: unset; FERRUM_DOCKER_DIR=$(scripts/install-docker)".to_string());
+        let Some(dir) = env::var_os(var).map(PathBuf::from) else {
+            missing.push(format!("{var}: unset; {var}=$({script})"));
             bail!("Docker test prerequisites missing:\n  - {}", missing.join("\n  - "));
         };
-        let mut find = |relative: &str| {
-            let path = dir.join(relative);
-            if executable(&path).is_none() {
-                missing.push(format!(
-                    "{relative}: not an executable file in FERRUM_DOCKER_DIR={} (run scripts/install-docker)",
-                    dir.display()
-                ));
-            }
-            path
-        };
-        let binaries = DockerBinaries {
-            dockerd: find("usr/sbin/dockerd"),
-            docker: find("usr/bin/docker"),
-            docker_proxy: find("usr/sbin/docker-proxy"),
-            docker_init: find("usr/bin/docker-init"),
-            nginx_tree: find("nginx/usr/sbin/nginx")
-                .ancestors()
-                .nth(3)
-                .expect("nginx/usr/sbin/nginx has three parents")
-                .to_path_buf(),
-        };
-        if !missing.is_empty() {
-            bail!("Docker test prerequisites missing:\n  - {}", missing.join("\n  - "));
+        let mut tree = Unpacked { dir, var, script, missing, binaries: None };
+        tree.binaries = Some(DockerBinaries {
+            dockerd: tree.find("usr/sbin/dockerd"),
+            docker: tree.find("usr/bin/docker"),
+            docker_proxy: tree.find("usr/sbin/docker-proxy"),
+            docker_init: tree.find("usr/bin/docker-init"),
+            nginx_tree: PathBuf::new(),
+        });
+        Ok(tree)
+    }
+}
+
+/// An unpacked Docker tree being looked through: what it has, what it lacks.
+struct Unpacked {
+    dir: PathBuf,
+    var: &'static str,
+    script: &'static str,
+    missing: Vec<String>,
+    binaries: Option<DockerBinaries>,
+}
+
+impl Unpacked {
+    fn find(&mut self, relative: &str) -> PathBuf {
+        let path = self.dir.join(relative);
+        if executable(&path).is_none() {
+            self.missing.push(format!(
+                "{relative}: not an executable file in {}={} (run {})",
+                self.var,
+                self.dir.display(),
+                self.script
+            ));
         }
-        Ok(binaries)
+        path
+    }
+
+    fn check(self, what: &str) -> Result<DockerBinaries> {
+        if !self.missing.is_empty() {
+            bail!("{what} test prerequisites missing:\n  - {}", self.missing.join("\n  - "));
+        }
+        Ok(self.binaries.expect("set by unpacked"))
     }
 }

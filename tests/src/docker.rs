@@ -1,7 +1,9 @@
 //! `Docker`: a private dockerd (Debian sid's Docker 28, scripts/install-docker)
 //! on a test [`Env`]'s containerd 2.x, with ferrum as the runtime `ferrum` and
 //! ferrum-snapshotter as its storage driver, next to Docker's default runc
-//! runtime. Everything is under the Env's temp dir; dockerd runs in a network
+//! runtime — or bookworm's Docker 20.10 (scripts/install-docker20) on
+//! containerd 1.6 with the `ferrum` CLI as the added runtime `ferrum` (its
+//! `path`) and overlay2. Everything is under the Env's temp dir; dockerd runs in a network
 //! namespace of its own, with Docker's default networking (bridge, iptables,
 //! docker-proxy) inside it, so no link, chain or sysctl of the host's is ever
 //! touched. Drop removes it all, also when the test panicked.
@@ -67,6 +69,30 @@ impl Layout {
     }
 }
 
+/// Which dockerd a [`Docker`] runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Release {
+    /// sid's Docker 28 on containerd 2.x: ferrum's shim and snapshotter.
+    Docker28,
+    /// bookworm's Docker 20.10 on containerd 1.6: the ferrum CLI, as runc is
+    /// driven (containerd's runc-v2 shim with the CLI as its binary).
+    Docker20,
+}
+
+impl Release {
+    /// The daemon.json: for 28 the one the README ships.
+    fn daemon_json(self) -> String {
+        match self {
+            Release::Docker28 => DAEMON_JSON.to_string(),
+            Release::Docker20 => serde_json::json!({
+                "runtimes": { DOCKER_FERRUM: { "path": crate::ferrum_binary("ferrum") } },
+                "storage-driver": "overlay2",
+            })
+            .to_string(),
+        }
+    }
+}
+
 /// A private dockerd for one test (see the module doc). Its containers live in
 /// the Env's containerd namespace and under the cgroup parent `/<namespace>`, so
 /// the Env's footprint finds them; [`Docker::footprint`] adds dockerd's own
@@ -75,6 +101,7 @@ pub struct Docker {
     footprint: Footprint,
     layout: Layout,
     binaries: DockerBinaries,
+    release: Release,
     dockerd: Option<Child>,
     /// Last: dropped after Drop::drop stopped dockerd, it stops containerd.
     env: Env,
@@ -83,7 +110,16 @@ pub struct Docker {
 impl Docker {
     /// containerd 2.x with ferrum-snapshotter (an [`Env`]), then dockerd on it.
     pub fn start() -> Result<Docker> {
-        let binaries = DockerBinaries::locate(containerd_config_schema()?)?;
+        Docker::start_release(Release::Docker28)
+    }
+
+    /// An [`Env`] (containerd 2.x for Docker 28, the lane's for 20.10), then
+    /// `release`'s dockerd on it.
+    pub fn start_release(release: Release) -> Result<Docker> {
+        let binaries = match release {
+            Release::Docker28 => DockerBinaries::locate(containerd_config_schema()?)?,
+            Release::Docker20 => DockerBinaries::locate_20()?,
+        };
         let env = Env::start()?;
         let layout = Layout::new(env.root_dir());
         // From here on, dropping `docker` on an error cleans up whatever was started.
@@ -91,6 +127,7 @@ impl Docker {
             footprint: env.footprint().with_docker(DockerTraces::begin()),
             layout,
             binaries,
+            release,
             dockerd: None,
             env,
         };
@@ -100,7 +137,12 @@ impl Docker {
 
     /// For tests: a Docker with the busybox image loaded, or a panic saying why not.
     pub fn with_busybox() -> (Docker, String) {
-        let docker = Docker::start().expect("starting dockerd on containerd with ferrum");
+        Docker::release_with_busybox(Release::Docker28)
+    }
+
+    /// [`Docker::with_busybox`] for `release`.
+    pub fn release_with_busybox(release: Release) -> (Docker, String) {
+        let docker = Docker::start_release(release).expect("starting dockerd on containerd with ferrum");
         let image = docker.load_busybox().expect("loading busybox");
         (docker, image)
     }
@@ -233,6 +275,14 @@ impl Docker {
         Ok(text.trim().to_string())
     }
 
+    /// Where containerd's runc shim has the runtime keep the state of
+    /// dockerd's containers (its `--root`). Docker 20.10 points every runtime
+    /// given by path at `<exec-root>/runtime-runc`, runc's own: the shape of
+    /// a container's state.json tells which runtime wrote it.
+    pub fn runtime_root(&self) -> PathBuf {
+        self.layout.exec_root.join("runtime-runc").join(self.env.namespace())
+    }
+
     /// The Env under dockerd (its containerd, namespace, temp dir).
     pub fn env(&self) -> &Env {
         &self.env
@@ -261,7 +311,8 @@ impl Docker {
         for dir in [&layout.cli_config, &layout.tmp] {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        fs::write(&layout.config, DAEMON_JSON).with_context(|| format!("writing {}", layout.config.display()))?;
+        fs::write(&layout.config, self.release.daemon_json())
+            .with_context(|| format!("writing {}", layout.config.display()))?;
         let namespace = self.env.namespace().to_string();
         let log = log_file(&layout.log)?;
         // util-linux's unshare execs in the new network namespace (no fork),
@@ -354,6 +405,36 @@ impl Drop for Docker {
         // Then `env` drops: shims, containerd, ferrum-snapshotter, mounts,
         // cgroups and the temp dir.
     }
+}
+
+/// `BASE-runc` or `BASE-ferrum`: container, network and volume names.
+pub fn name(base: &str, runtime: &str) -> String {
+    format!("{base}-{runtime}")
+}
+
+/// Runs `check` under runc, then under ferrum: ferrum's result must be
+/// runc's. Returns runc's, for the test to say what it must be.
+#[track_caller]
+pub fn same_on_both<T: PartialEq + std::fmt::Debug>(what: &str, check: impl Fn(&str) -> T) -> T {
+    let runc = check(DOCKER_RUNC);
+    let ferrum = check(DOCKER_FERRUM);
+    assert_eq!(ferrum, runc, "{what}: ferrum (left) differs from runc (right)");
+    runc
+}
+
+/// Removes every container through Docker; then nothing of them may be left
+/// under the Env, and once the harness is dropped nothing at all.
+#[track_caller]
+pub fn finish(docker: Docker) {
+    const GRACE: Duration = Duration::from_secs(10);
+    let all = docker.docker(&["ps", "-aq"]);
+    for id in all.assert_ok().stdout.split_whitespace() {
+        docker.docker(&["rm", "-f", "-v", id]).assert_ok();
+    }
+    assert_eq!(docker.leftovers_after(GRACE), Vec::<String>::new(), "left behind by Docker's removal of its containers");
+    let footprint = docker.footprint().clone();
+    drop(docker);
+    assert_eq!(footprint.leftovers_after(GRACE), Vec::<String>::new(), "left behind by the Docker harness");
 }
 
 /// `run --runtime RUNTIME FLAGS… IMAGE ARGS…`

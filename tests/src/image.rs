@@ -133,8 +133,17 @@ impl ImageBuilder {
             "manifests": [manifest_entry],
         });
 
+        // docker-archive's manifest.json beside the layout: Docker 20.10's
+        // `docker load` reads only that; containerd and Docker 28 read the
+        // OCI index and take this one as the same image.
+        let blob_path = |b: &Blob| format!("blobs/sha256/{}", b.digest.trim_start_matches("sha256:"));
+        let docker_manifest = json!([{
+            "Config": blob_path(&config),
+            "RepoTags": [self.name],
+            "Layers": layers.iter().map(blob_path).collect::<Vec<_>>(),
+        }]);
         let blobs = layers.iter().chain([&config, &manifest]);
-        write_layout(&index, blobs).with_context(|| format!("writing OCI layout of {}", self.name))
+        write_layout(&index, &docker_manifest, blobs).with_context(|| format!("writing OCI layout of {}", self.name))
     }
 }
 
@@ -171,10 +180,11 @@ fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
-fn write_layout<'a>(index: &Value, blobs: impl Iterator<Item = &'a Blob>) -> io::Result<Vec<u8>> {
+fn write_layout<'a>(index: &Value, docker_manifest: &Value, blobs: impl Iterator<Item = &'a Blob>) -> io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     append_file(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     append_file(&mut tar, "index.json", &serde_json::to_vec(index)?)?;
+    append_file(&mut tar, "manifest.json", &serde_json::to_vec(docker_manifest)?)?;
     append_dir(&mut tar, "blobs/")?;
     append_dir(&mut tar, "blobs/sha256/")?;
     // Two identical layers share one blob.

@@ -25,41 +25,10 @@ mod docker {
     pub mod storage;
 }
 
-use std::fmt::Debug;
-use std::time::Duration;
-
+use ferrum_tests::docker::{finish, name, same_on_both};
 use ferrum_tests::{Docker, DOCKER_FERRUM, DOCKER_RUNC};
 
-const GRACE: Duration = Duration::from_secs(10);
-
-/// `BASE-runc` or `BASE-ferrum`: container, network and volume names.
-fn name(base: &str, runtime: &str) -> String {
-    format!("{base}-{runtime}")
-}
-
-/// Runs `check` under runc, then under ferrum: ferrum's result must be
-/// runc's. Returns runc's, for the test to say what it must be.
-#[track_caller]
-fn same_on_both<T: PartialEq + Debug>(what: &str, check: impl Fn(&str) -> T) -> T {
-    let runc = check(DOCKER_RUNC);
-    let ferrum = check(DOCKER_FERRUM);
-    assert_eq!(ferrum, runc, "{what}: ferrum (left) differs from runc (right)");
-    runc
-}
-
-/// Removes every container through Docker; then nothing of them may be left
-/// under the Env, and once the harness is dropped nothing at all.
-#[track_caller]
-fn finish(docker: Docker) {
-    let all = docker.docker(&["ps", "-aq"]);
-    for id in all.assert_ok().stdout.split_whitespace() {
-        docker.docker(&["rm", "-f", "-v", id]).assert_ok();
-    }
-    assert_eq!(docker.leftovers_after(GRACE), Vec::<String>::new(), "left behind by Docker's removal of its containers");
-    let footprint = docker.footprint().clone();
-    drop(docker);
-    assert_eq!(footprint.leftovers_after(GRACE), Vec::<String>::new(), "left behind by the Docker harness");
-}
+const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the Docker lane runs is what examples/docker-daemon.json says:
 /// ferrum-snapshotter as the storage driver, on containerd's image store,
