@@ -471,4 +471,61 @@ mod direct {
         let diff = runc.differences("runc", &ferrum, "ferrum");
         assert!(diff.is_empty(), "ferrum's container differs from runc's:\n{diff}");
     }
+
+    /// The six hook kinds, each noting its kind and the status it was given,
+    /// through create, start, the process's exit and delete: the spec's order
+    /// under ferrum, runc 1.1.5's where it keeps the spec's.
+    #[test]
+    fn hooks_run_in_the_specs_order() {
+        let b = Bundle::new("hooks", &["true"], |_| {});
+        let log_dir = b.path().join("hooks");
+        std::fs::create_dir(&log_dir).unwrap();
+        // The status from the state on stdin; startContainer runs in the
+        // container, where the log dir is bound at /hooks.
+        let note = |kind: &str, dir: &str| {
+            let script = format!(r#"read -r s; echo "{kind} $(echo "$s" | sed 's/.*"status":"\([a-z]*\)".*/\1/')" >> {dir}/log"#);
+            serde_json::json!({ "path": "/bin/sh", "args": ["sh", "-c", script] })
+        };
+        let host = log_dir.display().to_string();
+        let hooks = serde_json::json!({
+            "prestart": [note("prestart", &host)],
+            "createRuntime": [note("createRuntime", &host)],
+            // Before pivot_root: the container's mount namespace, the host's root.
+            "createContainer": [note("createContainer", &host)],
+            "startContainer": [note("startContainer", "/hooks")],
+            "poststart": [note("poststart", &host)],
+            "poststop": [note("poststop", &host)],
+        });
+        let mount = serde_json::json!({ "destination": "/hooks", "type": "bind", "source": host, "options": ["rbind", "rw"] });
+        let file = b.path().join("config.json");
+        let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        spec["hooks"] = hooks;
+        spec["mounts"].as_array_mut().unwrap().push(mount);
+        std::fs::write(&file, spec.to_string()).unwrap();
+        let bundle = b.path().display().to_string();
+        let mut b = b;
+        let [runc, ferrum] = ["runc", "ferrum"].map(|runtime| {
+            let id = format!("h-{runtime}");
+            b.ok(runtime, &["create", "--bundle", &bundle, &id]);
+            b.ok(runtime, &["start", &id]);
+            b.wait_status(runtime, &id, "stopped");
+            b.ok(runtime, &["delete", &id]);
+            let log = std::fs::read_to_string(log_dir.join("log")).unwrap_or_default();
+            std::fs::remove_file(log_dir.join("log")).ok();
+            log.lines().map(str::to_string).collect::<Vec<_>>()
+        });
+        let spec_order = [
+            "prestart creating",
+            "createRuntime creating",
+            "createContainer creating",
+            "startContainer created",
+            "poststart running",
+            "poststop stopped",
+        ];
+        assert_eq!(ferrum, spec_order, "ferrum's hooks (runc's: {runc:?})");
+        // runc 1.1.5 runs poststart as soon as init opens the exec FIFO:
+        // before startContainer, with the status still `created`.
+        let runc_order = [spec_order[0], spec_order[1], spec_order[2], "poststart created", spec_order[3], spec_order[5]];
+        assert_eq!(runc, runc_order, "runc's hooks");
+    }
 }
