@@ -198,6 +198,12 @@ impl Env {
     /// container; panics if any step fails.
     pub fn remove_task(&self, id: &str) {
         self.ctr(&["tasks", "kill", "--signal", "SIGKILL", id]).assert_ok();
+        self.remove_killed_task(id);
+    }
+
+    /// Delete task `id`, which was killed, once it has stopped, and remove
+    /// its container; panics if either fails.
+    pub fn remove_killed_task(&self, id: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let deleted = self.ctr(&["tasks", "delete", id]);
@@ -366,6 +372,11 @@ impl Env {
             bail!("importing {file} failed\n{out}");
         }
         Ok(())
+    }
+
+    /// containerd's pid, while it runs.
+    pub fn containerd_pid(&self) -> Option<i32> {
+        self.containerd.as_ref().map(|c| c.id() as i32)
     }
 
     /// Mounts under the temp dir, live shims of this containerd, container cgroups

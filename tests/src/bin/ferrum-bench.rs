@@ -11,7 +11,9 @@
 //! - ferrum-snapshotter against containerd's overlayfs (see
 //!   `ferrum_tests::snapshot_bench`).
 //!
-//! Usage: ferrum-bench [snapshotter|systemd|baseline] [N]   (scripts/bench
+//! - `density`: N idle containers per runtime at once (see `density.rs`).
+//!
+//! Usage: ferrum-bench [snapshotter|systemd|baseline|density] [N]   (scripts/bench
 //! builds release binaries and runs it; `snapshotter` runs only the
 //! snapshotter part, `systemd` only `ctr run` with both runtimes' systemd
 //! cgroup drivers, in a `SystemdNode`; `baseline` ferrum against another
@@ -20,6 +22,8 @@
 
 #[path = "ferrum-bench/cri.rs"]
 mod cri;
+#[path = "ferrum-bench/density.rs"]
+mod density;
 
 use anyhow::{bail, Context, Result};
 use ferrum_tests::Env;
@@ -346,10 +350,14 @@ fn main() -> Result<()> {
     let only_snapshotter = args.first().is_some_and(|a| a == "snapshotter");
     let only_systemd = args.first().is_some_and(|a| a == "systemd");
     let baseline = args.first().is_some_and(|a| a == "baseline");
-    if only_snapshotter || only_systemd || baseline {
+    let density = args.first().is_some_and(|a| a == "density");
+    if only_snapshotter || only_systemd || baseline || density {
         args.remove(0);
     }
     let n: usize = args.first().map(|a| a.parse()).transpose()?.unwrap_or(20);
+    if density {
+        return density::run(n);
+    }
     if only_systemd {
         return systemd_drivers(n);
     }
