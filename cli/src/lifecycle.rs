@@ -44,10 +44,22 @@ pub fn run(g: &mut Global, args: &[String]) -> Result<i32> {
     let a = parse(args, &CREATE)?;
     let id = one_id("run", &a.positional)?;
     let mut c = new_container(g, id, &a)?;
-    let started = c.start();
     let pid = c.pid();
-    finish_create(g, c, started, &a)?;
-    if a.has("detach") {
+    let detach = a.has("detach");
+    // In the foreground with a terminal and no console socket, ours is the
+    // container's, as with runc.
+    let attach = !detach && a.value("console-socket").is_none();
+    match if attach { c.take_console() } else { None } {
+        Some(master) => console::attach(master, || {
+            let started = c.start();
+            finish_create(g, c, started, &a)
+        })?,
+        None => {
+            let started = c.start();
+            finish_create(g, c, started, &a)?;
+        }
+    }
+    if detach {
         return Ok(0);
     }
     let code = wait_exit(pid)?;

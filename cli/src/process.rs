@@ -47,7 +47,7 @@ fn exec_inner(g: &mut Global, args: &[String]) -> Result<i32> {
     if c.status() != "running" {
         bail!("cannot exec in a {} container", c.status());
     }
-    let process = match a.value("process") {
+    let mut process: Process = match a.value("process") {
         Some(file) => {
             let text = std::fs::read(file).with_context(|| format!("read {file}"))?;
             serde_json::from_slice(&text).with_context(|| format!("decode process {file}"))?
@@ -62,12 +62,19 @@ fn exec_inner(g: &mut Global, args: &[String]) -> Result<i32> {
     }
     let detach = a.has("detach");
     let terminal = process.terminal().unwrap_or(false);
+    // In the foreground with a terminal and no console socket, ours is the
+    // process's, as with runc: its pty is born with our size.
+    let attach = terminal && !detach && a.value("console-socket").is_none();
     match (terminal, a.value("console-socket")) {
-        (true, None) => bail!("a terminal needs --console-socket: ferrum does not attach one itself"),
+        (true, None) if detach => bail!("cannot allocate tty if runc will detach without setting console socket"),
         (false, Some(_)) => bail!("cannot use console socket if runc will not detach or allocate tty"),
         _ => {}
     }
-    let started = c.exec(&process, runtime_core::Stdio { extra: extra.fds, ..own_stdio()? })?;
+    if let Some(size) = console::our_size().filter(|_| attach) {
+        let b = oci_spec::runtime::BoxBuilder::default().height(size.ws_row).width(size.ws_col).build()?;
+        process.set_console_size(Some(b));
+    }
+    let mut started = c.exec(&process, runtime_core::Stdio { extra: extra.fds, ..own_stdio()? })?;
     if let (Some(master), Some(socket)) = (&started.console, a.value("console-socket")) {
         console::send_master(socket, master)?;
     }
@@ -76,6 +83,9 @@ fn exec_inner(g: &mut Global, args: &[String]) -> Result<i32> {
     }
     if detach {
         return Ok(0);
+    }
+    if let Some(master) = started.console.take().filter(|_| attach) {
+        console::attach(master, || Ok(()))?;
     }
     wait_exit(started.pid)
 }

@@ -166,6 +166,12 @@ fn plain_command(ctr: &Path, address: &Path, namespace: &str, args: &[String]) -
 
 /// `ctr --address A --namespace N ARGS…` as a Command (with `--fifo-dir` as in
 /// `run_ctr`), for a test that drives ctr's stdio and lifetime itself.
+/// `command` with a terminal as its stdio (`script`), and `input`, if any,
+/// typed into it; the output is the terminal's. Killed after 60 s.
+pub fn in_terminal(command: Command, input: Option<&[u8]>) -> CtrOutput {
+    run_program(Terminal::Yes, command, input, Duration::from_secs(60))
+}
+
 pub(crate) fn command(ctr: &Path, address: &Path, namespace: &str, fifo_dir: &Path, args: &[&str]) -> Command {
     plain_command(ctr, address, namespace, &with_fifo_dir(args, fifo_dir))
 }

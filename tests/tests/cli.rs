@@ -528,4 +528,37 @@ mod direct {
         let runc_order = [spec_order[0], spec_order[1], spec_order[2], "poststart created", spec_order[3], spec_order[5]];
         assert_eq!(runc, runc_order, "runc's hooks");
     }
+
+    /// `run` and `exec -t` in the foreground without a console socket attach
+    /// our own terminal, as runc's do: the process's tty, what it prints,
+    /// what is typed to it, and its exit status.
+    #[test]
+    fn run_and_exec_attach_our_terminal_as_runcs() {
+        use ferrum_tests::ctr::in_terminal;
+        let script = "tty; read -r line; echo \"got $line\"; exit 3";
+        let tty = Bundle::new("tty", &["sh", "-c", script], |spec| spec["process"]["terminal"] = true.into());
+        let mut idle = Bundle::new("tty-exec", &["sleep", "1000"], |_| {});
+        // The terminals echo what is typed whenever it arrives: those lines
+        // are left out, the rest is the process's.
+        let shown = |out: ferrum_tests::CtrOutput| {
+            let lines: Vec<&str> = out.stdout.split("\r\n").flat_map(|l| l.split('\n')).collect();
+            (out.status, lines.into_iter().filter(|l| !["typed", "more", ""].contains(l)).collect::<Vec<_>>().join("\n"))
+        };
+        let [runc, ferrum] = ["runc", "ferrum"].map(|runtime| {
+            let bundle = tty.path().display().to_string();
+            let run = tty.cmd(runtime, &["run", "--bundle", &bundle, &format!("t-{runtime}")]);
+            let run = shown(in_terminal(run, Some(b"typed\n")));
+            let id = format!("x-{runtime}");
+            idle.ok(runtime, &["run", "-d", "--bundle", &idle.path().display().to_string(), &id]);
+            let exec = idle.cmd(runtime, &["exec", "-t", &id, "sh", "-c", script]);
+            let exec = shown(in_terminal(exec, Some(b"more\n")));
+            idle.ok(runtime, &["delete", "--force", &id]);
+            (run, exec)
+        });
+        assert_eq!(ferrum, runc, "ferrum (left) differs from runc (right)");
+        let ((status, out), (exec_status, exec_out)) = ferrum;
+        assert_eq!((status, exec_status), (Some(3), Some(3)));
+        assert_eq!(out, "/dev/pts/0\ngot typed");
+        assert!(exec_out.starts_with("/dev/pts/") && exec_out.ends_with("\ngot more"), "{exec_out:?}");
+    }
 }
