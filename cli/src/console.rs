@@ -33,6 +33,7 @@ pub fn attach(master: OwnedFd, start: impl FnOnce() -> Result<()>) -> Result<()>
     }
     let _raw = RawMode::enter();
     start()?;
+    forward_resizes(&master)?;
     let mut input = File::from(master.try_clone().context("copy the console's fd")?);
     // Ends with our stdin, or with the process (std::process::exit).
     std::thread::spawn(move || std::io::copy(&mut std::io::stdin().lock(), &mut input));
@@ -51,6 +52,28 @@ pub fn attach(master: OwnedFd, start: impl FnOnce() -> Result<()>) -> Result<()>
             Err(_) => return Ok(()),
         }
     }
+}
+
+/// Our terminal's size changes (SIGWINCH) passed on to the pty by a thread
+/// of its own, which reads them from a signalfd: SIGWINCH is blocked in
+/// this thread first, so every thread made after inherits the block.
+fn forward_resizes(master: &OwnedFd) -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::SignalFd;
+    let pty = master.try_clone().context("copy the console's fd")?;
+    let mut winch = SigSet::empty();
+    winch.add(Signal::SIGWINCH);
+    winch.thread_block().context("block SIGWINCH")?;
+    let signals = SignalFd::new(&winch).context("signalfd for SIGWINCH")?;
+    std::thread::spawn(move || {
+        while let Ok(Some(_)) = signals.read_signal() {
+            if let Some(size) = our_size() {
+                // SAFETY: TIOCSWINSZ with a valid winsize on a pty fd we own.
+                unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Our stdin's window size, when it is a terminal.

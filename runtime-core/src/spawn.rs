@@ -111,8 +111,8 @@ fn spawn_init(birth: Birth, stdio: &Stdio) -> io::Result<Spawned> {
     let gate_fd: RawFd = if gated { channel_fd + 1 } else { -1 };
     let gate_write_fd: RawFd = gate_write.as_ref().map_or(-1, |w| w.as_raw_fd());
 
-    let args = init_argv(channel_fd).map(|a| CString::new(a).expect("no NUL in init's argv"));
-    let argv = [args[0].as_ptr(), args[1].as_ptr(), args[2].as_ptr(), std::ptr::null()];
+    let argv_strings = init_argv(channel_fd).map(|a| CString::new(a).expect("no NUL in init's argv"));
+    let argv = [argv_strings[0].as_ptr(), argv_strings[1].as_ptr(), argv_strings[2].as_ptr(), std::ptr::null()];
     let envp = [std::ptr::null::<libc::c_char>()];
     let empty = CString::new("").expect("static");
     // With a user namespace to join, the intermediate clones init with the

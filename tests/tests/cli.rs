@@ -561,4 +561,50 @@ mod direct {
         assert_eq!(out, "/dev/pts/0\ngot typed");
         assert!(exec_out.starts_with("/dev/pts/") && exec_out.ends_with("\ngot more"), "{exec_out:?}");
     }
+
+    /// A foreground `run` passes its terminal's size changes on to the
+    /// container's pty, as runc's does: the terminal is a pty of the test's,
+    /// resized (and the runtime sent SIGWINCH, as a terminal does) while the
+    /// process waits; it then prints its size.
+    #[test]
+    fn a_foreground_run_passes_on_resizes_as_runcs() {
+        use nix::pty::{openpty, Winsize};
+        use std::io::Read;
+        let b = Bundle::new("winch", &["sh", "-c", "stty size; sleep 1; stty size"], |spec| {
+            spec["process"]["terminal"] = true.into()
+        });
+        let bundle = b.path().display().to_string();
+        let [runc, ferrum] = ["runc", "ferrum"].map(|runtime| {
+            let size = |rows, cols| Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+            let pty = openpty(Some(&size(24, 80)), None).unwrap();
+            let run = b.cmd(runtime, &["run", "--bundle", &bundle, &format!("w-{runtime}")]);
+            // Bounded: a runtime that hangs must fail the test, not stall it.
+            let mut c = std::process::Command::new("timeout");
+            c.arg("20").arg(run.get_program()).args(run.get_args());
+            c.stdin(pty.slave.try_clone().unwrap()).stdout(pty.slave.try_clone().unwrap());
+            let mut child = c.spawn().unwrap();
+            // The Command holds its copies of the slave: only once they and
+            // ours are closed does the master read EIO after the runtime.
+            drop(c);
+            drop(pty.slave);
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            // SAFETY: TIOCSWINSZ with a valid winsize on the master we own.
+            unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&pty.master), libc::TIOCSWINSZ, &size(40, 100)) };
+            // timeout(1) does not pass SIGWINCH on: the runtime, its only
+            // child, gets it directly, as a terminal would send it.
+            let runtime_pid = std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id())).unwrap();
+            let runtime_pid: i32 = runtime_pid.trim().parse().unwrap();
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(runtime_pid), nix::sys::signal::Signal::SIGWINCH).unwrap();
+            let mut out = Vec::new();
+            // Ends with EIO once the runtime and the container are gone.
+            let _ = std::fs::File::from(pty.master).read_to_end(&mut out);
+            assert!(child.wait().unwrap().success(), "{runtime}");
+            String::from_utf8_lossy(&out).replace('\r', "")
+        });
+        // After the resize, the same. Before it runc 1.1.5 sizes the pty only
+        // once the process runs, and loses that race here (its process's
+        // first `stty size` fails); ferrum sizes it before the start.
+        assert_eq!(ferrum.lines().last(), runc.lines().last(), "after the resize: ferrum (left), runc (right)");
+        assert_eq!(ferrum, "24 80\n40 100\n");
+    }
 }
