@@ -160,23 +160,23 @@ impl DockerBinaries {
                     .to_string(),
             );
         }
-        let mut tree = Self::unpacked("FERRUM_DOCKER_DIR", "scripts/install-docker", missing)?;
+        let (mut tree, mut binaries) = Self::unpacked("FERRUM_DOCKER_DIR", "scripts/install-docker", missing)?;
         // The unpacked nginx and nginx-common packages with their libraries.
         let nginx = tree.find("nginx/usr/sbin/nginx");
-        if let Some(binaries) = tree.binaries.as_mut() {
-            binaries.nginx_tree = nginx.ancestors().nth(3).expect("nginx/usr/sbin/nginx has three parents").into();
-        }
-        tree.check("Docker")
+        binaries.nginx_tree = nginx.ancestors().nth(3).expect("nginx/usr/sbin/nginx has three parents").into();
+        tree.check("Docker", binaries)
     }
 
     /// Docker 20.10 (scripts/install-docker20), for the `ferrum` CLI as an
     /// added runtime on containerd 1.6. It has no nginx tree.
     pub fn locate_20() -> Result<DockerBinaries> {
-        Self::unpacked("FERRUM_DOCKER20_DIR", "scripts/install-docker20", Vec::new())?.check("Docker 20.10")
+        let (tree, binaries) = Self::unpacked("FERRUM_DOCKER20_DIR", "scripts/install-docker20", Vec::new())?;
+        tree.check("Docker 20.10", binaries)
     }
 
-    /// Docker's programs in the tree `$var` names, which `script` unpacks.
-    fn unpacked(var: &'static str, script: &'static str, mut missing: Vec<String>) -> Result<Unpacked> {
+    /// Docker's programs in the tree `$var` names, which `script` unpacks,
+    /// and the tree, which keeps what is missing for `check`.
+    fn unpacked(var: &'static str, script: &'static str, mut missing: Vec<String>) -> Result<(Unpacked, DockerBinaries)> {
         for tool in ["iptables", "ip"] {
             if on_path(tool).is_none() {
                 missing.push(format!(
@@ -189,15 +189,15 @@ impl DockerBinaries {
             missing.push(format!("{var}: unset; {var}=$({script})"));
             bail!("Docker test prerequisites missing:\n  - {}", missing.join("\n  - "));
         };
-        let mut tree = Unpacked { dir, var, script, missing, binaries: None };
-        tree.binaries = Some(DockerBinaries {
+        let mut tree = Unpacked { dir, var, script, missing };
+        let binaries = DockerBinaries {
             dockerd: tree.find("usr/sbin/dockerd"),
             docker: tree.find("usr/bin/docker"),
             docker_proxy: tree.find("usr/sbin/docker-proxy"),
             docker_init: tree.find("usr/bin/docker-init"),
             nginx_tree: PathBuf::new(),
-        });
-        Ok(tree)
+        };
+        Ok((tree, binaries))
     }
 }
 
@@ -207,7 +207,6 @@ struct Unpacked {
     var: &'static str,
     script: &'static str,
     missing: Vec<String>,
-    binaries: Option<DockerBinaries>,
 }
 
 impl Unpacked {
@@ -224,10 +223,11 @@ impl Unpacked {
         path
     }
 
-    fn check(self, what: &str) -> Result<DockerBinaries> {
+    /// `binaries`, found in this tree, or one error listing what it lacks.
+    fn check(self, what: &str, binaries: DockerBinaries) -> Result<DockerBinaries> {
         if !self.missing.is_empty() {
             bail!("{what} test prerequisites missing:\n  - {}", self.missing.join("\n  - "));
         }
-        Ok(self.binaries.expect("set by unpacked"))
+        Ok(binaries)
     }
 }
