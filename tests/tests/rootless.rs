@@ -147,9 +147,11 @@ fn host_network_sys_devices_and_read_only_volumes() {
     std::fs::create_dir(&volume).unwrap();
     nix::unistd::chown(&volume, Some(nix::unistd::Uid::from_raw(rl.uid())), None).unwrap();
     let mount = format!("type=bind,src={},dst=/vol,options=rbind:ro", volume.display());
+    // The sleep: runc-v2 copies output after the exit, and in the slow
+    // guest lost the last line without it.
     let script = "grep -E ' /sys(/fs/cgroup)? ' /proc/self/mountinfo | cut -d' ' -f6 | cut -d, -f1 | sort -u; \
                   stat -c '%t:%T' /dev/null; echo x > /dev/null && echo null-ok; \
-                  touch /vol/f 2>/dev/null || echo vol-ro; touch /sys/x 2>/dev/null || echo sys-ro";
+                  touch /vol/f 2>/dev/null || echo vol-ro; touch /sys/x 2>/dev/null || echo sys-ro; sleep 0.2";
     let flags = ["--cgroup", "", "--cpu-shares", "0", "--mount", &mount];
     let own_network = run(&rl, RUNC_RUNTIME, &flags, "n1", &["sh", "-c", script]);
     let host_network = [&["--net-host"][..], &flags].concat();
