@@ -1,6 +1,8 @@
 //! The container as the caller sees it: create (init set up and waiting),
 //! start, signal, delete, and load from disk after a restart.
 
+mod checkpoint;
+
 use crate::cgroup::systemd::{self, UnitPath};
 use crate::cgroup::{Cgroup, CgroupDriver};
 use crate::channel::Channel;
@@ -133,15 +135,7 @@ impl Container {
             process.set_env(Some(env));
             spec.set_process(Some(process));
         }
-        let dir = opts.state_root.join(id);
-        std::fs::create_dir_all(&opts.state_root).ctx(id, || format!("create {}", opts.state_root.display()))?;
-        // The state is the runtime's alone (init reaches the exec FIFO by fd).
-        match std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::AlreadyExists { id: id.into() })
-            }
-            other => other.ctx(id, || format!("create {}", dir.display()))?,
-        }
+        let dir = make_state_dir(&opts.state_root, id)?;
         let ns = Namespaces::from_spec(&spec);
         let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
         // Checked before anything runs; a systemd unit needs the init's pid.
@@ -546,6 +540,17 @@ impl Container {
     }
 }
 
+/// `<state_root>/<id>`, new: the state is the runtime's alone (init reaches
+/// the exec FIFO by fd).
+fn make_state_dir(state_root: &Path, id: &str) -> Result<PathBuf> {
+    let dir = state_root.join(id);
+    std::fs::create_dir_all(state_root).ctx(id, || format!("create {}", state_root.display()))?;
+    match std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists { id: id.into() }),
+        other => other.ctx(id, || format!("create {}", dir.display())).map(|()| dir),
+    }
+}
+
 /// Where the container's cgroup will be, known before its init exists.
 enum Placement {
     Cgroupfs(Cgroup),
@@ -646,16 +651,25 @@ fn run_hooks(kind: HookKind, spec: &Spec, state: &HookState, all: bool) -> std::
         return Ok(Vec::new());
     }
     let request = InitRequest::Hooks { kind, hooks: hooks.to_vec(), state: hooks::encode(kind, state)?, all };
+    in_runner("hook runner", &request, &[])
+}
+
+/// Have a runner (our binary re-executed in our namespaces, single-threaded)
+/// do `request` with `fds`, and wait for its answer: the warnings of its
+/// Ready, or its failure.
+fn in_runner(what: &str, request: &InitRequest, fds: &[OwnedFd]) -> std::result::Result<Vec<String>, String> {
     let mut runner = spawn_in_pid_namespace(None, Default::default(), &Stdio::default())
-        .map_err(|e| format!("start the hook runner: {e}"))?;
-    let reply = runner.channel.send(&request).and_then(|()| runner.channel.recv::<InitReply>());
+        .map_err(|e| format!("start the {what}: {e}"))?;
+    let sent = runner.channel.send(request);
+    let sent = fds.iter().fold(sent, |sent, fd| sent.and_then(|()| runner.channel.send_fd(fd.as_raw_fd())));
+    let reply = sent.and_then(|()| runner.channel.recv::<InitReply>());
     // The runner exits once it answered; a subreaping caller may reap it first.
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(runner.pid), None);
     match reply {
         Ok(Some(InitReply::Ready { warnings, .. })) => Ok(warnings),
         Ok(Some(InitReply::Failed { message })) => Err(message),
-        Ok(_) => Err("the hook runner exited without an answer".into()),
-        Err(e) => Err(format!("hook runner: {e}")),
+        Ok(_) => Err(format!("the {what} exited without an answer")),
+        Err(e) => Err(format!("{what}: {e}")),
     }
 }
 

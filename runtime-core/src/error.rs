@@ -20,6 +20,10 @@ pub enum Error {
     #[error("container {id}: {message}")]
     Init { id: String, message: String },
 
+    /// Checkpoint or restore: refused, or CRIU failed (its own words).
+    #[error("container {id}: {message}")]
+    Criu { id: String, message: String },
+
     #[error("container {id} does not exist")]
     NotFound { id: String },
 

@@ -33,6 +33,7 @@ mod channel;
 pub mod cgroup;
 mod clone3;
 mod container;
+mod criu;
 mod error;
 mod exec_fifo;
 mod features;
@@ -55,6 +56,7 @@ mod state;
 mod sys;
 
 pub use container::{Container, CreateOptions, ExecProcess};
+pub use criu::{CheckpointOptions, RestoreOptions};
 pub use protocol::SetupOptions;
 pub use spawn::Stdio;
 pub use error::{Error, Result};

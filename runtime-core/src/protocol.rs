@@ -34,6 +34,14 @@ pub(crate) enum InitRequest {
     /// namespaces, single-threaded and the hooks' only reaper), then exit.
     /// With `all`, failures come back as warnings of a Ready.
     Hooks { kind: HookKind, hooks: Vec<oci_spec::runtime::Hook>, state: Vec<u8>, all: bool },
+    /// Run CRIU with `args` (this process is in the runtime's namespaces and
+    /// CRIU's only reaper), then exit. `cgroups` fds follow, each a
+    /// cgroup.procs to move into first (CRIU and what it restores are born
+    /// in the container's cgroup), then `inherited` fds to hand CRIU from
+    /// FIRST_INHERITED_FD on.
+    /// `path` is the caller's PATH, where CRIU finds the tools it runs (a
+    /// runner starts with an empty environment).
+    Criu { criu: PathBuf, path: String, args: Vec<String>, work_dir: PathBuf, cgroups: usize, inherited: usize },
 }
 
 #[derive(Serialize, Deserialize)]

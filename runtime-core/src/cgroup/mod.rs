@@ -179,6 +179,31 @@ impl Cgroup {
         }
     }
 
+    /// The directory CRIU freezes the container through.
+    pub(crate) fn freezer_dir(&self) -> Option<&Path> {
+        self.freezer().map(|f| match f {
+            Freezer::V1(d) | Freezer::V2(d) => d,
+        })
+    }
+
+    /// The v1 hierarchies' entries under a container's /sys/fs/cgroup (named
+    /// as `Visible::name`) with this cgroup's directory in each: what a
+    /// container without a cgroup namespace has bound there.
+    pub(crate) fn v1_entries(&self) -> Result<Vec<(String, PathBuf)>> {
+        let mountinfo = procfs::read(Base::OwnProcess, "mountinfo")
+            .map_err(cg_err(Path::new("/proc/self/mountinfo"), "read"))?;
+        let own = procfs::read(Base::OwnProcess, "cgroup").map_err(cg_err(Path::new("/proc/self/cgroup"), "read"))?;
+        Ok(hierarchy::parse(&mountinfo, &own)
+            .into_iter()
+            .filter(|h| !h.key.is_empty())
+            .filter_map(|h| {
+                let name = h.mountpoint.file_name()?.to_string_lossy().into_owned();
+                let dir = self.dirs.iter().find(|d| d.starts_with(&h.mountpoint))?;
+                Some((name, dir.clone()))
+            })
+            .collect())
+    }
+
     /// Whether the freezer holds the cgroup frozen.
     pub fn is_frozen(&self) -> bool {
         self.freezer().is_some_and(|f| f.reached(true))

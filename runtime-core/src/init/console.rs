@@ -69,7 +69,9 @@ pub(super) fn create(size: Option<ConsoleSize>, uid: u32) -> Result<Console> {
             let ws = libc::winsize { ws_row: size.height() as u16, ws_col: size.width() as u16, ws_xpixel: 0, ws_ypixel: 0 };
             libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws);
         }
-        if libc::setsid() < 0 || libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) < 0 {
+        // A container's init has made its session already (see process).
+        let leader = libc::getsid(0) == libc::getpid();
+        if (!leader && libc::setsid() < 0) || libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) < 0 {
             return Err(format!("make the console our controlling terminal: {}", std::io::Error::last_os_error()));
         }
         for fd in 0..3 {

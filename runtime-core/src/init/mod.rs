@@ -4,6 +4,7 @@
 //! start and `execve`s the user's process.
 
 mod capabilities;
+mod criu_runner;
 mod console;
 mod destination;
 mod devices;
@@ -76,6 +77,19 @@ fn run(channel_fd: RawFd) -> i32 {
         InitRequest::Hooks { kind, hooks, state, all } => {
             let reply = match hooks::run_encoded(*kind, hooks, state, *all) {
                 Ok(warnings) => InitReply::Ready { warnings, console: false },
+                Err(message) => InitReply::Failed { message },
+            };
+            return if channel.send(&reply).is_ok() { 0 } else { 1 };
+        }
+        InitRequest::Criu { criu, path, args, work_dir, cgroups, inherited } => {
+            let result = receive_fds(&mut channel, cgroups + inherited)
+                .and_then(|mut fds| {
+                    let inherit = fds.split_off(*cgroups);
+                    criu_runner::prepare(fds, inherit)
+                })
+                .and_then(|()| crate::criu::run(criu, path, args, work_dir));
+            let reply = match result {
+                Ok(()) => InitReply::Ready { warnings: Vec::new(), console: false },
                 Err(message) => InitReply::Failed { message },
             };
             return if channel.send(&reply).is_ok() { 0 } else { 1 };

@@ -88,6 +88,15 @@ pub(super) fn prepare(
             other => other.describe(|| format!("create cwd {}", cwd.display()))?,
         };
     }
+    // A session of its own, terminal or not, as runc's init: the runtime's
+    // session is none of the container's business, and CRIU refuses a tree
+    // whose session leader is outside its pid namespace.
+    if role == Role::Init {
+        // SAFETY: setsid(2); a cloned child is no process group leader.
+        if unsafe { libc::setsid() } < 0 {
+            return Err(format!("make a session: {}", std::io::Error::last_os_error()));
+        }
+    }
     let console = if p.terminal().unwrap_or(false) {
         let c = console::create(p.console_size(), p.user().uid())?;
         if role == Role::Init {

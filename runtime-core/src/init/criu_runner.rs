@@ -1,0 +1,41 @@
+//! The CRIU runner's own setup, before it runs CRIU (see crate::criu): into
+//! the container's cgroup, and the fds CRIU inherits at their numbers.
+
+use super::{Describe, Result};
+use crate::criu::FIRST_INHERITED_FD;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Fds are moved at least this high before they are placed, so that none is
+/// overwritten by the placing of another.
+const PARKED_FDS: i32 = 1000;
+
+/// Join the cgroups (`cgroup.procs` files open for writing) and place
+/// `inherit` at FIRST_INHERITED_FD, FIRST_INHERITED_FD + 1, … without
+/// close-on-exec, for CRIU to find them there.
+pub(super) fn prepare(cgroups: Vec<OwnedFd>, inherit: Vec<OwnedFd>) -> Result<()> {
+    for procs in cgroups {
+        // "0" is the writer itself; CRIU and its restored tree are born here.
+        std::fs::File::from(procs).write_all(b"0").describe(|| "join the container's cgroup".into())?;
+    }
+    let parked = inherit
+        .into_iter()
+        .map(|fd| {
+            // SAFETY: F_DUPFD_CLOEXEC on an fd we own; the new fd is owned below.
+            let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, PARKED_FDS) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error()).describe(|| "move an inherited fd".into());
+            }
+            Ok(unsafe { OwnedFd::from_raw_fd(n) })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for (i, fd) in parked.iter().enumerate() {
+        let target = FIRST_INHERITED_FD + i as i32;
+        // SAFETY: dup2 onto a number this single-threaded process reserves
+        // for CRIU; dup2's copy has no close-on-exec.
+        if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+            return Err(std::io::Error::last_os_error()).describe(|| format!("place an inherited fd at {target}"));
+        }
+    }
+    Ok(())
+}
