@@ -13,10 +13,6 @@ pub fn not_found(what: impl std::fmt::Display) -> ttrpc::Error {
     status(Code::NOT_FOUND, format!("{what}: not found"))
 }
 
-pub fn unimplemented(what: &str) -> ttrpc::Error {
-    status(Code::UNIMPLEMENTED, format!("ferrum: {what} is not implemented yet"))
-}
-
 pub fn from_runtime(e: Error) -> ttrpc::Error {
     let code = match &e {
         Error::NotFound { .. } => Code::NOT_FOUND,

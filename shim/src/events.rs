@@ -6,7 +6,8 @@
 //! one sender and retries keep the order.
 
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused, TaskResumed, TaskStart,
+    TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::{any::Any, timestamp::Timestamp};
 use containerd_shim_protos::protobuf::{MessageDyn, MessageField};
@@ -31,6 +32,7 @@ pub enum Event {
     Paused(TaskPaused),
     Resumed(TaskResumed),
     Oom(TaskOOM),
+    Checkpointed(TaskCheckpointed),
 }
 
 impl Event {
@@ -45,6 +47,7 @@ impl Event {
             Event::Paused(_) => "/tasks/paused",
             Event::Resumed(_) => "/tasks/resumed",
             Event::Oom(_) => "/tasks/oom",
+            Event::Checkpointed(_) => "/tasks/checkpointed",
         }
     }
 
@@ -59,6 +62,7 @@ impl Event {
             Event::Paused(e) => e,
             Event::Resumed(e) => e,
             Event::Oom(e) => e,
+            Event::Checkpointed(e) => e,
         }
     }
 
@@ -74,6 +78,7 @@ impl Event {
             Event::Paused(e) => &e.container_id,
             Event::Resumed(e) => &e.container_id,
             Event::Oom(e) => &e.container_id,
+            Event::Checkpointed(e) => &e.container_id,
         }
     }
 

@@ -5,6 +5,7 @@
 //! through runtime-core — the init of every container it creates.
 
 mod args;
+mod checkpoint;
 mod daemon;
 mod errors;
 mod events;

@@ -42,11 +42,14 @@ pub struct RuntimeOptions {
     /// Handed to runtime-core (move + chroot instead of pivot_root; no keyring of the container's own).
     pub no_pivot_root: bool,
     pub no_new_keyring: bool,
-    // runc's keys that mean nothing without runc or checkpointing: refused when set.
+    /// CRIU's program for checkpoint/restore: a path, or a name on PATH.
+    pub criu_path: String,
+    /// Where a checkpoint's images go when containerd names no path.
+    pub criu_image_path: String,
+    /// CRIU's logs and scratch files (the container's state dir by default).
+    pub criu_work_path: String,
+    // runc's keys that mean nothing without runc: refused when set.
     binary_name: String,
-    criu_path: String,
-    criu_image_path: String,
-    criu_work_path: String,
     task_api_address: String,
     task_api_version: u32,
 }
@@ -106,17 +109,19 @@ impl RuntimeOptions {
     fn check(&self) -> Result<(), String> {
         let refused = [
             ("BinaryName", !self.binary_name.is_empty(), "ferrum runs no runc binary"),
-            ("CriuPath", !self.criu_path.is_empty(), "checkpoint/restore is not implemented"),
-            ("CriuImagePath", !self.criu_image_path.is_empty(), "checkpoint/restore is not implemented"),
-            ("CriuWorkPath", !self.criu_work_path.is_empty(), "checkpoint/restore is not implemented"),
             ("TaskApiAddress", !self.task_api_address.is_empty(), "ferrum serves the Task API itself"),
             ("TaskApiVersion", self.task_api_version != 0, "ferrum serves the Task API itself"),
         ];
         if let Some((key, _, why)) = refused.iter().find(|(_, set, _)| *set) {
             return Err(format!("{key} is set, but {why}"));
         }
-        if !self.root.is_empty() && !Path::new(&self.root).is_absolute() {
-            return Err(format!("Root {:?} must be an absolute path", self.root));
+        for (key, path) in [("Root", &self.root), ("CriuImagePath", &self.criu_image_path), ("CriuWorkPath", &self.criu_work_path)] {
+            if !path.is_empty() && !Path::new(path).is_absolute() {
+                return Err(format!("{key} {path:?} must be an absolute path"));
+            }
+        }
+        if self.criu_path.contains('\0') {
+            return Err(format!("CriuPath {:?} holds a NUL byte", self.criu_path));
         }
         Ok(())
     }
@@ -148,6 +153,16 @@ impl RuntimeOptions {
         }
     }
 
+    /// CRIU as the options name it (CriuPath), else `criu` on PATH.
+    pub fn criu(&self) -> crate::process::Criu {
+        let some = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+        crate::process::Criu {
+            program: some(&self.criu_path).unwrap_or_else(|| PathBuf::from("criu")),
+            image_dir: some(&self.criu_image_path),
+            work_dir: some(&self.criu_work_path),
+        }
+    }
+
     /// The owner to give the stdio handed to processes, when one is asked for.
     pub fn io_owner(&self) -> Option<(u32, u32)> {
         (self.io_uid != 0 || self.io_gid != 0).then_some((self.io_uid, self.io_gid))
@@ -167,10 +182,17 @@ pub fn remembered_state_root(bundle: &Path, namespace: &str) -> PathBuf {
 
 fn from_runc(bytes: &[u8]) -> anyhow::Result<RuntimeOptions> {
     let o = RuncOptions::parse_from_bytes(bytes).map_err(|e| err(format!("{RUNC_OPTIONS}: {e}")))?;
-    // Fields this proto no longer has (criu_path, 8, in containerd 1.x) or does not have yet.
-    if let Some((number, _)) = o.special_fields.unknown_fields().iter().next() {
-        let known = if number == 8 { " (criu_path: checkpoint/restore is not implemented)" } else { "" };
-        return Err(err(format!("{RUNC_OPTIONS}: field {number}{known} is not understood by ferrum")));
+    // criu_path (8) is a field of containerd 1.x's proto, gone from this one;
+    // any other unknown field is one we do not have yet.
+    let mut criu_path = String::new();
+    for (number, value) in o.special_fields.unknown_fields().iter() {
+        match (number, value) {
+            (8, containerd_shim_protos::protobuf::UnknownValueRef::LengthDelimited(bytes)) => {
+                criu_path = String::from_utf8(bytes.to_vec())
+                    .map_err(|_| err(format!("{RUNC_OPTIONS}: criu_path (field 8) is not UTF-8")))?;
+            }
+            _ => return Err(err(format!("{RUNC_OPTIONS}: field {number} is not understood by ferrum"))),
+        }
     }
     Ok(RuntimeOptions {
         systemd_cgroup: o.systemd_cgroup,
@@ -181,7 +203,7 @@ fn from_runc(bytes: &[u8]) -> anyhow::Result<RuntimeOptions> {
         no_pivot_root: o.no_pivot_root,
         no_new_keyring: o.no_new_keyring,
         binary_name: o.binary_name,
-        criu_path: String::new(),
+        criu_path,
         criu_image_path: o.criu_image_path,
         criu_work_path: o.criu_work_path,
         task_api_address: o.task_api_address,
@@ -365,7 +387,7 @@ mod tests {
     }
 
     #[test]
-    fn criu_path_of_containerd_1_is_refused() {
+    fn criu_path_of_containerd_1_is_read() {
         let mut value = Vec::new();
         {
             let mut out = CodedOutputStream::vec(&mut value);
@@ -373,8 +395,7 @@ mod tests {
             out.flush().unwrap();
         }
         let any = Any { type_url: format!("types.containerd.io/{RUNC_OPTIONS}"), value, ..Default::default() };
-        let e = RuntimeOptions::from_any(&any).unwrap_err().to_string();
-        assert!(e.contains("criu_path"), "{e}");
+        assert_eq!(RuntimeOptions::from_any(&any).unwrap().criu_path, "/usr/sbin/criu");
     }
 
     #[test]
@@ -430,7 +451,9 @@ mod tests {
     /// say it came from that file.
     #[test]
     fn a_refused_key_names_where_it_came_from() {
-        let e = RuntimeOptions::from_toml("CriuPath = \"/usr/sbin/criu\"", "config_path /etc/f.toml").unwrap_err();
-        assert!(e.to_string().contains("config_path /etc/f.toml: CriuPath is set"), "{e}");
+        let e = RuntimeOptions::from_toml("BinaryName = \"runc\"", "config_path /etc/f.toml").unwrap_err();
+        assert!(e.to_string().contains("config_path /etc/f.toml: BinaryName is set"), "{e}");
+        let e = RuntimeOptions::from_toml("CriuWorkPath = \"w\"", "config_path /etc/f.toml").unwrap_err();
+        assert!(e.to_string().contains("config_path /etc/f.toml: CriuWorkPath \"w\" must be an absolute path"), "{e}");
     }
 }

@@ -159,6 +159,22 @@ impl ProcessCore {
     }
 }
 
+/// CRIU as the runtime options name it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Criu {
+    pub program: PathBuf,
+    /// Where a checkpoint goes when the request names no path.
+    pub image_dir: Option<PathBuf>,
+    pub work_dir: Option<PathBuf>,
+}
+
+/// A container Create was given a checkpoint for: restored at Start (as
+/// runc-v2's created-checkpoint state), with the stdio Create opened.
+pub struct PendingRestore {
+    pub image_dir: PathBuf,
+    pub create: runtime_core::CreateOptions,
+}
+
 pub struct InitProcess {
     pub id: String,
     pub bundle: String,
@@ -166,29 +182,49 @@ pub struct InitProcess {
     /// Where the shim mounted the rootfs it got in Create (unmounted on delete).
     rootfs_mount: Option<PathBuf>,
     container: Mutex<Option<runtime_core::Container>>,
+    /// Until Start, when Create got a checkpoint (the container is None).
+    restore: Mutex<Option<PendingRestore>>,
+    criu: Criu,
     /// Owner of the stdio of its execs (runtime options IoUid/IoGid).
     io_owner: Option<(u32, u32)>,
 }
 
+/// What an InitProcess is made from, beyond its container.
+pub struct InitSetup {
+    pub bundle: String,
+    pub stdio: Stdio,
+    pub rootfs_mount: Option<PathBuf>,
+    pub io: ProcessIo,
+    pub io_owner: Option<(u32, u32)>,
+    pub criu: Criu,
+}
+
 impl InitProcess {
-    pub fn new(
-        container: runtime_core::Container,
-        bundle: String,
-        stdio: Stdio,
-        rootfs_mount: Option<PathBuf>,
-        io: ProcessIo,
-        io_owner: Option<(u32, u32)>,
-    ) -> InitProcess {
-        let core = ProcessCore::new(stdio);
-        core.set_pid(container.pid());
-        core.set_io(io);
+    pub fn new(container: runtime_core::Container, setup: InitSetup) -> InitProcess {
+        let id = container.state().id.clone();
+        let init = InitProcess::with(id, setup, None);
+        init.core.set_pid(container.pid());
+        *lock(&init.container) = Some(container);
+        init
+    }
+
+    /// A container to restore from a checkpoint at Start; its pid is 0 until then.
+    pub fn restoring(id: String, setup: InitSetup, restore: PendingRestore) -> InitProcess {
+        InitProcess::with(id, setup, Some(restore))
+    }
+
+    fn with(id: String, setup: InitSetup, restore: Option<PendingRestore>) -> InitProcess {
+        let core = ProcessCore::new(setup.stdio);
+        core.set_io(setup.io);
         InitProcess {
-            id: container.state().id.clone(),
-            bundle,
+            id,
+            bundle: setup.bundle,
             core,
-            rootfs_mount,
-            container: Mutex::new(Some(container)),
-            io_owner,
+            rootfs_mount: setup.rootfs_mount,
+            container: Mutex::new(None),
+            restore: Mutex::new(restore),
+            criu: setup.criu,
+            io_owner: setup.io_owner,
         }
     }
 
@@ -196,14 +232,56 @@ impl InitProcess {
         self.core.wrong_state(&format!("container {}", self.id), action)
     }
 
-    /// Let the user's process run. The caller holds `core.lifecycle`.
+    /// Let the user's process run, or restore it from the checkpoint Create
+    /// got. The caller holds `core.lifecycle`.
     pub async fn start(self: &Arc<Self>) -> ttrpc::Result<()> {
         if self.core.status() != Status::CREATED {
             return Err(self.wrong_state("start"));
         }
-        self.on_container(|c| c.start()).await?;
+        let pending = lock(&self.restore).take();
+        match pending {
+            None => self.on_container(|c| c.start()).await?,
+            Some(pending) => {
+                let (id, bundle) = (self.id.clone(), PathBuf::from(&self.bundle));
+                let options = runtime_core::RestoreOptions {
+                    criu: self.criu.program.clone(),
+                    image_dir: pending.image_dir,
+                    work_dir: self.criu.work_dir.clone(),
+                };
+                let restored = tokio::task::spawn_blocking(move || {
+                    runtime_core::Container::restore(&id, &bundle, pending.create, &options)
+                })
+                .await
+                .map_err(errors::internal)?
+                .map_err(|e| {
+                    // Nothing was left of it (runtime-core undid the restore):
+                    // the task is over, and Delete has only the rootfs to undo.
+                    self.core.set_exited(255);
+                    from_runtime(e)
+                })?;
+                self.core.set_pid(restored.pid());
+                *lock(&self.container) = Some(restored);
+            }
+        }
         self.core.started.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Dump the container with CRIU (see runtime-core's checkpoint).
+    pub async fn checkpoint(self: &Arc<Self>, mut options: runtime_core::CheckpointOptions) -> ttrpc::Result<()> {
+        if !matches!(self.core.status(), Status::RUNNING | Status::PAUSED) {
+            return Err(self.wrong_state("checkpoint"));
+        }
+        options.criu = self.criu.program.clone();
+        if options.image_dir.as_os_str().is_empty() {
+            options.image_dir = self.criu.image_dir.clone().ok_or_else(|| {
+                status(Code::INVALID_ARGUMENT, format!("checkpoint {}: no image path (request or CriuImagePath)", self.id))
+            })?;
+        }
+        if options.work_dir.is_none() {
+            options.work_dir = self.criu.work_dir.clone();
+        }
+        self.on_container(move |c| c.checkpoint(&options)).await
     }
 
     pub fn kill(&self, signal: u32, all: bool) -> ttrpc::Result<()> {
@@ -286,6 +364,10 @@ impl InitProcess {
         match self.core.status() {
             Status::RUNNING | Status::PAUSED => {
                 return Err(self.wrong_state("delete"))
+            }
+            // Never restored: there is no process, only what Create opened.
+            Status::CREATED if lock(&self.restore).take().is_some() => {
+                self.core.set_exited(0);
             }
             Status::CREATED => {
                 let _ = self.kill(libc::SIGKILL as u32, false);

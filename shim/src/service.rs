@@ -1,7 +1,7 @@
 //! The Task service: thin. It finds the process, delegates to it, maps errors,
 //! and publishes the events containerd expects, in containerd's order.
 
-use crate::errors::{self, from_runtime, status, unimplemented};
+use crate::errors::{self, from_runtime, status};
 use crate::events::{Event, Publisher};
 use crate::idle::Activity;
 use crate::oom::OomMonitor;
@@ -11,7 +11,7 @@ use crate::stdio;
 use async_trait::async_trait;
 use containerd_shim_protos::api::{self, Empty, ProcessInfo};
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskPaused, TaskResumed, TaskStart,
+    TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim_async::Task;
@@ -32,8 +32,9 @@ const MAX_EARLY_EXITS: usize = 1024;
 struct TaskEntry {
     init: Arc<InitProcess>,
     execs: Mutex<HashMap<String, Arc<ExecProcess>>>,
-    /// Publishes TaskOOM until the entry is dropped at delete.
-    oom: Option<OomMonitor>,
+    /// Publishes TaskOOM until the entry is dropped at delete (from Start
+    /// for a restored container).
+    oom: Mutex<Option<OomMonitor>>,
 }
 
 pub struct TaskService {
@@ -91,7 +92,7 @@ impl TaskService {
     /// Called by the reaper for every exit status it collects.
     pub fn on_exit(&self, pid: i32, exit_status: u32) {
         let found = lock(&self.tasks).values().find_map(|t| {
-            let oom = t.oom.as_ref().map(|m| m.reporter());
+            let oom = lock(&t.oom).as_ref().map(|m| m.reporter());
             if t.init.core.pid() == pid {
                 return Some((Target::Init(t.init.clone()), oom));
             }
@@ -149,9 +150,6 @@ impl TaskService {
     }
 
     async fn create_container(&self, req: &api::CreateTaskRequest) -> ttrpc::Result<Arc<InitProcess>> {
-        if !req.checkpoint.is_empty() {
-            return Err(unimplemented("restoring a checkpoint"));
-        }
         let invalid = |e: anyhow::Error| status(Code::INVALID_ARGUMENT, format!("container {}: {e:#}", req.id));
         // Relative, it would name the bundle of the container this shim was
         // started for (our working directory): its config.json, and a rootfs
@@ -182,6 +180,36 @@ impl TaskService {
             .map(|m| RootfsMount { typ: m.type_.clone(), source: m.source.clone(), options: m.options.clone() })
             .collect();
         let id = req.id.clone();
+        let setup_of = |io| process::InitSetup {
+            bundle: req.bundle.clone(),
+            stdio: process::Stdio { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone() },
+            rootfs_mount: (!req.rootfs.is_empty()).then(|| PathBuf::from(&req.bundle).join("rootfs")),
+            io,
+            io_owner: options.io_owner(),
+            criu: options.criu(),
+        };
+        if !req.checkpoint.is_empty() {
+            // Restored at Start, as runc-v2 does: only the rootfs and stdio now.
+            if req.terminal {
+                return Err(invalid(anyhow::anyhow!("restoring a container with a terminal is not supported by ferrum yet")));
+            }
+            let rootfs = bundle.join("rootfs");
+            let mounted = tokio::task::spawn_blocking(move || match mounts.is_empty() {
+                true => Ok(()),
+                false => mount_rootfs(&mounts, &rootfs),
+            })
+            .await
+            .map_err(errors::internal)?;
+            if let Err(e) = mounted {
+                if let Some(copy) = io.stdin_copy {
+                    copy.abort();
+                }
+                return Err(status(Code::UNKNOWN, format!("container {id}: {e}")));
+            }
+            let create = CreateOptions { state_root, stdio, setup, cgroup_driver, extra_env: Vec::new() };
+            let pending = process::PendingRestore { image_dir: PathBuf::from(&req.checkpoint), create };
+            return Ok(Arc::new(InitProcess::restoring(id, setup_of(io), pending)));
+        }
         let created = tokio::task::spawn_blocking(move || {
             let rootfs = (!mounts.is_empty()).then(|| bundle.join("rootfs"));
             if let Some(target) = &rootfs {
@@ -229,8 +257,9 @@ impl TaskService {
         for w in container.warnings() {
             crate::warn!(&req.id, "{w}");
         }
-        let stdio = process::Stdio { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone() };
-        Ok(Arc::new(InitProcess::new(container, req.bundle.clone(), stdio, rootfs, io, options.io_owner())))
+        let mut setup = setup_of(io);
+        setup.rootfs_mount = rootfs;
+        Ok(Arc::new(InitProcess::new(container, setup)))
     }
 }
 
@@ -243,7 +272,7 @@ impl Task for TaskService {
         }
         let init = self.create_container(&req).await?;
         let pid = init.core.pid();
-        let oom = init.cgroup().and_then(|cg| OomMonitor::start(&req.id, &cg, self.publisher.clone()));
+        let oom = Mutex::new(init.cgroup().and_then(|cg| OomMonitor::start(&req.id, &cg, self.publisher.clone())));
         let entry = Arc::new(TaskEntry { init, execs: Mutex::new(HashMap::new()), oom });
         lock(&self.tasks).insert(req.id.clone(), entry);
         crate::info!(&req.id, "created, init pid {pid}");
@@ -262,7 +291,9 @@ impl Task for TaskService {
             pid: pid as u32,
             ..Default::default()
         }));
-        self.claim_early_exit(pid);
+        if pid != 0 {
+            self.claim_early_exit(pid);
+        }
         Ok(api::CreateTaskResponse { pid: pid as u32, ..Default::default() })
     }
 
@@ -272,13 +303,21 @@ impl Task for TaskService {
         let _order = target.core().lifecycle.lock().await;
         let pid = match &target {
             Target::Init(init) => {
+                let restoring = init.core.pid() == 0;
                 init.start().await?;
+                let pid = init.core.pid();
                 self.publisher.publish(Event::Start(TaskStart {
                     container_id: init.id.clone(),
-                    pid: init.core.pid() as u32,
+                    pid: pid as u32,
                     ..Default::default()
                 }));
-                init.core.pid()
+                if restoring {
+                    // Its pid is known only now: an exit may have come first.
+                    let task = self.task(&req.id)?;
+                    *lock(&task.oom) = init.cgroup().and_then(|cg| OomMonitor::start(&req.id, &cg, self.publisher.clone()));
+                    self.claim_early_exit(pid);
+                }
+                pid
             }
             Target::Exec(init, exec) => {
                 let pid = exec.start(init, &self.namespace).await?;
@@ -454,8 +493,15 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn checkpoint(&self, _ctx: &TtrpcContext, _req: api::CheckpointTaskRequest) -> ttrpc::Result<Empty> {
-        Err(unimplemented("checkpoint"))
+    async fn checkpoint(&self, _ctx: &TtrpcContext, req: api::CheckpointTaskRequest) -> ttrpc::Result<Empty> {
+        self.activity.busy();
+        let init = self.task(&req.id)?.init.clone();
+        let options = crate::checkpoint::options(&req).map_err(|e| status(Code::INVALID_ARGUMENT, format!("checkpoint {}: {e:#}", req.id)))?;
+        let _order = init.core.lifecycle.lock().await;
+        init.checkpoint(options).await?;
+        crate::info!(&req.id, "checkpointed into {}", req.path);
+        self.publisher.publish(Event::Checkpointed(TaskCheckpointed { container_id: req.id.clone(), ..Default::default() }));
+        Ok(Empty::new())
     }
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
