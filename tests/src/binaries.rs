@@ -118,6 +118,18 @@ impl Binaries {
     }
 }
 
+/// The directory of scripts/install-criu's `criu` (FERRUM_CRIU_DIR): sid's
+/// CRIU, as Debian bookworm's fails `criu check` on this kernel.
+pub fn criu_dir() -> Result<PathBuf> {
+    let Some(dir) = env::var_os("FERRUM_CRIU_DIR").map(PathBuf::from) else {
+        bail!("CRIU test prerequisite missing: FERRUM_CRIU_DIR is unset; FERRUM_CRIU_DIR=$(scripts/install-criu)");
+    };
+    if executable(&dir.join("criu")).is_none() {
+        bail!("CRIU test prerequisite missing: no executable criu in FERRUM_CRIU_DIR={} (run scripts/install-criu)", dir.display());
+    }
+    Ok(dir)
+}
+
 pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     let path = env::var("PATH").unwrap_or_default();
     path.split(':')

@@ -49,6 +49,9 @@ pub struct Options {
     /// Run containerd — and so its shims and containers — inside the pid and
     /// mount namespaces of this process: a [`crate::SystemdNode`]'s systemd.
     pub node: Option<i32>,
+    /// Put CRIU (scripts/install-criu's, FERRUM_CRIU_DIR) first on
+    /// containerd's PATH, where runc and ferrum both look for `criu`.
+    pub criu: bool,
 }
 
 impl Default for Options {
@@ -59,6 +62,7 @@ impl Default for Options {
             extra_config: String::new(),
             private_network: false,
             node: None,
+            criu: false,
         }
     }
 }
@@ -118,6 +122,7 @@ pub struct Env {
     snapshotter: Option<Child>,
     private_network: bool,
     node: Option<i32>,
+    criu_dir: Option<PathBuf>,
 }
 
 impl Env {
@@ -127,6 +132,7 @@ impl Env {
 
     pub fn start_with(options: Options) -> Result<Env> {
         let binaries = Binaries::locate(options.ferrum_snapshotter)?;
+        let criu_dir = options.criu.then(crate::binaries::criu_dir).transpose()?;
         let schema = containerd_schema(&binaries.containerd)?;
         let (dir, namespace) = create_temp_dir()?;
         let layout = Layout::new(&dir);
@@ -140,6 +146,7 @@ impl Env {
             snapshotter: None,
             private_network: options.private_network,
             node: options.node,
+            criu_dir,
         };
         for dir in [&env.layout.tmp, &env.layout.fifo] {
             fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -534,7 +541,10 @@ impl Env {
         let child = command
             .arg("--config")
             .arg(&self.layout.config)
-            .env("PATH", self.binaries.containerd_path())
+            .env("PATH", match &self.criu_dir {
+                Some(dir) => format!("{}:{}", dir.display(), self.binaries.containerd_path()),
+                None => self.binaries.containerd_path(),
+            })
             // containerd mounts snapshots for unpacking under a temp dir; keep those
             // inside the Env so a killed containerd cannot leak mounts into /tmp.
             .env("TMPDIR", &self.layout.tmp)

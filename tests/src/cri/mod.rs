@@ -153,6 +153,7 @@ impl CriEnv {
                 extra_config: config::render(schema, &paths, &options.ferrum),
                 private_network: options.network == Network::Bridge,
                 node: options.node,
+                criu: false,
             })?;
             Ok::<_, anyhow::Error>((cni, state_roots, env))
         })();
