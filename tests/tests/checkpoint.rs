@@ -99,3 +99,160 @@ fn checkpoint_and_live_restore_on_runc() {
 fn checkpoint_and_live_restore_on_ferrum() {
     checkpoint_and_live_restore(FERRUM_RUNTIME);
 }
+
+/// `ctr tasks checkpoint` of a paused container: it stays paused, and counts
+/// on once resumed.
+fn paused_stays_paused(runtime: &str) {
+    let (env, image) = env();
+    run_counter(&env, runtime, &image, "c1", &[]);
+    env.ctr(&["tasks", "pause", "c1"]).assert_ok();
+    let frozen = count(&env, "c1").expect("the paused counter");
+    env.ctr(&["tasks", "checkpoint", "c1"]).assert_ok();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status(&env, "c1"), "PAUSED", "{runtime}");
+    assert_eq!(count(&env, "c1"), Some(frozen), "{runtime}: counted while paused");
+    env.ctr(&["tasks", "resume", "c1"]).assert_ok();
+    wait_for_count(&env, "c1", frozen + 2);
+    env.remove_task("c1");
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "{runtime}: left behind");
+}
+
+#[test]
+fn a_paused_container_stays_paused_on_runc() {
+    paused_stays_paused(RUNC_RUNTIME);
+}
+
+#[test]
+fn a_paused_container_stays_paused_on_ferrum() {
+    paused_stays_paused(FERRUM_RUNTIME);
+}
+
+/// CRIU's images in a directory of the caller's (image_path), and the task
+/// ended by the checkpoint (exit). ctr sends these options only to runc's
+/// runtime type, so for ferrum they go straight to its shim, as containerd
+/// would send them.
+#[test]
+fn checkpoint_with_exit_into_an_image_path() {
+    let (env, image) = env();
+    for runtime in [RUNC_RUNTIME, FERRUM_RUNTIME] {
+        let images = env.root_dir().join(format!("images-{}", runtime.replace('.', "-")));
+        run_counter(&env, runtime, &image, "c1", &[]);
+        if runtime == RUNC_RUNTIME {
+            let path = images.to_string_lossy();
+            env.ctr(&["tasks", "checkpoint", "--exit", "--image-path", &path, "c1"]).assert_ok();
+        } else {
+            checkpoint_through_the_shim(&env, "c1", &images, true);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while status(&env, "c1") != "STOPPED" {
+            assert!(Instant::now() < deadline, "{runtime}: the task did not stop after its checkpoint with exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(images.join("inventory.img").exists(), "{runtime}: no CRIU images in {}", images.display());
+        env.remove_killed_task("c1");
+    }
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
+
+fn checkpoint_through_the_shim(env: &Env, id: &str, images: &std::path::Path, exit: bool) {
+    use containerd_shim_protos::protobuf::{Message, MessageField};
+    let options = containerd_shim_protos::shim::oci::CheckpointOptions {
+        exit,
+        image_path: images.to_string_lossy().into_owned(),
+        ..Default::default()
+    };
+    let request = containerd_shim_protos::api::CheckpointTaskRequest {
+        id: id.into(),
+        options: MessageField::some(containerd_shim_protos::protobuf::well_known_types::any::Any {
+            type_url: "types.containerd.io/containerd.runc.v1.CheckpointOptions".into(),
+            value: options.write_to_bytes().unwrap(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ctx = ttrpc::context::with_timeout(Duration::from_secs(60).as_nanos() as i64);
+    env.task_client(id).checkpoint(ctx, &request).expect("Checkpoint through the shim");
+}
+
+/// What ferrum cannot checkpoint is refused by name and the container runs
+/// on; a restore CRIU fails says CRIU's reason and leaves nothing behind.
+#[test]
+fn failures_leave_the_container_as_it_was() {
+    let (env, image) = env();
+    // A terminal.
+    let run = ["run", "--runtime", FERRUM_RUNTIME, "--snapshotter", "ferrum", "-d", "-t", &image, "t1", "sleep", "600"];
+    env.ctr_in_terminal(&run).assert_ok();
+    let refused = env.ctr(&["containers", "checkpoint", "--task", "t1", "ckpt:t1"]);
+    assert!(!refused.success() && refused.stderr.contains("terminal"), "{refused}");
+    assert_eq!(status(&env, "t1"), "RUNNING");
+    env.remove_task("t1");
+
+    // No CRIU where the options say.
+    let config = env.root_dir().join("no-criu.toml");
+    std::fs::write(&config, "CriuPath = \"/nonexistent/criu\"\n").unwrap();
+    run_counter(&env, FERRUM_RUNTIME, &image, "n1", &["--runtime-config-path", &config.to_string_lossy()]);
+    let refused = env.ctr(&["containers", "checkpoint", "--task", "n1", "ckpt:n1"]);
+    assert!(!refused.success() && refused.stderr.contains("/nonexistent/criu"), "{refused}");
+    let before = count(&env, "n1").unwrap();
+    wait_for_count(&env, "n1", before + 2);
+    env.remove_task("n1");
+    let _ = env.ctr(&["images", "rm", "ckpt:t1", "ckpt:n1"]);
+
+    // A restore whose bind mount source is gone: CRIU cannot mount it.
+    let data = env.root_dir().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mount = format!("type=bind,src={},dst=/data,options=rbind:rw", data.display());
+    run_counter(&env, FERRUM_RUNTIME, &image, "b1", &["--mount", &mount]);
+    env.ctr(&["containers", "checkpoint", "--task", "b1", "ckpt:b1"]).assert_ok();
+    env.remove_task("b1");
+    std::fs::remove_dir(&data).unwrap();
+    let failed = env.ctr(&["containers", "restore", "--live", "b2", "ckpt:b1"]);
+    assert!(!failed.success() && failed.stderr.contains("criu restore failed"), "{failed}");
+    // Nothing of the restore is left but what containerd deletes.
+    let state = std::path::Path::new("/run/ferrum/containers").join(env.namespace());
+    assert!(!state.join("b2").exists() && !state.join(".criu-root-b2").exists(), "restore state left in {}", state.display());
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/memory").join(env.namespace()).join("b1");
+    assert!(!cgroup.exists(), "{} left", cgroup.display());
+    let _ = env.ctr(&["tasks", "delete", "b2"]);
+    env.ctr(&["containers", "rm", "b2"]).assert_ok();
+    env.ctr(&["images", "rm", "ckpt:b1"]).assert_ok();
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
+
+/// A container in a pod's network, IPC and UTS namespaces (a sandbox's, by
+/// path) is restored into the same ones.
+fn pod_namespaces(runtime: &str) {
+    let (env, image) = env();
+    match runtime {
+        FERRUM_RUNTIME => env.run_on_ferrum(&["-d"], &image, "sandbox", &["sleep", "600"]),
+        _ => env.run_on(runtime, &["-d"], &image, "sandbox", &["sleep", "600"]),
+    }
+    .assert_ok();
+    let sandbox = env.task_pid("sandbox").unwrap();
+    let ns = |kind: &str| format!("{kind}:/proc/{sandbox}/ns/{}", if kind == "network" { "net" } else { kind });
+    let (net, ipc, uts) = (ns("network"), ns("ipc"), ns("uts"));
+    run_counter(&env, runtime, &image, "c1", &["--with-ns", &net, "--with-ns", &ipc, "--with-ns", &uts]);
+    env.ctr(&["containers", "checkpoint", "--task", "c1", "ckpt:1"]).assert_ok();
+    env.remove_task("c1");
+    env.ctr(&["containers", "restore", "--live", "c2", "ckpt:1"]).assert_ok();
+    wait_for_count(&env, "c2", 1);
+    let restored = env.task_pid("c2").unwrap();
+    for kind in ["net", "ipc", "uts"] {
+        let link = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
+        assert_eq!(link(restored), link(sandbox), "{runtime}: {kind} namespace of the restored container");
+    }
+    env.remove_task("c2");
+    env.remove_task("sandbox");
+    env.ctr(&["images", "rm", "ckpt:1"]).assert_ok();
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "{runtime}: left behind");
+}
+
+#[test]
+fn pod_namespaces_are_joined_again_on_runc() {
+    pod_namespaces(RUNC_RUNTIME);
+}
+
+#[test]
+fn pod_namespaces_are_joined_again_on_ferrum() {
+    pod_namespaces(FERRUM_RUNTIME);
+}
