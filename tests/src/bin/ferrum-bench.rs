@@ -12,14 +12,18 @@
 //!   `ferrum_tests::snapshot_bench`).
 //!
 //! - `density`: N idle containers per runtime at once (see `density.rs`).
+//! - `checkpoint`: checkpoint and live restore of a container holding ~100 MB
+//!   (see `checkpoint.rs`).
 //!
-//! Usage: ferrum-bench [snapshotter|systemd|baseline|density] [N]   (scripts/bench
+//! Usage: ferrum-bench [snapshotter|systemd|baseline|density|checkpoint] [N]   (scripts/bench
 //! builds release binaries and runs it; `snapshotter` runs only the
 //! snapshotter part, `systemd` only `ctr run` with both runtimes' systemd
 //! cgroup drivers, in a `SystemdNode`; `baseline` ferrum against another
 //! build of its own shim, `containerd-shim-ferrumbase-v2` beside it, which
 //! `scripts/bench baseline REV` builds from a git revision)
 
+#[path = "ferrum-bench/checkpoint.rs"]
+mod checkpoint;
 #[path = "ferrum-bench/cri.rs"]
 mod cri;
 #[path = "ferrum-bench/density.rs"]
@@ -351,12 +355,16 @@ fn main() -> Result<()> {
     let only_systemd = args.first().is_some_and(|a| a == "systemd");
     let baseline = args.first().is_some_and(|a| a == "baseline");
     let density = args.first().is_some_and(|a| a == "density");
-    if only_snapshotter || only_systemd || baseline || density {
+    let checkpoint = args.first().is_some_and(|a| a == "checkpoint");
+    if only_snapshotter || only_systemd || baseline || density || checkpoint {
         args.remove(0);
     }
     let n: usize = args.first().map(|a| a.parse()).transpose()?.unwrap_or(20);
     if density {
         return density::run(n);
+    }
+    if checkpoint {
+        return checkpoint::run(n);
     }
     if only_systemd {
         return systemd_drivers(n);
