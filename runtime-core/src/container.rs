@@ -651,26 +651,39 @@ fn run_hooks(kind: HookKind, spec: &Spec, state: &HookState, all: bool) -> std::
         return Ok(Vec::new());
     }
     let request = InitRequest::Hooks { kind, hooks: hooks.to_vec(), state: hooks::encode(kind, state)?, all };
-    in_runner("hook runner", &request, &[])
+    match in_runner("hook runner", &request, &[])? {
+        RunnerAnswer::Ready(warnings) => Ok(warnings),
+        RunnerAnswer::Restored { .. } => Err("the hook runner answered out of turn".into()),
+    }
+}
+
+/// What a runner did: its warnings, or a restored container's init.
+enum RunnerAnswer {
+    Ready(Vec<String>),
+    Restored { pid: i32, console: Option<OwnedFd> },
 }
 
 /// Have a runner (our binary re-executed in our namespaces, single-threaded)
-/// do `request` with `fds`, and wait for its answer: the warnings of its
-/// Ready, or its failure.
-fn in_runner(what: &str, request: &InitRequest, fds: &[OwnedFd]) -> std::result::Result<Vec<String>, String> {
+/// do `request` with `fds`, and wait for its answer, or its failure.
+fn in_runner(what: &str, request: &InitRequest, fds: &[OwnedFd]) -> std::result::Result<RunnerAnswer, String> {
     let mut runner = spawn_in_pid_namespace(None, Default::default(), &Stdio::default())
         .map_err(|e| format!("start the {what}: {e}"))?;
     let sent = runner.channel.send(request);
     let sent = fds.iter().fold(sent, |sent, fd| sent.and_then(|()| runner.channel.send_fd(fd.as_raw_fd())));
     let reply = sent.and_then(|()| runner.channel.recv::<InitReply>());
-    // The runner exits once it answered; a subreaping caller may reap it first.
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(runner.pid), None);
-    match reply {
-        Ok(Some(InitReply::Ready { warnings, .. })) => Ok(warnings),
+    let answer = match reply {
+        Ok(Some(InitReply::Ready { warnings, .. })) => Ok(RunnerAnswer::Ready(warnings)),
+        Ok(Some(InitReply::Restored { pid, console })) => {
+            let console = console.then(|| runner.channel.recv_fd()).transpose().map_err(|e| format!("{what}: {e}"));
+            console.map(|console| RunnerAnswer::Restored { pid, console })
+        }
         Ok(Some(InitReply::Failed { message })) => Err(message),
         Ok(_) => Err(format!("the {what} exited without an answer")),
         Err(e) => Err(format!("{what}: {e}")),
-    }
+    };
+    // The runner exits once it answered; a subreaping caller may reap it first.
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(runner.pid), None);
+    answer
 }
 
 fn open_namespace(id: &str, typ: LinuxNamespaceType, path: &Path) -> Result<File> {

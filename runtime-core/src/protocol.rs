@@ -34,14 +34,9 @@ pub(crate) enum InitRequest {
     /// namespaces, single-threaded and the hooks' only reaper), then exit.
     /// With `all`, failures come back as warnings of a Ready.
     Hooks { kind: HookKind, hooks: Vec<oci_spec::runtime::Hook>, state: Vec<u8>, all: bool },
-    /// Run CRIU with `args` (this process is in the runtime's namespaces and
-    /// CRIU's only reaper), then exit. `cgroups` fds follow, each a
-    /// cgroup.procs to move into first (CRIU and what it restores are born
-    /// in the container's cgroup), then `inherited` fds to hand CRIU from
-    /// FIRST_INHERITED_FD on.
-    /// `path` is the caller's PATH, where CRIU finds the tools it runs (a
-    /// runner starts with an empty environment).
-    Criu { criu: PathBuf, path: String, args: Vec<String>, work_dir: PathBuf, cgroups: usize, inherited: usize },
+    /// Have CRIU dump or restore (this process is in the runtime's
+    /// namespaces and CRIU's only reaper), answer, then exit.
+    Criu(CriuRequest),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -64,12 +59,32 @@ pub(crate) struct CreateRequest {
     pub unshare: u64,
 }
 
+/// A dump or restore for a runner. `cgroups` fds follow, each a
+/// cgroup.procs to move into first (CRIU and what it restores are born in
+/// the container's cgroup), then `inherited` fds to hand CRIU from
+/// FIRST_INHERITED_FD on. `path` is the caller's PATH, where CRIU finds the
+/// tools it runs (a runner starts with an empty environment).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CriuRequest {
+    pub criu: PathBuf,
+    pub path: String,
+    pub typ: crate::criu::rpc::ReqType,
+    pub opts: crate::criu::rpc::Opts,
+    pub image_dir: PathBuf,
+    pub work_dir: PathBuf,
+    pub cgroups: usize,
+    pub inherited: usize,
+}
+
 #[derive(Serialize, Deserialize)]
 pub(crate) enum InitReply {
     /// Set up; `warnings` are things runc would log and go on with. With
     /// `console`, the console's master fd follows.
     Ready { warnings: Vec<String>, console: bool },
     Failed { message: String },
+    /// CRIU restored the container: its init's pid; with `console`, the new
+    /// master of its terminal follows.
+    Restored { pid: i32, console: bool },
     /// The mounts are set up, pivot_root is next: the parent runs the prestart
     /// and createRuntime hooks now and answers `HooksDone`.
     RunHooks,

@@ -259,8 +259,23 @@ impl InitProcess {
                     self.core.set_exited(255);
                     from_runtime(e)
                 })?;
+                let mut restored = restored;
+                let master = restored.take_console();
                 self.core.set_pid(restored.pid());
                 *lock(&self.container) = Some(restored);
+                // CRIU made the terminal anew: its master is attached as Create's
+                // would be. Without it nobody could read the terminal: the
+                // container goes (its exit is the reaper's, by the pid set above).
+                if let Some(master) = master {
+                    let s = &self.core.stdio;
+                    match crate::stdio::attach_console(master, &s.stdin, &s.stdout) {
+                        Ok(io) => self.core.set_io(io),
+                        Err(e) => {
+                            let _ = self.kill(libc::SIGKILL as u32, true);
+                            return Err(status(Code::INVALID_ARGUMENT, format!("container {}: {e:#}", self.id)));
+                        }
+                    }
+                }
             }
         }
         self.core.started.store(true, Ordering::Release);

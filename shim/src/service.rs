@@ -189,10 +189,8 @@ impl TaskService {
             criu: options.criu(),
         };
         if !req.checkpoint.is_empty() {
-            // Restored at Start, as runc-v2 does: only the rootfs and stdio now.
-            if req.terminal {
-                return Err(invalid(anyhow::anyhow!("restoring a container with a terminal is not supported by ferrum yet")));
-            }
+            // Restored at Start, as runc-v2 does: only the rootfs and stdio now
+            // (a terminal's comes with the restore).
             let rootfs = bundle.join("rootfs");
             let mounted = tokio::task::spawn_blocking(move || match mounts.is_empty() {
                 true => Ok(()),

@@ -1,13 +1,14 @@
 //! A container's checkpoint (its processes dumped by CRIU, left running or
 //! not) and its restore into a new container (see crate::criu).
 
-use super::{in_runner, make_state_dir, valid_id, Container, CreateGuard, CreateOptions};
+use super::{in_runner, make_state_dir, valid_id, Container, CreateGuard, CreateOptions, RunnerAnswer};
 use crate::cgroup::{Cgroup, CgroupDriver};
 use crate::criu::{self, CheckpointOptions, ExternalMount, OpenFile, Recorded, RestoreOptions};
 use crate::error::{Context, Error, Result};
 use crate::namespaces::Namespaces;
 use crate::procfs::{self, Base};
-use crate::protocol::InitRequest;
+use crate::criu::rpc::ReqType;
+use crate::protocol::{CriuRequest, InitRequest};
 use crate::state::{State, Status};
 use crate::{proc_stat, spec};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
@@ -66,8 +67,6 @@ impl Container {
         let dump = criu::Dump {
             pid,
             root: &self.state.rootfs,
-            image_dir: &opts.image_dir,
-            work_dir: &work_dir,
             leave_running: opts.leave_running,
             freezer: cgroup.freezer_dir(),
             mounts: &mounts,
@@ -77,7 +76,16 @@ impl Container {
         };
         let criu_error = |message| Error::Criu { id: id.clone(), message };
         let (criu, path) = program(&opts.criu).map_err(criu_error)?;
-        let request = InitRequest::Criu { criu, path, args: dump.args(), work_dir, cgroups: 0, inherited: 0 };
+        let request = InitRequest::Criu(CriuRequest {
+            criu,
+            path,
+            typ: ReqType::Dump,
+            opts: dump.opts(),
+            image_dir: opts.image_dir.clone(),
+            work_dir,
+            cgroups: 0,
+            inherited: 0,
+        });
         in_runner("CRIU runner", &request, &[]).map(drop).map_err(criu_error)
     }
 
@@ -127,41 +135,36 @@ impl Container {
         mounts.extend(cgroup_binds(&spec, &cgroup)?);
         let work_dir = restore.work_dir.clone().unwrap_or_else(|| dir.clone());
         std::fs::create_dir_all(&work_dir).ctx(id, || format!("create {}", work_dir.display()))?;
-        let pidfile = dir.join("criu.pid");
         let rootfs = spec::rootfs_path(bundle, &spec);
         // Last, with nothing that can fail between it and its undoing: the
         // bind is not under the state dir, which the guard removes recursively.
         let root = RootBind::new(&opts.state_root, id, &rootfs)?;
-        let args = criu::Restore {
+        let criu_opts = criu::Restore {
             root: &root.path,
-            image_dir: &restore.image_dir,
-            work_dir: &work_dir,
-            pidfile: &pidfile,
             mounts: &mounts,
             inherited: &keys,
             joins: &joins,
             recorded: &recorded,
         }
-        .args();
-        let request = InitRequest::Criu {
+        .opts();
+        let request = InitRequest::Criu(CriuRequest {
             criu,
             path,
-            args,
+            typ: ReqType::Restore,
+            opts: criu_opts,
+            image_dir: restore.image_dir.clone(),
             work_dir,
             cgroups: cgroup.dirs().len(),
             inherited: keys.len(),
-        };
+        });
         let ran = in_runner("CRIU runner", &request, &fds);
         drop(fds);
         drop(root);
-        ran.map_err(criu_error)?;
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .ctx(id, || format!("read {}", pidfile.display()))?
-            .trim()
-            .parse()
-            .map_err(|e| criu_error(format!("{}: {e}", pidfile.display())))?;
+        let (pid, console) = match ran.map_err(criu_error)? {
+            RunnerAnswer::Restored { pid, console } => (pid, console),
+            RunnerAnswer::Ready(_) => return Err(criu_error("CRIU restored nothing".into())),
+        };
         guard.pid = Some(pid);
-        let _ = std::fs::remove_file(&pidfile);
         let state = State {
             id: id.into(),
             bundle: bundle.to_path_buf(),
@@ -175,7 +178,7 @@ impl Container {
         state.save(&dir).ctx(id, || format!("save state in {}", dir.display()))?;
         guard.disarm();
         let own_pid_namespace = Some(ns.creates(LinuxNamespaceType::Pid));
-        Ok(Container { state, dir, channel: None, warnings, console: None, own_pid_namespace })
+        Ok(Container { state, dir, channel: None, warnings, console, own_pid_namespace })
     }
 }
 
@@ -183,9 +186,7 @@ impl Container {
 /// anything is done.
 fn refuse_unsupported(id: &str, spec: &Spec, systemd: bool) -> Result<()> {
     let ns = Namespaces::from_spec(spec);
-    let refused = if spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false) {
-        Some("a container with a terminal (process.terminal) cannot be checkpointed or restored by ferrum yet")
-    } else if ns.has(LinuxNamespaceType::User) {
+    let refused = if ns.has(LinuxNamespaceType::User) {
         Some("a container in a user namespace cannot be checkpointed or restored by ferrum yet")
     } else if !ns.creates(LinuxNamespaceType::Pid) {
         Some("the container shares a pid namespace: CRIU dumps a whole pid namespace, so only a container with its own can be checkpointed")

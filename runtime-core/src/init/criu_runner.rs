@@ -2,7 +2,10 @@
 //! the container's cgroup, and the fds CRIU inherits at their numbers.
 
 use super::{Describe, Result};
+use crate::channel::Channel;
+use crate::criu::swrk::Outcome;
 use crate::criu::FIRST_INHERITED_FD;
+use crate::protocol::InitReply;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -38,4 +41,16 @@ pub(super) fn prepare(cgroups: Vec<OwnedFd>, inherit: Vec<OwnedFd>) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Tell the runtime what CRIU did: a restore's pid and terminal, or a dump done.
+pub(super) fn answer(channel: &mut Channel, outcome: Outcome) -> std::io::Result<()> {
+    let Some(pid) = outcome.pid else {
+        return channel.send(&InitReply::Ready { warnings: Vec::new(), console: false });
+    };
+    channel.send(&InitReply::Restored { pid, console: outcome.console.is_some() })?;
+    match outcome.console {
+        Some(master) => channel.send_fd(master.as_raw_fd()),
+        None => Ok(()),
+    }
 }

@@ -81,18 +81,21 @@ fn run(channel_fd: RawFd) -> i32 {
             };
             return if channel.send(&reply).is_ok() { 0 } else { 1 };
         }
-        InitRequest::Criu { criu, path, args, work_dir, cgroups, inherited } => {
-            let result = receive_fds(&mut channel, cgroups + inherited)
+        InitRequest::Criu(criu) => {
+            let done = receive_fds(&mut channel, criu.cgroups + criu.inherited)
                 .and_then(|mut fds| {
-                    let inherit = fds.split_off(*cgroups);
+                    let inherit = fds.split_off(criu.cgroups);
                     criu_runner::prepare(fds, inherit)
                 })
-                .and_then(|()| crate::criu::run(criu, path, args, work_dir));
-            let reply = match result {
-                Ok(()) => InitReply::Ready { warnings: Vec::new(), console: false },
-                Err(message) => InitReply::Failed { message },
+                .and_then(|()| {
+                    let opts = criu.opts.clone();
+                    crate::criu::swrk::run(&criu.criu, &criu.path, criu.typ, opts, &criu.image_dir, &criu.work_dir)
+                });
+            let sent = match done {
+                Ok(outcome) => criu_runner::answer(&mut channel, outcome),
+                Err(message) => channel.send(&InitReply::Failed { message }),
             };
-            return if channel.send(&reply).is_ok() { 0 } else { 1 };
+            return if sent.is_ok() { 0 } else { 1 };
         }
         InitRequest::Create(create) => match receive_fds(&mut channel, create.detached.len() + create.joins.len()) {
             Ok(mut fds) => {

@@ -1,10 +1,13 @@
 //! CRIU's command lines for a container's checkpoint and restore, and running
 //! them.
 //!
-//! CRIU is driven through its command line, one `criu dump` or `criu restore`
-//! per request, from a runner (our binary re-executed, single-threaded, in the
-//! runtime's namespaces): the runner is CRIU's only reaper, as a subreaping
-//! caller's waitpid(-1) could otherwise take CRIU's status first.
+//! CRIU is driven over its RPC (`criu swrk`, see swrk and rpc), one request
+//! per dump or restore, from a runner (our binary re-executed, single-threaded,
+//! in the runtime's namespaces): the runner is CRIU's only reaper, as a
+//! subreaping caller's waitpid(-1) could otherwise take CRIU's status first.
+//! The RPC rather than CRIU's command line because only it hands a restored
+//! terminal's new master back (orphan-pts-master), as runc restores consoles;
+//! everything else has a flag of the same meaning.
 //!
 //! What CRIU cannot see for itself is declared to it as runc declares it: the
 //! spec's bind mounts and (without a cgroup namespace) the container's v1
@@ -13,6 +16,9 @@
 //! external files, whose keys are kept in the images (`ferrum-checkpoint.json`)
 //! so that a restore hands the new stdio in their place; a network namespace
 //! joined by path as external, its fd handed back at restore.
+
+pub(crate) mod rpc;
+pub(crate) mod swrk;
 
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;
@@ -82,16 +88,11 @@ impl Recorded {
         serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", file.display()))
     }
 
-    fn flags(&self, args: &mut Vec<String>) {
-        for (set, flag) in [
-            (self.tcp_established, "--tcp-established"),
-            (self.ext_unix_sockets, "--ext-unix-sk"),
-            (self.file_locks, "--file-locks"),
-        ] {
-            if set {
-                args.push(flag.into());
-            }
-        }
+    /// What a dump was made with, and a restore must be given again.
+    fn apply(&self, opts: &mut rpc::Opts) {
+        opts.tcp_established = self.tcp_established;
+        opts.ext_unix_sk = self.ext_unix_sockets;
+        opts.file_locks = self.file_locks;
     }
 }
 
@@ -153,12 +154,10 @@ pub(crate) fn bind_mounts(spec: &oci_spec::runtime::Spec) -> Vec<ExternalMount> 
         .collect()
 }
 
-/// `criu dump` of the tree of `pid`.
+/// A dump of the tree of `pid`.
 pub(crate) struct Dump<'a> {
     pub pid: i32,
     pub root: &'a Path,
-    pub image_dir: &'a Path,
-    pub work_dir: &'a Path,
     pub leave_running: bool,
     /// The cgroup CRIU freezes the container with (a paused one stays so).
     pub freezer: Option<&'a Path>,
@@ -171,39 +170,34 @@ pub(crate) struct Dump<'a> {
 }
 
 impl Dump<'_> {
-    pub(crate) fn args(&self) -> Vec<String> {
-        let mut args = common("dump", self.image_dir, self.work_dir);
-        args.extend(["--tree".into(), self.pid.to_string(), "--root".into(), path(self.root)]);
-        // CRIU's cgroup images are not used: a restore makes the container's
-        // cgroup itself and moves CRIU in first.
-        args.push("--manage-cgroups=ignore".into());
-        if self.leave_running {
-            args.push("--leave-running".into());
-        }
-        if let Some(dir) = self.freezer {
-            args.extend(["--freeze-cgroup".into(), path(dir)]);
-        }
+    pub(crate) fn opts(&self) -> rpc::Opts {
+        let mut opts = rpc::Opts {
+            pid: Some(self.pid),
+            log_file: "dump.log".into(),
+            root: path(self.root),
+            leave_running: self.leave_running,
+            // A terminal's master is the caller's, outside the container:
+            // CRIU makes a new one at restore and hands it back.
+            orphan_pts_master: true,
+            freeze_cgroup: self.freezer.map(path),
+            ..Default::default()
+        };
         for m in self.mounts {
             let key = path(&m.destination);
-            args.extend(["--external".into(), format!("mnt[{key}]:{key}")]);
+            opts.external.push(format!("mnt[{key}]:{key}"));
         }
-        for key in self.external_files {
-            args.extend(["--external".into(), key.clone()]);
-        }
+        opts.external.extend(self.external_files.iter().cloned());
         if let Some(inode) = self.external_netns {
-            args.extend(["--external".into(), format!("net[{inode}]:{EXTERNAL_NETNS_KEY}")]);
+            opts.external.push(format!("net[{inode}]:{EXTERNAL_NETNS_KEY}"));
         }
-        self.recorded.flags(&mut args);
-        args
+        self.recorded.apply(&mut opts);
+        opts
     }
 }
 
-/// `criu restore` of the images into a new container.
+/// A restore of the images into a new container.
 pub(crate) struct Restore<'a> {
     pub root: &'a Path,
-    pub image_dir: &'a Path,
-    pub work_dir: &'a Path,
-    pub pidfile: &'a Path,
     pub mounts: &'a [ExternalMount],
     /// Keys of the inherited fds, in the order they are placed from
     /// FIRST_INHERITED_FD on.
@@ -214,42 +208,28 @@ pub(crate) struct Restore<'a> {
 }
 
 impl Restore<'_> {
-    pub(crate) fn args(&self) -> Vec<String> {
-        let mut args = common("restore", self.image_dir, self.work_dir);
-        args.extend([
-            "--root".into(),
-            path(self.root),
-            // The restored init is left to CRIU's parent's reaper.
-            "--restore-detached".into(),
-            "--pidfile".into(),
-            path(self.pidfile),
-            "--manage-cgroups=ignore".into(),
-        ]);
+    pub(crate) fn opts(&self) -> rpc::Opts {
+        let mut opts = rpc::Opts {
+            log_file: "restore.log".into(),
+            root: path(self.root),
+            // The restored init is born the runner's child, and the caller's
+            // (a subreaper) once the runner is gone.
+            rst_sibling: true,
+            orphan_pts_master: true,
+            ..Default::default()
+        };
         for m in self.mounts {
-            args.extend(["--external".into(), format!("mnt[{}]:{}", path(&m.destination), path(&m.source))]);
+            opts.external.push(format!("mnt[{}]:{}", path(&m.destination), path(&m.source)));
         }
         for (i, key) in self.inherited.iter().enumerate() {
-            args.extend(["--inherit-fd".into(), format!("fd[{}]:{key}", FIRST_INHERITED_FD + i as i32)]);
+            opts.inherit_fd.push((key.clone(), FIRST_INHERITED_FD + i as i32));
         }
         for (ns, file) in self.joins {
-            args.extend(["--join-ns".into(), format!("{ns}:{}", path(file))]);
+            opts.join_ns.push((ns.to_string(), path(file)));
         }
-        self.recorded.flags(&mut args);
-        args
+        self.recorded.apply(&mut opts);
+        opts
     }
-}
-
-fn common(action: &str, image_dir: &Path, work_dir: &Path) -> Vec<String> {
-    vec![
-        action.into(),
-        "--images-dir".into(),
-        path(image_dir),
-        "--work-dir".into(),
-        path(work_dir),
-        "--log-file".into(),
-        format!("{action}.log"),
-        "-v4".into(),
-    ]
 }
 
 fn path(p: &Path) -> String {
@@ -273,7 +253,7 @@ pub(crate) fn log_errors(log: &str) -> String {
     tail.iter().map(|l| l.trim()).collect::<Vec<_>>().join("; ")
 }
 
-fn needed(what: impl std::fmt::Display) -> String {
+pub(crate) fn needed(what: impl std::fmt::Display) -> String {
     format!(
         "{what}: checkpoint/restore needs CRIU {}.{} or newer (set the CriuPath runtime option, or put criu on PATH)",
         MIN_VERSION.0, MIN_VERSION.1
@@ -293,43 +273,6 @@ pub(crate) fn resolve(criu: &Path, path: &str) -> Result<PathBuf, String> {
         .ok_or_else(|| needed(format!("{} not found on PATH ({path})", criu.display())))
 }
 
-/// The runner's side: check CRIU's version, then run it with `args` and the
-/// inherited fds (already at their numbers), and say what failed.
-pub(crate) fn run(criu: &Path, path: &str, args: &[String], work_dir: &Path) -> Result<(), String> {
-    let missing = |e: std::io::Error| needed(format!("{}: {e}", criu.display()));
-    let out = std::process::Command::new(criu).env("PATH", path).arg("--version").output().map_err(missing)?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match parse_version(&text) {
-        Some(v) if v >= MIN_VERSION => {}
-        Some((major, minor)) => {
-            return Err(format!(
-                "{} is CRIU {major}.{minor}: checkpoint/restore needs {}.{} or newer",
-                criu.display(),
-                MIN_VERSION.0,
-                MIN_VERSION.1
-            ))
-        }
-        None => return Err(format!("{} --version said {:?}: not CRIU?", criu.display(), text.trim())),
-    }
-    let action = args.first().cloned().unwrap_or_default();
-    let out = std::process::Command::new(criu)
-        .env("PATH", path)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("run {}: {e}", criu.display()))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let log_file = work_dir.join(format!("{action}.log"));
-    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
-    let mut why = log_errors(&log);
-    if why.is_empty() {
-        why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    }
-    Err(format!("criu {action} failed ({}): {why} (log: {})", out.status, log_file.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,8 +289,6 @@ mod tests {
         let dump = Dump {
             pid: 42,
             root: Path::new("/b/rootfs"),
-            image_dir: Path::new("/img"),
-            work_dir: Path::new("/work"),
             leave_running: true,
             freezer: Some(Path::new("/sys/fs/cgroup/freezer/default/c1")),
             mounts: &mounts,
@@ -355,21 +296,12 @@ mod tests {
             external_netns: Some(4026532000),
             recorded: &r,
         };
-        let args = dump.args().join(" ");
-        for want in [
-            "dump --images-dir /img --work-dir /work --log-file dump.log",
-            "--tree 42 --root /b/rootfs",
-            "--leave-running",
-            "--freeze-cgroup /sys/fs/cgroup/freezer/default/c1",
-            "--external mnt[/data]:/data",
-            "--external file[2a:1f]",
-            "--external net[4026532000]:extRootNetNS",
-            "--tcp-established",
-            "--file-locks",
-        ] {
-            assert!(args.contains(want), "{want:?} not in {args}");
-        }
-        assert!(!args.contains("--ext-unix-sk"), "{args}");
+        let o = dump.opts();
+        assert_eq!((o.pid, o.root.as_str(), o.log_file.as_str()), (Some(42), "/b/rootfs", "dump.log"));
+        assert!(o.leave_running && o.orphan_pts_master && o.tcp_established && o.file_locks && !o.ext_unix_sk);
+        assert_eq!(o.freeze_cgroup.as_deref(), Some("/sys/fs/cgroup/freezer/default/c1"));
+        assert_eq!(o.external, ["mnt[/data]:/data", "file[2a:1f]", "net[4026532000]:extRootNetNS"]);
+        assert!(o.inherit_fd.is_empty() && !o.rst_sibling);
     }
 
     #[test]
@@ -378,27 +310,13 @@ mod tests {
         let inherited = ["file[2a:1f]".to_string(), "pipe:[77]".to_string()];
         let joins = [("ipc", PathBuf::from("/proc/9/ns/ipc"))];
         let r = recorded();
-        let restore = Restore {
-            root: Path::new("/run/r"),
-            image_dir: Path::new("/img"),
-            work_dir: Path::new("/work"),
-            pidfile: Path::new("/work/pid"),
-            mounts: &mounts,
-            inherited: &inherited,
-            joins: &joins,
-            recorded: &r,
-        };
-        let args = restore.args().join(" ");
-        for want in [
-            "restore --images-dir /img",
-            "--root /run/r --restore-detached --pidfile /work/pid --manage-cgroups=ignore",
-            "--external mnt[/data]:/srv/new",
-            "--inherit-fd fd[10]:file[2a:1f] --inherit-fd fd[11]:pipe:[77]",
-            "--join-ns ipc:/proc/9/ns/ipc",
-            "--tcp-established",
-        ] {
-            assert!(args.contains(want), "{want:?} not in {args}");
-        }
+        let restore = Restore { root: Path::new("/run/r"), mounts: &mounts, inherited: &inherited, joins: &joins, recorded: &r };
+        let o = restore.opts();
+        assert_eq!((o.root.as_str(), o.log_file.as_str(), o.pid), ("/run/r", "restore.log", None));
+        assert!(o.rst_sibling && o.orphan_pts_master && o.tcp_established);
+        assert_eq!(o.external, ["mnt[/data]:/srv/new"]);
+        assert_eq!(o.inherit_fd, [("file[2a:1f]".to_string(), 10), ("pipe:[77]".to_string(), 11)]);
+        assert_eq!(o.join_ns, [("ipc".to_string(), "/proc/9/ns/ipc".to_string())]);
     }
 
     #[test]
