@@ -264,6 +264,12 @@ impl Env {
         run_ctr(terminal, &self.binaries.ctr, self.address(), self.namespace(), &self.layout.fifo, &args, timeout)
     }
 
+    /// `ctr` in containerd namespace `namespace` rather than the Env's own
+    /// (the CRI plugin's is `k8s.io`).
+    pub fn ctr_in(&self, namespace: &str, args: &[&str]) -> CtrOutput {
+        run_ctr(crate::ctr::Terminal::No, &self.binaries.ctr, self.address(), namespace, &self.layout.fifo, args, CTR_TIMEOUT)
+    }
+
     /// `ctr -a SOCK -n NS ARGS…` unstarted, for a test that needs ctr's stdin or
     /// must run it in the background; the test waits for (or kills) it.
     pub fn ctr_command(&self, args: &[&str]) -> Command {
@@ -366,15 +372,7 @@ impl Env {
     fn import_tar_into(&self, namespace: &str, file: &str, tar: &[u8]) -> Result<()> {
         let path = self.root_dir().join(format!("{file}.tar"));
         fs::write(&path, tar).with_context(|| format!("writing {}", path.display()))?;
-        let out = run_ctr(
-            crate::ctr::Terminal::No,
-            &self.binaries.ctr,
-            self.address(),
-            namespace,
-            &self.layout.fifo,
-            &["images", "import", &path.display().to_string()],
-            CTR_TIMEOUT,
-        );
+        let out = self.ctr_in(namespace, &["images", "import", &path.display().to_string()]);
         if !out.success() {
             bail!("importing {file} failed\n{out}");
         }

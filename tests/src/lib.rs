@@ -12,6 +12,7 @@ pub mod ctr;
 pub mod image;
 pub mod podman;
 pub mod probe;
+pub mod registry;
 pub mod rootless;
 mod procfs;
 pub mod spec_file;

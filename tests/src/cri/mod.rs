@@ -102,6 +102,8 @@ pub struct CriOptions {
     pub network: Network,
     /// Run containerd inside a systemd node (`Options::node`).
     pub node: Option<i32>,
+    /// CRIU on containerd's PATH (`Options::criu`).
+    pub criu: bool,
 }
 
 pub struct CriEnv {
@@ -153,7 +155,7 @@ impl CriEnv {
                 extra_config: config::render(schema, &paths, &options.ferrum),
                 private_network: options.network == Network::Bridge,
                 node: options.node,
-                criu: false,
+                criu: options.criu,
             })?;
             Ok::<_, anyhow::Error>((cni, state_roots, env))
         })();
