@@ -23,8 +23,10 @@ pub fn options(req: &CheckpointTaskRequest) -> anyhow::Result<runtime_core::Chec
             CheckpointOptions::parse_from_bytes(&any.value).context(CHECKPOINT_OPTIONS)?
         }
     };
-    if !o.empty_namespaces.is_empty() {
-        bail!("empty_namespaces {:?}: not supported by ferrum (the container's own namespaces are dumped whole, joined ones are external)", o.empty_namespaces);
+    // As runc: only a network namespace can be left empty (whoever set it
+    // up, a CNI plugin, sets it up again after the restore).
+    if let Some(other) = o.empty_namespaces.iter().find(|ns| *ns != "network") {
+        bail!("empty_namespaces {other:?}: only \"network\" can be checkpointed empty");
     }
     // ferrum always makes the restored container's cgroup itself (CRIU's
     // "ignore"); another mode would ask CRIU to do it.
@@ -48,6 +50,7 @@ pub fn options(req: &CheckpointTaskRequest) -> anyhow::Result<runtime_core::Chec
         tcp_established: o.open_tcp,
         ext_unix_sockets: o.external_unix_sockets,
         file_locks: o.file_locks,
+        empty_network: !o.empty_namespaces.is_empty(),
     })
 }
 
@@ -77,8 +80,10 @@ mod tests {
 
     #[test]
     fn what_is_not_done_is_named() {
+        let o = CheckpointOptions { empty_namespaces: vec!["network".into(), "ipc".into()], ..Default::default() };
+        assert!(options(&request(&o, "/img")).unwrap_err().to_string().contains("empty_namespaces \"ipc\""));
         let o = CheckpointOptions { empty_namespaces: vec!["network".into()], ..Default::default() };
-        assert!(options(&request(&o, "/img")).unwrap_err().to_string().contains("empty_namespaces"));
+        assert!(options(&request(&o, "/img")).unwrap().empty_network);
         let o = CheckpointOptions { cgroups_mode: "full".into(), ..Default::default() };
         assert!(options(&request(&o, "/img")).unwrap_err().to_string().contains("cgroups_mode"));
         let o = CheckpointOptions { work_path: "rel".into(), ..Default::default() };

@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use ferrum_tests::containerd::{Options, Schema, FERRUM_RUNTIME, RUNC_RUNTIME};
+use containerd_shim_protos::shim::oci::CheckpointOptions;
 use ferrum_tests::Env;
 
 const GRACE: Duration = Duration::from_secs(5);
@@ -70,7 +71,12 @@ fn checkpoint_and_live_restore(runtime: &str) {
     assert_eq!(status(&env, "c1"), "RUNNING", "{runtime}: left running");
     env.remove_task("c1");
 
-    env.ctr(&["containers", "restore", "--rw", "--live", "c2", "ckpt:1"]).assert_ok();
+    let (restored, events) = env.events_of("c2", || env.ctr(&["containers", "restore", "--rw", "--live", "c2", "ckpt:1"]));
+    restored.assert_ok();
+    // TaskStart names the restored init's pid.
+    let pid = env.task_pid("c2").expect("the restored task");
+    let start = events.iter().find(|l| l.contains("/tasks/start")).unwrap_or_else(|| panic!("{runtime}: no start: {events:?}"));
+    assert!(start.contains(&format!("\"pid\":{pid}")), "{runtime}: {start} (pid {pid})");
     let first = wait_for_count(&env, "c2", before);
     assert!(first <= after + 30, "{runtime}: restored at {first}, checkpointed between {before} and {after}: not its memory");
     let pid1 = env.ctr(&["tasks", "exec", "--exec-id", "e1", "c2", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"]);
@@ -155,23 +161,94 @@ fn checkpoint_with_exit_into_an_image_path() {
 }
 
 fn checkpoint_through_the_shim(env: &Env, id: &str, images: &std::path::Path, exit: bool) {
+    let options = CheckpointOptions { exit, ..Default::default() };
+    checkpoint_with(env, id, images, options).expect("Checkpoint through the shim");
+}
+
+/// Task.Checkpoint straight to the shim serving `id`, with containerd's
+/// runc options (as containerd sends them to runc's runtime type), in the
+/// Task API version this containerd's shims serve (runc-v2 of 1.6 has no v3).
+fn checkpoint_with(env: &Env, id: &str, images: &std::path::Path, mut options: CheckpointOptions) -> Result<(), String> {
     use containerd_shim_protos::protobuf::{Message, MessageField};
-    let options = containerd_shim_protos::shim::oci::CheckpointOptions {
-        exit,
-        image_path: images.to_string_lossy().into_owned(),
-        ..Default::default()
-    };
+    options.image_path = images.to_string_lossy().into_owned();
     let request = containerd_shim_protos::api::CheckpointTaskRequest {
         id: id.into(),
         options: MessageField::some(containerd_shim_protos::protobuf::well_known_types::any::Any {
-            type_url: "types.containerd.io/containerd.runc.v1.CheckpointOptions".into(),
+            // containerd's own spelling: runc-v2 looks the type up by this name.
+            type_url: "containerd.runc.v1.CheckpointOptions".into(),
             value: options.write_to_bytes().unwrap(),
             ..Default::default()
         }),
         ..Default::default()
     };
-    let ctx = ttrpc::context::with_timeout(Duration::from_secs(60).as_nanos() as i64);
-    env.task_client(id).checkpoint(ctx, &request).expect("Checkpoint through the shim");
+    let version = match ferrum_tests::containerd::containerd_config_schema().unwrap() {
+        Schema::V2 => "v2",
+        Schema::V3 => "v3",
+    };
+    let bundle = env.root_dir().join("state/io.containerd.runtime.v2.task").join(env.namespace()).join(id);
+    // 1.x's shims leave `address` in the bundle, 2.x's bootstrap.json.
+    let address = std::fs::read_to_string(bundle.join("address")).unwrap_or_else(|_| {
+        let bootstrap = std::fs::read(bundle.join("bootstrap.json")).expect("the task's shim address");
+        let bootstrap: serde_json::Value = serde_json::from_slice(&bootstrap).unwrap();
+        bootstrap["address"].as_str().expect("an address in bootstrap.json").to_string()
+    });
+    let client = ttrpc::Client::connect(address.trim()).expect("connect to the shim");
+    let mut call = ttrpc::Request::new();
+    call.set_service(format!("containerd.task.{version}.Task"));
+    call.set_method("Checkpoint".into());
+    call.set_timeout_nano(Duration::from_secs(60).as_nanos() as i64);
+    call.payload = request.write_to_bytes().unwrap();
+    let answer = client.request(call).map_err(|e| e.to_string())?;
+    match answer.status.as_ref() {
+        Some(status) if status.code() != ttrpc::Code::OK => Err(status.message.clone()),
+        _ => Ok(()),
+    }
+}
+
+/// An established TCP connection is dumped only with open_tcp, and an empty
+/// network namespace with empty_namespaces; a checkpoint refused for its
+/// connection leaves the container running as it was. CRIU's log goes to
+/// work_path. Through each shim, as ctr cannot send these options.
+fn options_are_applied(runtime: &str) {
+    let (env, image) = env();
+    let script = format!("sleep 100000 | nc -l -p 7000 >/dev/null & sleep 0.5; sleep 100000 | nc 127.0.0.1 7000 & {COUNTER}");
+    let out = match runtime {
+        FERRUM_RUNTIME => env.run_on_ferrum(&["-d"], &image, "c1", &["sh", "-c", &script]),
+        _ => env.run_on(runtime, &["-d"], &image, "c1", &["sh", "-c", &script]),
+    };
+    out.assert_ok();
+    let before = wait_for_count(&env, "c1", 10);
+    let conns = env.ctr(&["tasks", "exec", "--exec-id", "n", "c1", "netstat", "-tn"]);
+    assert!(conns.stdout.contains("ESTABLISHED"), "{runtime}: no connection: {conns}");
+    let dir = env.root_dir().join("ckpt-options");
+    // runc makes the work path with mkdir, not mkdir -p.
+    std::fs::create_dir(&dir).unwrap();
+    let refused = checkpoint_with(&env, "c1", &dir.join("no-tcp"), CheckpointOptions::default());
+    let e = refused.expect_err("a TCP connection dumped without open_tcp");
+    if runtime == FERRUM_RUNTIME {
+        assert!(e.contains("tcp-established"), "CRIU's reason: {e}");
+    }
+    assert_eq!(status(&env, "c1"), "RUNNING", "{runtime}");
+    wait_for_count(&env, "c1", before + 3);
+    let work = dir.join("work");
+    let options = CheckpointOptions { open_tcp: true, work_path: work.to_string_lossy().into_owned(), ..Default::default() };
+    checkpoint_with(&env, "c1", &dir.join("tcp"), options).unwrap_or_else(|e| panic!("{runtime}: {e}"));
+    assert!(work.join("dump.log").exists(), "{runtime}: no dump.log in the work path");
+    let options = CheckpointOptions { open_tcp: true, empty_namespaces: vec!["network".into()], ..Default::default() };
+    checkpoint_with(&env, "c1", &dir.join("empty-net"), options).unwrap_or_else(|e| panic!("{runtime}: {e}"));
+    assert_eq!(status(&env, "c1"), "RUNNING", "{runtime}");
+    env.remove_task("c1");
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "{runtime}: left behind");
+}
+
+#[test]
+fn options_are_applied_on_runc() {
+    options_are_applied(RUNC_RUNTIME);
+}
+
+#[test]
+fn options_are_applied_on_ferrum() {
+    options_are_applied(FERRUM_RUNTIME);
 }
 
 /// What ferrum cannot checkpoint is refused by name and the container runs
@@ -198,7 +275,18 @@ fn failures_leave_the_container_as_it_was() {
     let before = count(&env, "n1").unwrap();
     wait_for_count(&env, "n1", before + 2);
     env.remove_task("n1");
-    let _ = env.ctr(&["images", "rm", "ckpt:p1", "ckpt:n1"]);
+    // A CRIU too old for what ferrum asks of it.
+    let old_criu = env.root_dir().join("old-criu");
+    std::fs::write(&old_criu, "#!/bin/sh\necho 'Version: 3.11'\n").unwrap();
+    std::fs::set_permissions(&old_criu, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = env.root_dir().join("old-criu.toml");
+    std::fs::write(&config, format!("CriuPath = {:?}\n", old_criu.display().to_string())).unwrap();
+    run_counter(&env, FERRUM_RUNTIME, &image, "o1", &["--runtime-config-path", &config.to_string_lossy()]);
+    let refused = env.ctr(&["containers", "checkpoint", "--task", "o1", "ckpt:o1"]);
+    assert!(!refused.success() && refused.stderr.contains("is CRIU 3.11") && refused.stderr.contains("or newer"), "{refused}");
+    assert_eq!(status(&env, "o1"), "RUNNING");
+    env.remove_task("o1");
+    let _ = env.ctr(&["images", "rm", "ckpt:p1", "ckpt:n1", "ckpt:o1"]);
 
     // A restore whose bind mount source is gone: CRIU cannot mount it.
     let data = env.root_dir().join("data");

@@ -39,6 +39,7 @@ impl Container {
             tcp_established: opts.tcp_established,
             ext_unix_sockets: opts.ext_unix_sockets,
             file_locks: opts.file_locks,
+            empty_network: opts.empty_network,
             ..Default::default()
         };
         let mountinfo = procfs::read(Base::Pid(pid), "mountinfo").ctx(id, || format!("read {pid}'s mountinfo"))?;

@@ -49,6 +49,9 @@ pub struct CheckpointOptions {
     pub tcp_established: bool,
     pub ext_unix_sockets: bool,
     pub file_locks: bool,
+    /// Dump the container's network namespace empty (containerd's
+    /// empty_namespaces "network"): its setup is someone else's to redo.
+    pub empty_network: bool,
 }
 
 /// How a container is brought back from a checkpoint's images.
@@ -70,6 +73,8 @@ pub(crate) struct Recorded {
     pub tcp_established: bool,
     pub ext_unix_sockets: bool,
     pub file_locks: bool,
+    #[serde(default)]
+    pub empty_network: bool,
 }
 
 impl Recorded {
@@ -93,6 +98,7 @@ impl Recorded {
         opts.tcp_established = self.tcp_established;
         opts.ext_unix_sk = self.ext_unix_sockets;
         opts.file_locks = self.file_locks;
+        opts.empty_ns = if self.empty_network { libc::CLONE_NEWNET as u32 } else { 0 };
     }
 }
 

@@ -26,6 +26,8 @@ pub(crate) struct Opts {
     pub rst_sibling: bool,
     pub orphan_pts_master: bool,
     pub freeze_cgroup: Option<String>,
+    /// CLONE_NEW* flags of namespaces made, not dumped or restored with contents.
+    pub empty_ns: u32,
     pub external: Vec<String>,
     /// (key, fd).
     pub inherit_fd: Vec<(String, i32)>,
@@ -102,6 +104,9 @@ impl Opts {
         int(&mut o, 34, CG_IGNORE);
         for e in &self.external {
             bytes(&mut o, 37, e.as_bytes());
+        }
+        if self.empty_ns != 0 {
+            int(&mut o, 38, u64::from(self.empty_ns));
         }
         for (ns, file) in &self.join_ns {
             let mut m = Vec::new();
