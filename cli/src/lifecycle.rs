@@ -230,7 +230,7 @@ pub fn update(g: &mut Global, args: &[String]) -> Result<()> {
 }
 
 /// One command at a time on a container: an exclusive lock on its state dir.
-fn lock(g: &Global, id: &str) -> Result<Flock<File>> {
+pub fn lock(g: &Global, id: &str) -> Result<Flock<File>> {
     let dir = g.root.join(id);
     let file = File::open(&dir).map_err(|_| anyhow::anyhow!("container does not exist"))?;
     Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| anyhow::anyhow!("lock {}: {e}", dir.display()))

@@ -6,6 +6,7 @@
 //! container's init waits on its exec FIFO (runtime-core's `detach`).
 
 mod args;
+mod checkpoint;
 mod console;
 mod events;
 mod fds;
@@ -27,6 +28,8 @@ pub struct Global {
     pub root: PathBuf,
     pub cgroup_driver: CgroupDriver,
     pub log: Logger,
+    /// CRIU's program (`--criu`), `criu` on PATH by default.
+    pub criu: PathBuf,
 }
 
 impl Global {
@@ -49,9 +52,9 @@ const USAGE: &str = "usage: ferrum [global flags] COMMAND [flags] [arguments]
 A runc-compatible OCI runtime over ferrum's runtime-core.
 
 commands: create, start, run, state, kill, delete, exec, ps, list, pause,
-resume, update, events, features, spec
+resume, update, events, features, spec, checkpoint, restore
 global flags: --root DIR, --log FILE, --log-format text|json,
---systemd-cgroup, --debug";
+--systemd-cgroup, --criu PATH, --debug";
 
 fn main() {
     // A container's init must not run any of the CLI's code.
@@ -81,6 +84,7 @@ fn main() {
             root: global.value("root").map(PathBuf::from).unwrap_or_else(default_root),
             cgroup_driver: if global.has("systemd-cgroup") { CgroupDriver::Systemd } else { CgroupDriver::Cgroupfs },
             log: std::mem::replace(&mut logger, Logger::stderr()),
+            criu: PathBuf::from(global.value("criu").unwrap_or("criu")),
         };
         let rest = &argv[command_at + 1..];
         let outcome = run(&mut g, command, rest);
@@ -138,6 +142,8 @@ fn run(g: &mut Global, command: &str, args: &[String]) -> Result<i32> {
         "ps" => query::ps(g, args).map(|()| 0),
         "features" => query::features(args).map(|()| 0),
         "spec" => query::spec(args).map(|()| 0),
+        "checkpoint" => checkpoint::checkpoint(g, args).map(|()| 0),
+        "restore" => checkpoint::restore(g, args),
         other => bail!("No help topic for '{other}'"),
     }
 }

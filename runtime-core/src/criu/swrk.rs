@@ -59,18 +59,19 @@ pub(crate) fn run(
     let status = child.wait().map_err(|e| format!("wait for criu: {e}"))?;
     let action = if typ == ReqType::Dump { "dump" } else { "restore" };
     let log = work_dir.join(&opts.log_file);
-    let explain = |what: String| {
+    // The log's last error lines say why; CRIU's own errmsg is its first
+    // error, often only noise (see log_errors). One line: callers such as
+    // go-runc keep only the first.
+    let explain = |what: Option<String>| {
         let from_log = log_errors(&std::fs::read_to_string(&log).unwrap_or_default());
-        let from_log = if from_log.is_empty() { String::new() } else { format!(": {from_log}") };
-        format!("criu {action} failed: {what}{from_log} (log: {})", log.display())
+        let why = [what.unwrap_or_default(), from_log].into_iter().filter(|w| !w.is_empty()).collect::<Vec<_>>().join(": ");
+        let why = if why.is_empty() { "no reason given".into() } else { why.replace('\n', " ") };
+        format!("criu {action} failed: {why} (log: {})", log.display())
     };
-    let (resp, console) = talked.map_err(|e| explain(format!("{e} (criu {status})")))?;
+    let (resp, console) = talked.map_err(|e| explain(Some(format!("{e} (criu {status})"))))?;
     if !resp.success {
-        let mut why = resp.errmsg.clone().unwrap_or_else(|| "no reason given".into());
-        if let Some(errno) = resp.errno.filter(|e| *e != 0) {
-            why = format!("{why} ({})", std::io::Error::from_raw_os_error(errno));
-        }
-        return Err(explain(why));
+        let errno = resp.errno.filter(|e| *e != 0).map(|e| std::io::Error::from_raw_os_error(e).to_string());
+        return Err(explain(errno));
     }
     Ok(Outcome { pid: resp.restored_pid, console })
 }
