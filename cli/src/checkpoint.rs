@@ -65,8 +65,9 @@ fn image_path(a: &Parsed) -> Result<PathBuf> {
     std::path::absolute(&path).with_context(|| format!("image path {}", path.display()))
 }
 
-/// `checkpoint ID`: the container dumped into the image path; it stops
-/// unless `--leave-running` (a paused one stays paused).
+/// `checkpoint ID`: the container dumped into the image path. Unless
+/// `--leave-running` (a paused one then stays paused), CRIU ends it and it
+/// is deleted, as runc destroys it: what remains is the images.
 pub fn checkpoint(g: &mut Global, args: &[String]) -> Result<()> {
     let a = parse(args, &CHECKPOINT)?;
     let id = one_id("checkpoint", &a.positional)?;
@@ -84,9 +85,15 @@ pub fn checkpoint(g: &mut Global, args: &[String]) -> Result<()> {
     let _lock = lock(g, id)?;
     let c = g.load(id)?;
     match c.status() {
-        "running" | "paused" => Ok(c.checkpoint(&options)?),
+        "running" | "paused" => c.checkpoint(&options)?,
         status => bail!("container {id} is {status}: only a running or paused container can be checkpointed"),
     }
+    if !options.leave_running {
+        for w in c.delete()? {
+            g.log.warn(&w);
+        }
+    }
+    Ok(())
 }
 
 const RESTORE: Spec = Spec {

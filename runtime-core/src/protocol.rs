@@ -74,6 +74,11 @@ pub(crate) struct CriuRequest {
     pub work_dir: PathBuf,
     pub cgroups: usize,
     pub inherited: usize,
+    /// The runtime's hooks to run once a restored tree's namespaces exist
+    /// (prestart, createRuntime, as runc), with the state they read, its pid
+    /// to be filled in.
+    pub hooks: Vec<(HookKind, Vec<oci_spec::runtime::Hook>)>,
+    pub hook_state: Vec<u8>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -20,7 +20,7 @@ pub mod systemd_node;
 pub mod snapshot_bench;
 pub mod snapshots;
 
-pub use binaries::ferrum_binary;
+pub use binaries::{criu_dir, ferrum_binary};
 pub use cleanup::Footprint;
 pub use docker::{Docker, DOCKER_FERRUM, DOCKER_RUNC, DOCKER_RUNTIMES};
 pub use containerd::{Env, Options, FERRUM_CLI, FERRUM_RUNTIME, RUNC_RUNTIME};

@@ -189,6 +189,8 @@ mod direct {
     struct Bundle {
         dir: PathBuf,
         ids: Vec<(String, String)>,
+        /// Global flags before every command (`--criu PATH`).
+        global: Vec<String>,
     }
 
     impl Bundle {
@@ -208,7 +210,7 @@ mod direct {
             spec["process"]["args"] = serde_json::json!(args);
             edit(&mut spec);
             std::fs::write(&file, spec.to_string()).unwrap();
-            Bundle { dir, ids: Vec::new() }
+            Bundle { dir, ids: Vec::new(), global: Vec::new() }
         }
 
         fn binary(runtime: &str) -> PathBuf {
@@ -218,7 +220,7 @@ mod direct {
         /// `RUNTIME --root ROOT ARGS…`, stdio null; stdout as text.
         fn cmd(&self, runtime: &str, args: &[&str]) -> Command {
             let mut c = Command::new(Self::binary(runtime));
-            c.arg("--root").arg(self.dir.join(format!("root-{runtime}"))).args(args);
+            c.arg("--root").arg(self.dir.join(format!("root-{runtime}"))).args(&self.global).args(args);
             c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
             c
         }
@@ -232,9 +234,9 @@ mod direct {
         /// `runtime ARGS…`: whether it succeeded, its stdout and stderr.
         fn attempt(&mut self, runtime: &str, args: &[&str]) -> (bool, String, String) {
             let mut c = self.cmd(runtime, args);
-            let detached = matches!(args[0], "create") || args[..2] == ["run", "-d"];
+            let detached = matches!(args[0], "create") || args[..2] == ["run", "-d"] || args[..2] == ["restore", "-d"];
             let log = self.dir.join(format!("stderr-{runtime}"));
-            if let Some(id) = args.last().filter(|_| matches!(args[0], "create" | "run")) {
+            if let Some(id) = args.last().filter(|_| matches!(args[0], "create" | "run" | "restore")) {
                 self.ids.push((runtime.into(), id.to_string()));
             }
             if detached {
@@ -285,6 +287,110 @@ mod direct {
             }
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+
+    /// Both runtimes with the same CRIU: a counter checkpointed (it stops),
+    /// deleted, and restored under a new id carries on; the prestart and
+    /// createRuntime hooks run again at the restore with the restored pid,
+    /// as runc runs them; a hook that fails there fails the restore by name
+    /// and leaves no state.
+    #[test]
+    fn checkpoint_and_restore_run_the_hooks_again_as_runc() {
+        let counter = "sleep 100000 | { i=0; while true; do i=$((i+1)); echo $i > /count; read -t 0.1 x; done; }";
+        let dir = PathBuf::from(format!("/tmp/ferrum-cli-{}-restore-hooks", std::process::id()));
+        let (log, logger) = (dir.join("hooks.log"), dir.join("logger.sh"));
+        let hook = |name: &str| serde_json::json!({ "path": logger, "args": ["logger", name] });
+        let mut b = Bundle::new("restore-hooks", &["sh", "-c", counter], |spec| {
+            spec["root"]["readonly"] = false.into();
+            spec["hooks"] = serde_json::json!({ "prestart": [hook("prestart")], "createRuntime": [hook("createRuntime")] });
+        });
+        let criu = ferrum_tests::criu_dir().expect("CRIU").join("criu");
+        b.global = vec!["--criu".into(), criu.display().to_string()];
+        let script = format!("#!/bin/sh\nstate=$(cat)\necho \"$1 $state\" >> {}\n", log.display());
+        std::fs::write(&logger, script).unwrap();
+        std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let bundle = b.path().display().to_string();
+        // The shell truncates before it writes: an empty read is tried again.
+        let count = || {
+            (0..10).find_map(|i| {
+                if i > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                std::fs::read_to_string(b_rootfs_count(&bundle)).ok()?.trim().parse::<u64>().ok()
+            })
+        };
+        let wait_for = |at_least: u64| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while count().is_none_or(|n| n < at_least) {
+                assert!(std::time::Instant::now() < deadline, "the counter stays at {:?}", count());
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            count().unwrap()
+        };
+        let mut seen = Vec::new();
+        for runtime in ["runc", "ferrum"] {
+            let _ = std::fs::remove_file(&log);
+            let _ = std::fs::remove_file(b_rootfs_count(&bundle));
+            // Ids no other test takes: without cgroupsPath the cgroup is /<id>.
+            let (id, again) = (format!("ckpt-{runtime}"), format!("rstr-{runtime}"));
+            let images = dir.join(format!("images-{runtime}"));
+            let images = images.display().to_string();
+            // stdio /dev/null: runc cannot dump a container whose stdio is a
+            // file outside it (ferrum declares such files external).
+            let ran = b.cmd(runtime, &["run", "-d", "--bundle", &bundle, &id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            assert!(ran.unwrap().success(), "{runtime} run -d");
+            b.ids.push((runtime.into(), id.clone()));
+            let before = wait_for(5);
+            b.ok(runtime, &["checkpoint", "--image-path", &images, &id]);
+            // Without --leave-running the container is gone, state and all.
+            assert_eq!(b.wait_status(runtime, &id, "(none)"), "(none)", "{runtime}: checkpointed without --leave-running");
+            // Dumped between truncating and writing, the file stays empty.
+            let stopped_at = count().unwrap_or(before);
+            b.ok(runtime, &["restore", "-d", "--image-path", &images, "--bundle", &bundle, &again]);
+            let first = wait_for(stopped_at + 1);
+            assert!(first >= before && first <= stopped_at + 30, "{runtime}: restored at {first}, stopped at {stopped_at}");
+            let state: serde_json::Value = serde_json::from_str(&b.ok(runtime, &["state", &again])).unwrap();
+            let pid = state["pid"].as_i64().unwrap();
+            let lines: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(String::from).collect();
+            let shape: Vec<String> = lines
+                .iter()
+                .map(|l| {
+                    let (name, state) = l.split_once(' ').unwrap();
+                    let state: serde_json::Value = serde_json::from_str(state).unwrap();
+                    let which = if state["pid"].as_i64() == Some(pid) { "restored" } else { "first" };
+                    format!("{name} {which}")
+                })
+                .collect();
+            b.ok(runtime, &["delete", "--force", &again]);
+            seen.push(shape);
+        }
+        let want = ["prestart first", "createRuntime first", "prestart restored", "createRuntime restored"];
+        assert_eq!(seen[0], want, "runc");
+        assert_eq!(seen[1], want, "ferrum");
+
+        // A hook that fails at the restore fails it, by name, and nothing is left.
+        let failing = "#!/bin/sh\necho 'no restore for you' >&2\nexit 3\n";
+        b.ok("ferrum", &["run", "-d", "--bundle", &bundle, "ckpt-fail"]);
+        wait_for(3);
+        let images = dir.join("images-failing").display().to_string();
+        b.ok("ferrum", &["checkpoint", "--image-path", &images, "ckpt-fail"]);
+        std::fs::write(&logger, failing).unwrap();
+        let (ok, _, stderr) = b.attempt("ferrum", &["restore", "-d", "--image-path", &images, "--bundle", &bundle, "rstr-fail"]);
+        assert!(!ok && stderr.contains("prestart hook #0") && stderr.contains("no restore for you"), "{stderr}");
+        assert_eq!(b.status("ferrum", "rstr-fail"), "(none)", "the failed restore left its state");
+        // Without cgroupsPath the cgroup is <our own>/<id> (v1's memory
+        // hierarchy here, the unified one on a pure v2 host).
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let (base, own) = match own.lines().find_map(|l| l.split_once(":memory:")) {
+            Some((_, p)) => ("/sys/fs/cgroup/memory", p.to_string()),
+            None => ("/sys/fs/cgroup", own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/").to_string()),
+        };
+        let cgroup = Path::new(base).join(own.trim_start_matches('/')).join("rstr-fail");
+        assert!(!cgroup.exists(), "the failed restore left {}", cgroup.display());
+    }
+
+    fn b_rootfs_count(bundle: &str) -> PathBuf {
+        Path::new(bundle).join("rootfs/count")
     }
 
     fn keys(v: &serde_json::Value) -> Vec<String> {

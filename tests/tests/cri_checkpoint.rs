@@ -14,10 +14,20 @@ use ferrum_tests::for_each_handler;
 use ferrum_tests::registry::Registry;
 
 const GRACE: Duration = Duration::from_secs(10);
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.1; done";
+/// Counts in memory, forking nothing while it counts (`read -t` waits on a
+/// pipe nobody writes to): a process that exits while CRIU freezes the tree
+/// makes CRIU fail, as it would for runc.
+const COUNTER: &str = "sleep 100000 | { i=0; while true; do i=$((i+1)); echo $i > /count; read -t 0.1 x; done; }";
 
+/// The counter's value; an empty read (the shell truncates, then writes)
+/// is tried again.
 fn count(pid: i64) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/root/count")).ok()?.trim().parse().ok()
+    (0..10).find_map(|i| {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::read_to_string(format!("/proc/{pid}/root/count")).ok()?.trim().parse().ok()
+    })
 }
 
 fn pid_of(cri: &CriEnv, id: &str) -> i64 {

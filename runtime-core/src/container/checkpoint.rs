@@ -5,6 +5,7 @@ use super::{in_runner, make_state_dir, valid_id, Container, CreateGuard, CreateO
 use crate::cgroup::{Cgroup, CgroupDriver};
 use crate::criu::{self, CheckpointOptions, ExternalMount, OpenFile, Recorded, RestoreOptions};
 use crate::error::{Context, Error, Result};
+use crate::hooks::{self, HookKind, HookState};
 use crate::namespaces::Namespaces;
 use crate::procfs::{self, Base};
 use crate::criu::rpc::ReqType;
@@ -86,6 +87,8 @@ impl Container {
             work_dir,
             cgroups: 0,
             inherited: 0,
+            hooks: Vec::new(),
+            hook_state: Vec::new(),
         });
         in_runner("CRIU runner", &request, &[]).map(drop).map_err(criu_error)
     }
@@ -137,6 +140,15 @@ impl Container {
         let work_dir = restore.work_dir.clone().unwrap_or_else(|| dir.clone());
         std::fs::create_dir_all(&work_dir).ctx(id, || format!("create {}", work_dir.display()))?;
         let rootfs = spec::rootfs_path(bundle, &spec);
+        // As runc: the prestart and createRuntime hooks run again once CRIU
+        // has made the restored tree's namespaces, with its pid.
+        let hooks: Vec<_> = [HookKind::Prestart, HookKind::CreateRuntime]
+            .into_iter()
+            .map(|kind| (kind, kind.of(&spec).to_vec()))
+            .filter(|(_, list)| !list.is_empty())
+            .collect();
+        let hook_state = hooks::encode(HookKind::Prestart, &HookState::new(&spec, id, bundle, "creating", None))
+            .map_err(|message| Error::Init { id: id.into(), message })?;
         // Last, with nothing that can fail between it and its undoing: the
         // bind is not under the state dir, which the guard removes recursively.
         let root = RootBind::new(&opts.state_root, id, &rootfs)?;
@@ -157,6 +169,8 @@ impl Container {
             work_dir,
             cgroups: cgroup.dirs().len(),
             inherited: keys.len(),
+            hooks,
+            hook_state,
         });
         let ran = in_runner("CRIU runner", &request, &fds);
         drop(fds);

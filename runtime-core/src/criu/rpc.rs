@@ -122,16 +122,19 @@ impl Opts {
     }
 }
 
-/// A criu_req: `opts` for a dump or restore, none for a notify's answer.
-pub(crate) fn request(typ: ReqType, opts: Option<&Opts>) -> Vec<u8> {
+/// A criu_req for a dump or restore.
+pub(crate) fn request(typ: ReqType, opts: &Opts) -> Vec<u8> {
     let mut out = Vec::new();
     int(&mut out, 1, typ as u64);
-    if let Some(opts) = opts {
-        bytes(&mut out, 2, &opts.encode());
-    }
-    if typ == ReqType::Notify {
-        flag(&mut out, 3, true);
-    }
+    bytes(&mut out, 2, &opts.encode());
+    out
+}
+
+/// The answer to a notification: whether CRIU may go on.
+pub(crate) fn notify_answer(success: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    int(&mut out, 1, ReqType::Notify as u64);
+    int(&mut out, 3, u64::from(success));
     out
 }
 
@@ -142,8 +145,9 @@ pub(crate) struct Response {
     pub success: bool,
     /// criu_restore_resp.pid.
     pub restored_pid: Option<i32>,
-    /// criu_notify.script.
+    /// criu_notify.script, and the pid it concerns.
     pub notify_script: Option<String>,
+    pub notify_pid: Option<i32>,
     pub errno: Option<i32>,
     pub errmsg: Option<String>,
 }
@@ -233,8 +237,10 @@ pub(crate) fn response(buf: &[u8]) -> Result<Response, String> {
                 Ok(())
             })?,
             (5, Value::Bytes(m)) => fields(m, |n, v| {
-                if let (1, Value::Bytes(s)) = (n, v) {
-                    resp.notify_script = Some(text(s));
+                match (n, v) {
+                    (1, Value::Bytes(s)) => resp.notify_script = Some(text(s)),
+                    (2, Value::Int(pid)) => resp.notify_pid = Some(pid as i32),
+                    _ => {}
                 }
                 Ok(())
             })?,
@@ -265,7 +271,7 @@ mod tests {
             inherit_fd: vec![("pipe:[7]".into(), 10)],
             ..Default::default()
         };
-        let req = request(ReqType::Dump, Some(&opts));
+        let req = request(ReqType::Dump, &opts);
         // type DUMP, then opts (field 2, length-delimited)...
         assert_eq!(&req[..3], &[0x08, 0x01, 0x12]);
         let body = &req[4..];
@@ -277,7 +283,8 @@ mod tests {
         assert!(has(b"\xaa\x02\x0amnt[/a]:/a"), "external (37)");
         assert!(has(b"\xda\x01\x0c\x0a\x08pipe:[7]\x10\x0a"), "inherit_fd (27)");
         assert!(has(&[0x90, 0x02, 0x00]), "manage_cgroups_mode IGNORE (34)");
-        assert_eq!(request(ReqType::Notify, None), [0x08, 0x06, 0x18, 0x01]);
+        assert_eq!(notify_answer(true), [0x08, 0x06, 0x18, 0x01]);
+        assert_eq!(notify_answer(false), [0x08, 0x06, 0x18, 0x00]);
         let mut neg = Vec::new();
         int32(&mut neg, 1, -1);
         assert_eq!(neg.len(), 11);
@@ -288,12 +295,13 @@ mod tests {
         // RESTORE, success, restore { pid: 4242 }.
         let r = response(&[0x08, 0x02, 0x10, 0x01, 0x22, 0x03, 0x08, 0x92, 0x21]).unwrap();
         assert_eq!((r.typ, r.success, r.restored_pid), (2, true, Some(4242)));
-        // NOTIFY, success, notify { script: "orphan-pts-master" }.
-        let mut buf = vec![0x08, 0x06, 0x10, 0x01, 0x2a, 19, 0x0a, 17];
+        // NOTIFY, success, notify { script: "orphan-pts-master", pid: 7 }.
+        let mut buf = vec![0x08, 0x06, 0x10, 0x01, 0x2a, 21, 0x0a, 17];
         buf.extend_from_slice(b"orphan-pts-master");
+        buf.extend_from_slice(&[0x10, 0x07]);
         let r = response(&buf).unwrap();
         assert!(r.is_notify());
-        assert_eq!(r.notify_script.as_deref(), Some("orphan-pts-master"));
+        assert_eq!((r.notify_script.as_deref(), r.notify_pid), (Some("orphan-pts-master"), Some(7)));
         // DUMP, failed, cr_errno 2, cr_errmsg.
         let r = response(&[0x08, 0x01, 0x10, 0x00, 0x38, 0x02, 0x4a, 0x02, b'n', b'o']).unwrap();
         assert_eq!((r.success, r.errno, r.errmsg.as_deref()), (false, Some(2), Some("no")));

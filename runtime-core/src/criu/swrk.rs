@@ -1,6 +1,7 @@
 //! The runner's side of a dump or restore: `criu swrk` started as our child
 //! with one end of a SOCK_SEQPACKET pair, one request sent, its notifications
-//! answered (keeping a restored terminal's master CRIU hands over), its
+//! answered (keeping a restored terminal's master CRIU hands over, running
+//! the runtime's hooks once the restored tree's namespaces exist), its
 //! answer read, its exit collected.
 
 use super::rpc::{self, Opts, ReqType};
@@ -23,6 +24,9 @@ pub(crate) struct Outcome {
 /// CRIU's messages are small; a notification with an fd is the largest.
 const MAX_MESSAGE: usize = 64 * 1024;
 
+/// `namespaces_ready` runs at CRIU's setup-namespaces with the restored
+/// init's pid (runc's prestart and createRuntime hooks); its failure stops
+/// the restore and is the error.
 pub(crate) fn run(
     criu: &Path,
     path: &str,
@@ -30,6 +34,7 @@ pub(crate) fn run(
     mut opts: Opts,
     image_dir: &Path,
     work_dir: &Path,
+    namespaces_ready: &mut dyn FnMut(i32) -> Result<(), String>,
 ) -> Result<Outcome, String> {
     check_version(criu, path)?;
     let images = open_dir(image_dir)?;
@@ -54,7 +59,7 @@ pub(crate) fn run(
         .spawn()
         .map_err(|e| format!("run {} swrk: {e}", criu.display()))?;
     drop(theirs);
-    let talked = converse(&ours, typ, &opts);
+    let talked = converse(&ours, typ, &opts, namespaces_ready);
     drop(ours);
     let status = child.wait().map_err(|e| format!("wait for criu: {e}"))?;
     let action = if typ == ReqType::Dump { "dump" } else { "restore" };
@@ -68,7 +73,11 @@ pub(crate) fn run(
         let why = if why.is_empty() { "no reason given".into() } else { why.replace('\n', " ") };
         format!("criu {action} failed: {why} (log: {})", log.display())
     };
-    let (resp, console) = talked.map_err(|e| explain(Some(format!("{e} (criu {status})"))))?;
+    let (resp, console) = match talked {
+        Ok(Conversation::Answered(resp, console)) => (resp, console),
+        Ok(Conversation::Stopped(why)) => return Err(why),
+        Err(e) => return Err(explain(Some(format!("{e} (criu {status})")))),
+    };
     if !resp.success {
         let errno = resp.errno.filter(|e| *e != 0).map(|e| std::io::Error::from_raw_os_error(e).to_string());
         return Err(explain(errno));
@@ -76,20 +85,43 @@ pub(crate) fn run(
     Ok(Outcome { pid: resp.restored_pid, console })
 }
 
+/// How a conversation with CRIU ended.
+enum Conversation {
+    /// CRIU's final answer, and a restored terminal's master.
+    Answered(rpc::Response, Option<OwnedFd>),
+    /// We stopped it: why.
+    Stopped(String),
+}
+
 /// Send the request, answer notifications until the final answer.
-fn converse(sock: &OwnedFd, typ: ReqType, opts: &Opts) -> Result<(rpc::Response, Option<OwnedFd>), String> {
-    send(sock, &rpc::request(typ, Some(opts)))?;
+fn converse(
+    sock: &OwnedFd,
+    typ: ReqType,
+    opts: &Opts,
+    namespaces_ready: &mut dyn FnMut(i32) -> Result<(), String>,
+) -> Result<Conversation, String> {
+    send(sock, &rpc::request(typ, opts))?;
     let mut console = None;
     loop {
         let (buf, fd) = recv(sock)?;
         let resp = rpc::response(&buf)?;
         if !resp.is_notify() {
-            return Ok((resp, console));
+            return Ok(Conversation::Answered(resp, console));
         }
-        if resp.notify_script.as_deref() == Some("orphan-pts-master") {
-            console = Some(fd.ok_or("CRIU's orphan-pts-master came without the master")?);
+        let go_on = match resp.notify_script.as_deref() {
+            Some("orphan-pts-master") => {
+                console = Some(fd.ok_or("CRIU's orphan-pts-master came without the master")?);
+                Ok(())
+            }
+            Some("setup-namespaces") => namespaces_ready(resp.notify_pid.unwrap_or(0)),
+            _ => Ok(()),
+        };
+        send(sock, &rpc::notify_answer(go_on.is_ok()))?;
+        if let Err(why) = go_on {
+            // CRIU gives up and answers its failure; ours is the reason.
+            let _ = recv(sock);
+            return Ok(Conversation::Stopped(why));
         }
-        send(sock, &rpc::request(ReqType::Notify, None))?;
     }
 }
 

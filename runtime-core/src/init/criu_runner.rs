@@ -5,7 +5,9 @@ use super::{Describe, Result};
 use crate::channel::Channel;
 use crate::criu::swrk::Outcome;
 use crate::criu::FIRST_INHERITED_FD;
+use crate::hooks::HookKind;
 use crate::protocol::InitReply;
+use oci_spec::runtime::Hook;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -39,6 +41,21 @@ pub(super) fn prepare(cgroups: Vec<OwnedFd>, inherit: Vec<OwnedFd>) -> Result<()
         if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
             return Err(std::io::Error::last_os_error()).describe(|| format!("place an inherited fd at {target}"));
         }
+    }
+    Ok(())
+}
+
+/// The runtime's hooks at a restore, with the restored init's `pid` in the
+/// state they read (this runner is their only reaper, as for any hook).
+pub(super) fn run_hooks(hooks: &[(HookKind, Vec<Hook>)], state: &[u8], pid: i32) -> Result<()> {
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    let mut state: serde_json::Value = serde_json::from_slice(state).describe(|| "the hooks' state".into())?;
+    state["pid"] = pid.into();
+    let state = serde_json::to_vec(&state).describe(|| "the hooks' state".into())?;
+    for (kind, list) in hooks {
+        crate::hooks::run_encoded(*kind, list, &state, false)?;
     }
     Ok(())
 }

@@ -89,7 +89,8 @@ fn run(channel_fd: RawFd) -> i32 {
                 })
                 .and_then(|()| {
                     let opts = criu.opts.clone();
-                    crate::criu::swrk::run(&criu.criu, &criu.path, criu.typ, opts, &criu.image_dir, &criu.work_dir)
+                    let mut hooks = |pid| criu_runner::run_hooks(&criu.hooks, &criu.hook_state, pid);
+                    crate::criu::swrk::run(&criu.criu, &criu.path, criu.typ, opts, &criu.image_dir, &criu.work_dir, &mut hooks)
                 });
             let sent = match done {
                 Ok(outcome) => criu_runner::answer(&mut channel, outcome),
