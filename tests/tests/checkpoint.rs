@@ -454,3 +454,33 @@ fn a_terminal_is_restored_on_ferrum() {
 fn a_terminal_is_restored_on_the_cli() {
     terminal(FERRUM_CLI);
 }
+
+/// The OOM monitor watches a restored container's cgroup: an exec killed by
+/// its memory limit is a TaskOOM, as on a fresh container.
+fn oom_after_restore(runtime: &str) {
+    let (env, image) = env();
+    run_counter(&env, runtime, &image, "c1", &["--memory-limit", "67108864"]);
+    env.ctr(&["containers", "checkpoint", "--task", "c1", "ckpt:1"]).assert_ok();
+    env.remove_task("c1");
+    env.ctr(&["containers", "restore", "--live", "c2", "ckpt:1"]).assert_ok();
+    wait_for_count(&env, "c2", 1);
+    let (out, events) = env.events_of("c2", || {
+        let grow = r#"BEGIN { s = "x"; while (1) s = s s }"#;
+        env.ctr(&["tasks", "exec", "--exec-id", "hog", "c2", "awk", grow])
+    });
+    assert_eq!(out.status, Some(137), "{runtime}: the hog was not OOM-killed: {out}");
+    assert!(events.iter().any(|l| l.contains("/tasks/oom")), "{runtime}: no TaskOOM in {events:?}");
+    env.remove_task("c2");
+    env.ctr(&["images", "rm", "ckpt:1"]).assert_ok();
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "{runtime}: left behind");
+}
+
+#[test]
+fn oom_after_restore_on_runc() {
+    oom_after_restore(RUNC_RUNTIME);
+}
+
+#[test]
+fn oom_after_restore_on_ferrum() {
+    oom_after_restore(FERRUM_RUNTIME);
+}
