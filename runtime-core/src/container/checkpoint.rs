@@ -291,6 +291,9 @@ struct RootBind {
 impl RootBind {
     fn new(state_root: &Path, id: &str, rootfs: &Path) -> Result<RootBind> {
         let path = state_root.join(format!(".criu-root-{id}"));
+        // What a restore killed midway left: its bind, then the empty dir.
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&path);
         std::fs::create_dir(&path).ctx(id, || format!("create {}", path.display()))?;
         let bound = nix::mount::mount(Some(rootfs), &path, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>);
         if let Err(e) = bound {
