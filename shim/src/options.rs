@@ -296,7 +296,8 @@ fn read_config_path(path: &str) -> anyhow::Result<String> {
 }
 
 /// containerd 1.x's `containerd.linux.runc.CreateOptions`, which its client
-/// (`ctr run --no-pivot`) sends any runtime not named io.containerd.runc.*.
+/// (`ctr run --no-pivot`) sends any runtime not named io.containerd.runc.*,
+/// with a restore's settings beside the create ones.
 fn from_linux_create_options(bytes: &[u8]) -> anyhow::Result<RuntimeOptions> {
     let mut o = RuntimeOptions::default();
     for (field, value) in fields(bytes, LINUX_CREATE_OPTIONS)? {
@@ -306,13 +307,31 @@ fn from_linux_create_options(bytes: &[u8]) -> anyhow::Result<RuntimeOptions> {
             9 => o.shim_cgroup = text(value, LINUX_CREATE_OPTIONS, field, "shim_cgroup")?,
             10 => o.io_uid = number(value, LINUX_CREATE_OPTIONS, field, "io_uid")? as u32,
             11 => o.io_gid = number(value, LINUX_CREATE_OPTIONS, field, "io_gid")? as u32,
-            // open_tcp, external_unix_sockets, terminal, file_locks,
-            // empty_namespaces, cgroups_mode, criu_work_path, criu_image_path.
-            _ => {
-                return Err(err(format!(
-                    "{LINUX_CREATE_OPTIONS}: field {field} (a checkpoint/restore setting) is not implemented"
-                )))
-            }
+            12 => o.criu_work_path = text(value, LINUX_CREATE_OPTIONS, field, "criu_work_path")?,
+            13 => o.criu_image_path = text(value, LINUX_CREATE_OPTIONS, field, "criu_image_path")?,
+            // A restore's CRIU settings: ferrum applies those its images were
+            // dumped with (ferrum-checkpoint.json), which these can only repeat.
+            2 => drop(number(value, LINUX_CREATE_OPTIONS, field, "open_tcp")?),
+            3 => drop(number(value, LINUX_CREATE_OPTIONS, field, "external_unix_sockets")?),
+            4 => drop(number(value, LINUX_CREATE_OPTIONS, field, "terminal")?),
+            5 => drop(number(value, LINUX_CREATE_OPTIONS, field, "file_locks")?),
+            6 => match text(value, LINUX_CREATE_OPTIONS, field, "empty_namespaces")?.as_str() {
+                "network" => {}
+                other => {
+                    return Err(err(format!(
+                        "{LINUX_CREATE_OPTIONS}: empty_namespaces {other:?}: only \"network\" can be restored empty"
+                    )))
+                }
+            },
+            7 => match text(value, LINUX_CREATE_OPTIONS, field, "cgroups_mode")?.as_str() {
+                "" | "ignore" => {}
+                other => {
+                    return Err(err(format!(
+                        "{LINUX_CREATE_OPTIONS}: cgroups_mode {other:?}: ferrum restores into the cgroup it makes (only \"ignore\")"
+                    )))
+                }
+            },
+            _ => return Err(err(format!("{LINUX_CREATE_OPTIONS}: field {field} is not understood by ferrum"))),
         }
     }
     Ok(o)
@@ -414,10 +433,26 @@ mod tests {
         {
             let mut out = CodedOutputStream::vec(&mut value);
             out.write_bool(2, true).unwrap();
+            out.write_string(12, "/w").unwrap();
+            out.write_string(13, "/i").unwrap();
             out.flush().unwrap();
         }
         let any = Any { type_url: LINUX_CREATE_OPTIONS.into(), value, ..Default::default() };
-        assert!(RuntimeOptions::from_any(&any).unwrap_err().to_string().contains("field 2"));
+        let got = RuntimeOptions::from_any(&any).unwrap();
+        assert_eq!((got.criu_work_path.as_str(), got.criu_image_path.as_str()), ("/w", "/i"));
+        for (field, value, named) in [(7, "full", "cgroups_mode \"full\""), (6, "ipc", "empty_namespaces \"ipc\""), (12, "w", "CriuWorkPath")] {
+            let mut bytes = Vec::new();
+            {
+                let mut out = CodedOutputStream::vec(&mut bytes);
+                out.write_string(field, value).unwrap();
+                out.flush().unwrap();
+            }
+            let any = Any { type_url: LINUX_CREATE_OPTIONS.into(), value: bytes, ..Default::default() };
+            let e = RuntimeOptions::from_any(&any).unwrap_err().to_string();
+            assert!(e.contains(named), "{e}");
+        }
+        let any = Any { type_url: LINUX_CREATE_OPTIONS.into(), value: vec![14 << 3, 1], ..Default::default() };
+        assert!(RuntimeOptions::from_any(&any).unwrap_err().to_string().contains("field 14"));
     }
 
     #[test]
