@@ -248,7 +248,7 @@ impl InitProcess {
                     image_dir: pending.image_dir,
                     work_dir: self.criu.work_dir.clone(),
                 };
-                let restored = tokio::task::spawn_blocking(move || {
+                let mut restored = tokio::task::spawn_blocking(move || {
                     runtime_core::Container::restore(&id, &bundle, pending.create, &options)
                 })
                 .await
@@ -259,7 +259,6 @@ impl InitProcess {
                     self.core.set_exited(255);
                     from_runtime(e)
                 })?;
-                let mut restored = restored;
                 let master = restored.take_console();
                 self.core.set_pid(restored.pid());
                 *lock(&self.container) = Some(restored);

@@ -192,6 +192,19 @@ impl Env {
         })
     }
 
+    /// Task `id`'s status as `ctr tasks ls` shows it (RUNNING, PAUSED,
+    /// STOPPED…), or "" without such a task.
+    pub fn task_status(&self, id: &str) -> String {
+        let out = self.ctr(&["tasks", "ls"]);
+        // TASK PID STATUS
+        out.stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or("")
+            .to_string()
+    }
+
     /// Our own ttrpc client on the shim serving task `id`, at the address
     /// containerd keeps in the task's bundle: for the Task calls ctr has no
     /// command for.

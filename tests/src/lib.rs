@@ -6,6 +6,7 @@ pub mod lsm;
 mod binaries;
 pub mod cleanup;
 pub mod containerd;
+pub mod counter;
 pub mod cri;
 pub mod docker;
 pub mod ctr;

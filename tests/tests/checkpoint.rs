@@ -1,22 +1,17 @@
 //! Checkpoint and restore with CRIU through ctr -> containerd -> shim ->
 //! runtime-core -> CRIU, on ferrum and on runc-v2 + runc (the reference) with
-//! the same CRIU (sid's, scripts/install-criu: FERRUM_CRIU_DIR).
-//!
-//! The probe is a shell counting in memory, writing each value to a file:
-//! restored with its memory, it carries on from the checkpointed value; a
-//! fresh start would begin again at 1.
+//! the same CRIU (sid's, scripts/install-criu: FERRUM_CRIU_DIR). The probe
+//! is `ferrum_tests::counter`.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ferrum_tests::containerd::{Options, Schema, FERRUM_CLI, FERRUM_RUNTIME, RUNC_RUNTIME};
 use containerd_shim_protos::shim::oci::CheckpointOptions;
+use ferrum_tests::containerd::{Options, Schema, FERRUM_CLI, FERRUM_RUNTIME, RUNC_RUNTIME};
+use ferrum_tests::counter::{self, COUNTER};
 use ferrum_tests::Env;
 
 const GRACE: Duration = Duration::from_secs(5);
-/// Counts in memory, forking nothing while it counts (`read -t` waits on a
-/// pipe nobody writes to): a process that exits while CRIU freezes the tree
-/// makes CRIU fail, as it would for runc.
-const COUNTER: &str = "sleep 100000 | { i=0; while true; do i=$((i+1)); echo $i > /count; read -t 0.1 x; done; }";
 
 fn env() -> (Env, String) {
     let env = Env::start_with(Options { criu: true, ..Options::default() }).expect("starting containerd with CRIU");
@@ -34,38 +29,13 @@ fn run_counter(env: &Env, runtime: &str, image: &str, id: &str, flags: &[&str]) 
     wait_for_count(env, id, 5);
 }
 
-/// The counter's value, read from the host through the task's root. The
-/// shell truncates the file before it writes: an empty read is tried again,
-/// and stays None for a counter frozen (or dumped) right in between.
+/// The counter's value, read from the host through the task's root.
 fn count(env: &Env, id: &str) -> Option<u64> {
-    let pid = env.task_pid(id)?;
-    (0..10).find_map(|i| {
-        if i > 0 {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::fs::read_to_string(format!("/proc/{pid}/root/count")).ok()?.trim().parse().ok()
-    })
+    counter::read(Path::new(&format!("/proc/{}/root/count", env.task_pid(id)?)))
 }
 
 fn wait_for_count(env: &Env, id: &str, at_least: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(n) = count(env, id).filter(|n| *n >= at_least) {
-            return n;
-        }
-        assert!(Instant::now() < deadline, "{id}'s counter did not reach {at_least} (at {:?})", count(env, id));
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn status(env: &Env, id: &str) -> String {
-    let out = env.ctr(&["tasks", "ls"]);
-    out.stdout
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(id))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("")
-        .to_string()
+    counter::wait_for(id, || count(env, id), at_least)
 }
 
 /// The walk, on one runtime: a counter is checkpointed with its rw
@@ -78,7 +48,7 @@ fn checkpoint_and_live_restore(runtime: &str) {
     let before = count(&env, "c1").expect("the counter");
     env.ctr(&["containers", "checkpoint", "--task", "--rw", "c1", "ckpt:1"]).assert_ok();
     let after = count(&env, "c1").expect("the counter after its checkpoint");
-    assert_eq!(status(&env, "c1"), "RUNNING", "{runtime}: left running");
+    assert_eq!(env.task_status("c1"), "RUNNING", "{runtime}: left running");
     env.remove_task("c1");
 
     let (restored, events) = env.events_of("c2", || env.ctr(&["containers", "restore", "--rw", "--live", "c2", "ckpt:1"]));
@@ -137,7 +107,7 @@ fn paused_stays_paused(runtime: &str) {
     let frozen = count(&env, "c1");
     env.ctr(&["tasks", "checkpoint", "c1"]).assert_ok();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(status(&env, "c1"), "PAUSED", "{runtime}");
+    assert_eq!(env.task_status("c1"), "PAUSED", "{runtime}");
     assert_eq!(count(&env, "c1"), frozen, "{runtime}: counted while paused");
     env.ctr(&["tasks", "resume", "c1"]).assert_ok();
     wait_for_count(&env, "c1", frozen.unwrap_or(0) + 2);
@@ -177,7 +147,7 @@ fn checkpoint_with_exit_into_an_image_path() {
             checkpoint_through_the_shim(&env, "c1", &images, true);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while status(&env, "c1") != "STOPPED" {
+        while env.task_status("c1") != "STOPPED" {
             assert!(Instant::now() < deadline, "{runtime}: the task did not stop after its checkpoint with exit");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -189,7 +159,7 @@ fn checkpoint_with_exit_into_an_image_path() {
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
 
-fn checkpoint_through_the_shim(env: &Env, id: &str, images: &std::path::Path, exit: bool) {
+fn checkpoint_through_the_shim(env: &Env, id: &str, images: &Path, exit: bool) {
     let options = CheckpointOptions { exit, ..Default::default() };
     checkpoint_with(env, id, images, options).expect("Checkpoint through the shim");
 }
@@ -197,7 +167,7 @@ fn checkpoint_through_the_shim(env: &Env, id: &str, images: &std::path::Path, ex
 /// Task.Checkpoint straight to the shim serving `id`, with containerd's
 /// runc options (as containerd sends them to runc's runtime type), in the
 /// Task API version this containerd's shims serve (runc-v2 of 1.6 has no v3).
-fn checkpoint_with(env: &Env, id: &str, images: &std::path::Path, mut options: CheckpointOptions) -> Result<(), String> {
+fn checkpoint_with(env: &Env, id: &str, images: &Path, mut options: CheckpointOptions) -> Result<(), String> {
     use containerd_shim_protos::protobuf::{Message, MessageField};
     options.image_path = images.to_string_lossy().into_owned();
     let request = containerd_shim_protos::api::CheckpointTaskRequest {
@@ -257,7 +227,7 @@ fn options_are_applied(runtime: &str) {
     if runtime != RUNC_RUNTIME {
         assert!(e.contains("tcp-established"), "CRIU's reason: {e}");
     }
-    assert_eq!(status(&env, "c1"), "RUNNING", "{runtime}");
+    assert_eq!(env.task_status("c1"), "RUNNING", "{runtime}");
     wait_for_count(&env, "c1", before + 3);
     let work = dir.join("work");
     let options = CheckpointOptions { open_tcp: true, work_path: work.to_string_lossy().into_owned(), ..Default::default() };
@@ -265,7 +235,7 @@ fn options_are_applied(runtime: &str) {
     assert!(work.join("dump.log").exists(), "{runtime}: no dump.log in the work path");
     let options = CheckpointOptions { open_tcp: true, empty_namespaces: vec!["network".into()], ..Default::default() };
     checkpoint_with(&env, "c1", &dir.join("empty-net"), options).unwrap_or_else(|e| panic!("{runtime}: {e}"));
-    assert_eq!(status(&env, "c1"), "RUNNING", "{runtime}");
+    assert_eq!(env.task_status("c1"), "RUNNING", "{runtime}");
     env.remove_task("c1");
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "{runtime}: left behind");
 }
@@ -296,7 +266,7 @@ fn failures_leave_the_container_as_it_was() {
     run_counter(&env, FERRUM_RUNTIME, &image, "p1", &["--with-ns", &pidns]);
     let refused = env.ctr(&["containers", "checkpoint", "--task", "p1", "ckpt:p1"]);
     assert!(!refused.success() && refused.stderr.contains("shares a pid namespace"), "{refused}");
-    assert_eq!(status(&env, "p1"), "RUNNING");
+    assert_eq!(env.task_status("p1"), "RUNNING");
     env.remove_task("p1");
     env.remove_task("p0");
 
@@ -318,7 +288,7 @@ fn failures_leave_the_container_as_it_was() {
     run_counter(&env, FERRUM_RUNTIME, &image, "o1", &["--runtime-config-path", &config.to_string_lossy()]);
     let refused = env.ctr(&["containers", "checkpoint", "--task", "o1", "ckpt:o1"]);
     assert!(!refused.success() && refused.stderr.contains("is CRIU 3.11") && refused.stderr.contains("or newer"), "{refused}");
-    assert_eq!(status(&env, "o1"), "RUNNING");
+    assert_eq!(env.task_status("o1"), "RUNNING");
     env.remove_task("o1");
     let _ = env.ctr(&["images", "rm", "ckpt:p1", "ckpt:n1", "ckpt:o1"]);
 
@@ -333,9 +303,9 @@ fn failures_leave_the_container_as_it_was() {
     let failed = env.ctr(&["containers", "restore", "--live", "b2", "ckpt:b1"]);
     assert!(!failed.success() && failed.stderr.contains("criu restore failed"), "{failed}");
     // Nothing of the restore is left but what containerd deletes.
-    let state = std::path::Path::new("/run/ferrum/containers").join(env.namespace());
+    let state = Path::new("/run/ferrum/containers").join(env.namespace());
     assert!(!state.join("b2").exists() && !state.join(".criu-root-b2").exists(), "restore state left in {}", state.display());
-    let cgroup = std::path::Path::new("/sys/fs/cgroup/memory").join(env.namespace()).join("b1");
+    let cgroup = Path::new("/sys/fs/cgroup/memory").join(env.namespace()).join("b1");
     assert!(!cgroup.exists(), "{} left", cgroup.display());
     let _ = env.ctr(&["tasks", "delete", "b2"]);
     env.ctr(&["containers", "rm", "b2"]).assert_ok();
@@ -430,7 +400,7 @@ fn terminal(runtime: &str) {
         env.ctr(&["tasks", "kill", "--signal", "SIGKILL", "c2"]).assert_ok();
         restore.join().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !status(&env, "c2").is_empty() {
+        while !env.task_status("c2").is_empty() {
             let _ = env.ctr(&["tasks", "delete", "c2"]);
             assert!(Instant::now() < deadline, "{runtime}: task c2 could not be deleted");
         }

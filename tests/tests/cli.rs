@@ -296,11 +296,10 @@ mod direct {
     /// and leaves no state.
     #[test]
     fn checkpoint_and_restore_run_the_hooks_again_as_runc() {
-        let counter = "sleep 100000 | { i=0; while true; do i=$((i+1)); echo $i > /count; read -t 0.1 x; done; }";
         let dir = PathBuf::from(format!("/tmp/ferrum-cli-{}-restore-hooks", std::process::id()));
         let (log, logger) = (dir.join("hooks.log"), dir.join("logger.sh"));
         let hook = |name: &str| serde_json::json!({ "path": logger, "args": ["logger", name] });
-        let mut b = Bundle::new("restore-hooks", &["sh", "-c", counter], |spec| {
+        let mut b = Bundle::new("restore-hooks", &["sh", "-c", ferrum_tests::counter::COUNTER], |spec| {
             spec["root"]["readonly"] = false.into();
             spec["hooks"] = serde_json::json!({ "prestart": [hook("prestart")], "createRuntime": [hook("createRuntime")] });
         });
@@ -310,23 +309,8 @@ mod direct {
         std::fs::write(&logger, script).unwrap();
         std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let bundle = b.path().display().to_string();
-        // The shell truncates before it writes: an empty read is tried again.
-        let count = || {
-            (0..10).find_map(|i| {
-                if i > 0 {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                std::fs::read_to_string(b_rootfs_count(&bundle)).ok()?.trim().parse::<u64>().ok()
-            })
-        };
-        let wait_for = |at_least: u64| {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while count().is_none_or(|n| n < at_least) {
-                assert!(std::time::Instant::now() < deadline, "the counter stays at {:?}", count());
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            count().unwrap()
-        };
+        let count = || ferrum_tests::counter::read(&b_rootfs_count(&bundle));
+        let wait_for = |at_least| ferrum_tests::counter::wait_for("the bundle's counter", count, at_least);
         let mut seen = Vec::new();
         for runtime in ["runc", "ferrum"] {
             let _ = std::fs::remove_file(&log);

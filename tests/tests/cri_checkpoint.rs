@@ -5,29 +5,19 @@
 //! the same CRIU; containerd 1.6 has no such call.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferrum_tests::containerd::{containerd_config_schema, Schema};
 use ferrum_tests::cri::api::CheckpointContainerRequest;
 use ferrum_tests::cri::{CriEnv, CriOptions, Handler, APP_IMAGE, CRI_NAMESPACE};
+use ferrum_tests::counter::{self, COUNTER};
 use ferrum_tests::for_each_handler;
 use ferrum_tests::registry::Registry;
 
 const GRACE: Duration = Duration::from_secs(10);
-/// Counts in memory, forking nothing while it counts (`read -t` waits on a
-/// pipe nobody writes to): a process that exits while CRIU freezes the tree
-/// makes CRIU fail, as it would for runc.
-const COUNTER: &str = "sleep 100000 | { i=0; while true; do i=$((i+1)); echo $i > /count; read -t 0.1 x; done; }";
 
-/// The counter's value; an empty read (the shell truncates, then writes)
-/// is tried again.
 fn count(pid: i64) -> Option<u64> {
-    (0..10).find_map(|i| {
-        if i > 0 {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::fs::read_to_string(format!("/proc/{pid}/root/count")).ok()?.trim().parse().ok()
-    })
+    counter::read(Path::new(&format!("/proc/{pid}/root/count")))
 }
 
 fn pid_of(cri: &CriEnv, id: &str) -> i64 {
@@ -37,14 +27,7 @@ fn pid_of(cri: &CriEnv, id: &str) -> i64 {
 }
 
 fn wait_for_count(pid: i64, at_least: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(n) = count(pid).filter(|n| *n >= at_least) {
-            return n;
-        }
-        assert!(Instant::now() < deadline, "the counter did not reach {at_least} (at {:?})", count(pid));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    counter::wait_for(&format!("pid {pid}"), || count(pid), at_least)
 }
 
 /// The names in a tar archive.

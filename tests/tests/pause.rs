@@ -6,16 +6,6 @@ use ferrum_tests::Env;
 
 const GRACE: Duration = Duration::from_secs(5);
 
-fn status(env: &Env, id: &str) -> String {
-    let out = env.ctr(&["tasks", "ls"]);
-    out.stdout
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(id))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("")
-        .to_string()
-}
-
 #[test]
 fn pause_resume_and_force_delete_of_a_paused_task() {
     let (env, image) = Env::with_busybox();
@@ -24,12 +14,12 @@ fn pause_resume_and_force_delete_of_a_paused_task() {
         std::thread::sleep(Duration::from_millis(500));
         env.run_on_ferrum(&["-d"], &image, "c1", &["sleep", "600"]).assert_ok();
         env.ctr(&["tasks", "pause", "c1"]).assert_ok();
-        assert_eq!(status(&env, "c1"), "PAUSED");
+        assert_eq!(env.task_status("c1"), "PAUSED");
         // A paused task cannot be deleted without force, and says why.
         let refused = env.ctr(&["tasks", "delete", "c1"]);
         assert!(!refused.success() && refused.stderr.contains("paused"), "{refused}");
         env.ctr(&["tasks", "resume", "c1"]).assert_ok();
-        assert_eq!(status(&env, "c1"), "RUNNING");
+        assert_eq!(env.task_status("c1"), "RUNNING");
         let out = events.join().unwrap();
         for topic in ["/tasks/paused", "/tasks/resumed"] {
             assert!(out.stdout.lines().any(|l| l.contains(topic) && l.contains("c1")), "no {topic}: {out}");

@@ -9,7 +9,8 @@ use crate::hooks::HookKind;
 use crate::protocol::InitReply;
 use oci_spec::runtime::Hook;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use crate::clone3::dup_above;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// Fds are moved at least this high before they are placed, so that none is
 /// overwritten by the placing of another.
@@ -24,15 +25,8 @@ pub(super) fn prepare(cgroups: Vec<OwnedFd>, inherit: Vec<OwnedFd>) -> Result<()
         std::fs::File::from(procs).write_all(b"0").describe(|| "join the container's cgroup".into())?;
     }
     let parked = inherit
-        .into_iter()
-        .map(|fd| {
-            // SAFETY: F_DUPFD_CLOEXEC on an fd we own; the new fd is owned below.
-            let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, PARKED_FDS) };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error()).describe(|| "move an inherited fd".into());
-            }
-            Ok(unsafe { OwnedFd::from_raw_fd(n) })
-        })
+        .iter()
+        .map(|fd| dup_above(fd.as_fd(), PARKED_FDS).describe(|| "move an inherited fd".into()))
         .collect::<Result<Vec<_>>>()?;
     for (i, fd) in parked.iter().enumerate() {
         let target = FIRST_INHERITED_FD + i as i32;
