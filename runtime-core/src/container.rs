@@ -128,8 +128,6 @@ fn reap_killed(pid: i32) {
 impl Container {
     pub fn create(id: &str, bundle: &Path, opts: CreateOptions) -> Result<Container> {
         valid_id(id)?;
-        // The move into the cgroup comes after the clone; its wait starts now.
-        crate::cgroup::prime_migration();
         let mut spec = spec::load_spec(bundle)?;
         if let Some(mut process) = spec.process().clone().filter(|_| !opts.extra_env.is_empty()) {
             let mut env = process.env().clone().unwrap_or_default();
@@ -319,7 +317,6 @@ impl Container {
     /// its namespaces and its cgroup. Returns its pid once the user's program
     /// runs (a missing binary or bad user fails here, with init's message).
     pub fn exec(&self, process: &Process, stdio: Stdio) -> Result<ExecProcess> {
-        crate::cgroup::prime_migration();
         let id = &self.state.id;
         let init = self.state.pid;
         if !proc_stat::is_same_process(init, self.state.pid_start) {

@@ -23,9 +23,6 @@ const TASK_V2: &str = "containerd.task.v2.Task";
 const TASK_V3: &str = "containerd.task.v3.Task";
 
 pub fn run(flags: &Flags) -> Result<()> {
-    // containerd's Create follows: its move into the container's cgroup waits
-    // for the kernel less the sooner this starts (runtime-core's cgroup/prime.rs).
-    runtime_core::cgroup::prime_migration();
     crate::logger::set_debug(flags.debug);
     log_to_fifo();
     // SAFETY: prctl with integer arguments.

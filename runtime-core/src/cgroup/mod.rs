@@ -11,7 +11,6 @@ mod device_filter;
 mod hierarchy;
 mod hugetlb;
 mod oom;
-mod prime;
 mod resources;
 mod rootless;
 mod stats;
@@ -26,7 +25,6 @@ use std::time::{Duration, Instant};
 
 pub use hierarchy::is_pure_v2;
 pub use oom::OomWatcher;
-pub use prime::prime_migration;
 pub use rootless::Refused;
 pub use block_io::{BlkioEntry, IoEntry};
 pub use hugetlb::HugetlbUsage;
