@@ -111,6 +111,14 @@ impl Drop for CreateGuard {
     }
 }
 
+/// Make the cgroup (it may exist: a cgroupsPath shared with an earlier
+/// container) and set its limits. Limits come before the process is in: it
+/// never runs unconstrained.
+fn make_limited(cgroup: &Cgroup, resources: Option<&LinuxResources>) -> Result<Vec<String>> {
+    cgroup.create()?;
+    Ok(resources.map(|r| cgroup.apply(r)).transpose()?.unwrap_or_default())
+}
+
 /// Reap our child `pid`, killed: a zombie would stay in the container's
 /// cgroup (in `ps`, `docker top`) until the caller's reaper got to it.
 /// Bounded, as a frozen process dies late; a subreaping caller may have
@@ -163,7 +171,7 @@ impl Container {
         // bring lo up): they are made after the join. Init unshares them;
         // a new pid namespace, which its first process must be cloned into,
         // comes from an intermediate that joins the user namespace first.
-        let mut birth = Birth { clone_flags: ns.clone_flags, gated, in_user: None };
+        let mut birth = Birth { clone_flags: ns.clone_flags, gated, in_user: None, cgroup: None };
         let mut unshare = 0;
         let joined_user = joins.first().is_some_and(|(t, _)| *t == LinuxNamespaceType::User);
         let user_fd = if joined_user && ns.creates(LinuxNamespaceType::Pid) {
@@ -177,6 +185,23 @@ impl Container {
             (birth.clone_flags, unshare) = (new_pid, ns.clone_flags & !new_pid);
             birth.in_user = user_fd.as_ref().map(|fd| fd.as_fd());
         }
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        // On a pure v2 host init is born in its cgroup, made and limited
+        // first (Cgroup::birthplace); rootless, the cgroup may not be ours to
+        // make, and an intermediate is born where we are.
+        let born_in = match &placement {
+            Placement::Cgroupfs(cgroup)
+                if crate::cgroup::is_pure_v2() && birth.in_user.is_none() && !crate::rootless::is_rootless() =>
+            {
+                guard.cgroup = Some(cgroup.clone());
+                let warnings = make_limited(cgroup, resources)?;
+                // Kills counted before ours (a cgroupsPath shared with an earlier container).
+                let oom_before = cgroup.oom_kills();
+                cgroup.birthplace()?.map(|dir| (dir, warnings, oom_before))
+            }
+            _ => None,
+        };
+        birth.cgroup = born_in.as_ref().map(|(dir, ..)| dir.as_fd());
         let mut child =
             spawn_in_pid_namespace(pidns.as_ref(), birth, &opts.stdio).ctx(id, || "start container init".into())?;
         guard.pid = Some(child.pid);
@@ -187,34 +212,36 @@ impl Container {
             write_id_maps(id, child.pid, &spec)?;
         }
         child.release().ctx(id, || "release init".into())?;
-        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-        let (cgroup, mut warnings) = match placement {
-            Placement::Cgroupfs(cgroup) => (cgroup, Vec::new()),
-            Placement::Systemd(path) => {
-                // The unit starts with init in it and systemd's share of the limits.
-                guard.unit = Some(path.unit.clone());
-                systemd::start(&path, child.pid, resources, id)?
+        let (cgroup, mut warnings, oom_before) = match (born_in, placement) {
+            (Some((_, warnings, oom_before)), Placement::Cgroupfs(cgroup)) => (cgroup, warnings, oom_before),
+            (_, placement) => {
+                let (cgroup, mut warnings) = match placement {
+                    Placement::Cgroupfs(cgroup) => (cgroup, Vec::new()),
+                    Placement::Systemd(path) => {
+                        // The unit starts with init in it and systemd's share of the limits.
+                        guard.unit = Some(path.unit.clone());
+                        systemd::start(&path, child.pid, resources, id)?
+                    }
+                };
+                guard.cgroup = Some(cgroup.clone());
+                // Rootless, the cgroup is made where the user may, and the limits are
+                // checked against what was made (cgroup/rootless.rs).
+                let cgroup = if crate::rootless::is_rootless() && guard.unit.is_none() {
+                    let (made, refused) = cgroup.create_where_permitted()?;
+                    guard.cgroup = Some(made.clone());
+                    if let Some(given) = resources.map(|r| made.rootless_resources(r, &refused)).transpose()? {
+                        warnings.extend(made.apply(&given)?);
+                    }
+                    made
+                } else {
+                    warnings.extend(make_limited(&cgroup, resources)?);
+                    cgroup
+                };
+                let oom_before = cgroup.oom_kills();
+                cgroup.add(child.pid)?;
+                (cgroup, warnings, oom_before)
             }
         };
-        guard.cgroup = Some(cgroup.clone());
-        // Rootless, the cgroup is made where the user may, and the limits are
-        // checked against what was made (cgroup/rootless.rs).
-        let (cgroup, resources_given) = if crate::rootless::is_rootless() && guard.unit.is_none() {
-            let (made, refused) = cgroup.create_where_permitted()?;
-            guard.cgroup = Some(made.clone());
-            let given = resources.map(|r| made.rootless_resources(r, &refused)).transpose()?;
-            (made, given)
-        } else {
-            cgroup.create()?;
-            (cgroup, resources.cloned())
-        };
-        // Limits before the process is in: it never runs unconstrained.
-        if let Some(r) = &resources_given {
-            warnings.extend(cgroup.apply(r)?);
-        }
-        // Kills counted before ours (a cgroupsPath shared with an earlier container).
-        let oom_before = cgroup.oom_kills();
-        cgroup.add(child.pid)?;
 
         let runtime_hooks = |pid: i32| {
             let state = HookState::new(&spec, id, bundle, "creating", Some(pid));
@@ -330,8 +357,12 @@ impl Container {
         let pidns = namespaces.iter().position(|(t, ..)| *t == LinuxNamespaceType::Pid).map(|i| namespaces.remove(i).2);
         let (names, fds): (Vec<_>, Vec<OwnedFd>) =
             namespaces.into_iter().map(|(typ, path, file)| ((typ, path), OwnedFd::from(file))).unzip();
+        // Born in the container's cgroup where the host allows (pure v2).
+        let cgroup = self.cgroup();
+        let birthplace = cgroup.birthplace()?;
+        let birth = Birth { cgroup: birthplace.as_ref().map(|d| d.as_fd()), ..Default::default() };
         let mut child =
-            spawn_in_pid_namespace(pidns.as_ref(), Default::default(), &stdio).ctx(id, || "start exec process".into())?;
+            spawn_in_pid_namespace(pidns.as_ref(), birth, &stdio).ctx(id, || "start exec process".into())?;
         drop(stdio);
         let guard = CreateGuard { pid: Some(child.pid), cgroup: None, unit: None, dir: None };
         if let Some(list) = process.exec_cpu_affinity().as_ref().and_then(|a| a.initial().as_deref()) {
@@ -340,7 +371,9 @@ impl Container {
             crate::affinity::set(child.pid, &cpus).ctx(id, || format!("set process.execCPUAffinity.initial {list:?}"))?;
         }
         // The container's cgroup exists (and is set up): just move in.
-        self.cgroup().add(child.pid)?;
+        if birthplace.is_none() {
+            cgroup.add(child.pid)?;
+        }
         // The container's seccomp profile and personality apply to its execs too (as runc).
         let spec = spec::load_spec(&self.state.bundle)?;
         let linux = spec.linux();

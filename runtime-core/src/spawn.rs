@@ -12,6 +12,9 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
+/// linux/sched.h (5.7); the libc crate lacks it.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 /// The container's stdio; `None` is /dev/null.
 #[derive(Default)]
 pub struct Stdio {
@@ -43,6 +46,11 @@ pub(crate) struct Birth<'a> {
     /// first process must be cloned into it. The caller must be a subreaper:
     /// init is reparented to it when the intermediate exits.
     pub in_user: Option<BorrowedFd<'a>>,
+    /// A cgroup v2 directory to be born in (CLONE_INTO_CGROUP): no move into
+    /// it afterwards, so no wait for the kernel's lock on moves (see
+    /// `Cgroup::birthplace`). Not with `in_user`, whose intermediate is born
+    /// where the caller is.
+    pub cgroup: Option<BorrowedFd<'a>>,
 }
 
 pub(crate) struct Spawned {
@@ -79,7 +87,10 @@ fn stdio_sources(stdio: &Stdio, null: &std::fs::File, min: RawFd) -> io::Result<
 }
 
 fn spawn_init(birth: Birth, stdio: &Stdio) -> io::Result<Spawned> {
-    let Birth { clone_flags, gated, in_user } = birth;
+    let Birth { clone_flags, gated, in_user, cgroup } = birth;
+    if in_user.is_some() && cgroup.is_some() {
+        return Err(io::Error::other("an init cloned by an intermediate cannot be born in a cgroup"));
+    }
     let channel_fd = channel_fd(stdio);
     // Every fd the child uses after its dup2s is numbered above their targets
     // (stdio, extra fds, channel, gate): a dup2 must not overwrite a source
@@ -130,6 +141,10 @@ fn spawn_init(birth: Birth, stdio: &Stdio) -> io::Result<Spawned> {
     let pid_write_raw: RawFd = pid_write.as_ref().map_or(-1, |w| w.as_raw_fd());
     let first_flags = if in_user.is_some() { 0 } else { clone_flags };
     let mut args = CloneArgs { flags: first_flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
+    if let Some(dir) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = dir.as_raw_fd() as u64;
+    }
     let mut init_args = CloneArgs { flags: clone_flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
 
     // SAFETY: clone3 without CLONE_VM behaves like fork. The child branch only

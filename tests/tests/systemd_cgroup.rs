@@ -283,6 +283,43 @@ fn a_container_is_a_transient_scope_with_its_limits() {
     n.assert_gone(unit, &group);
 }
 
+/// The cgroupfs driver on a systemd node (as kubelets ran it for years): the
+/// init and an exec are in the container's cgroup, under its limit, in every
+/// hierarchy. On pure v2 (the guest lane) both are born there with
+/// CLONE_INTO_CGROUP instead of being moved in.
+#[test]
+fn cgroupfs_driver_processes_are_in_the_containers_cgroup() {
+    let n = Node::boot();
+    let group = format!("{}/cgroupfs-c1", n.node.cgroup());
+    n.env
+        .run_on(
+            FERRUM_RUNTIME,
+            &["-d", "--cgroup", &group, "--memory-limit", "67108864"],
+            &n.image,
+            "c1",
+            &["sleep", "600"],
+        )
+        .assert_ok();
+    let limit = if pure_v2() { "memory.max" } else { "memory.limit_in_bytes" };
+    assert_eq!(cgroup_file(&group, "memory", limit), "67108864");
+    let out = n.env.ctr(&["tasks", "exec", "--exec-id", "e1", "c1", "cat", "/proc/self/cgroup"]);
+    out.assert_ok();
+    let in_group = |cgroups: &str| {
+        let lines: Vec<&str> = cgroups.lines().filter(|l| !l.ends_with(":/")).collect();
+        !lines.is_empty() && lines.iter().all(|l| l.ends_with(&group))
+    };
+    assert!(in_group(&out.stdout), "the exec's cgroups:\n{out}");
+    // Only init is left (the exec has exited); its pid here is the host's.
+    let init = cgroup_file(&group, "memory", "cgroup.procs");
+    let cmdline = std::fs::read(format!("/proc/{init}/cmdline")).unwrap_or_default();
+    assert_eq!(cmdline, b"sleep\0600\0", "the cgroup's only process, {init}");
+    let own = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
+    assert!(in_group(&own), "the init's cgroups:\n{own}");
+    n.env.remove_task("c1");
+    assert_eq!(cgroups_left(&group), Vec::<PathBuf>::new(), "cgroups left behind");
+    assert_eq!(n.env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
+
 /// `unified` keys are written to the files last; on v2 the ones systemd has
 /// properties for are its properties too, or a reload would reset them to
 /// the unit's (memory.high to "max"). On v1 systemd manages no v2 file: the

@@ -101,6 +101,21 @@ impl Cgroup {
         Ok(())
     }
 
+    /// On a pure cgroup v2 host, the (existing) directory opened for a clone3
+    /// with CLONE_INTO_CGROUP: a process born there is never moved. A move (a
+    /// cgroup.procs write) takes the kernel's cgroup_threadgroup_rwsem for
+    /// writing, and the first writer after a quiet spell waits for an RCU grace
+    /// period — 11–15 ms against 0.5–0.8 ms for a clone into the cgroup, on this
+    /// project's 2-CPU VMs. v1 hierarchies have no such clone.
+    pub fn birthplace(&self) -> Result<Option<std::os::fd::OwnedFd>> {
+        match self.dirs.as_slice() {
+            [dir] if is_pure_v2() => std::fs::File::open(dir)
+                .map(|f| Some(f.into()))
+                .map_err(cg_err(dir, "open to start a process in")),
+            _ => Ok(None),
+        }
+    }
+
     /// Create the directories and move `pid` into them.
     pub fn join(&self, pid: i32) -> Result<()> {
         self.create()?;

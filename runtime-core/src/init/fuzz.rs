@@ -98,12 +98,12 @@ fn config_json_fuzz() {
     let run = Run::new("config.json (runtime-core checks)", 3000);
     let bundle = Scratch::new("bundle");
     let cgroup_dir = Scratch::new("cgroup");
-    let scratch = scratch_cgroup(&cgroup_dir.path());
+    let scratch = scratch_cgroup(cgroup_dir.path());
     let (mut loaded, mut refused) = (0, 0);
     run.each(|n, rng| {
         let case = make_case(n, rng);
         std::fs::write(bundle.path().join("config.json"), &case.bytes).unwrap();
-        let spec = match load_spec(&bundle.path()) {
+        let spec = match load_spec(bundle.path()) {
             Ok(spec) => spec,
             Err(e) => {
                 assert!(n != 0, "containerd's full spec is refused: {e}");
@@ -123,7 +123,7 @@ fn config_json_fuzz() {
             }
         };
         loaded += 1;
-        check_fields(&spec, &bundle.path(), &scratch, n == 0).unwrap_or_else(|e| panic!("{e}\n  case: {}", case.describe()));
+        check_fields(&spec, bundle.path(), &scratch, n == 0).unwrap_or_else(|e| panic!("{e}\n  case: {}", case.describe()));
         let outside: Vec<_> = std::fs::read_dir(&cgroup_dir.path()).unwrap().flatten().map(|e| e.file_name()).filter(|n| n != "cg").collect();
         assert!(outside.is_empty(), "resources written outside the cgroup: {outside:?}\n  case: {}", case.describe());
     });
