@@ -311,8 +311,8 @@ fn cgroupfs_driver_processes_are_in_the_containers_cgroup() {
     assert!(in_group(&out.stdout), "the exec's cgroups:\n{out}");
     // Only init is left (the exec has exited); its pid here is the host's.
     let init = cgroup_file(&group, "memory", "cgroup.procs");
-    let cmdline = std::fs::read(format!("/proc/{init}/cmdline")).unwrap_or_default();
-    assert_eq!(cmdline, b"sleep\0600\0", "the cgroup's only process, {init}");
+    let cmdline = std::fs::read_to_string(format!("/proc/{init}/cmdline")).unwrap_or_default();
+    assert_eq!(cmdline.split('\0').collect::<Vec<_>>(), ["sleep", "600", ""], "the cgroup's only process, {init}");
     let own = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
     assert!(in_group(&own), "the init's cgroups:\n{own}");
     n.env.remove_task("c1");

@@ -124,7 +124,7 @@ fn config_json_fuzz() {
         };
         loaded += 1;
         check_fields(&spec, bundle.path(), &scratch, n == 0).unwrap_or_else(|e| panic!("{e}\n  case: {}", case.describe()));
-        let outside: Vec<_> = std::fs::read_dir(&cgroup_dir.path()).unwrap().flatten().map(|e| e.file_name()).filter(|n| n != "cg").collect();
+        let outside: Vec<_> = std::fs::read_dir(cgroup_dir.path()).unwrap().flatten().map(|e| e.file_name()).filter(|n| n != "cg").collect();
         assert!(outside.is_empty(), "resources written outside the cgroup: {outside:?}\n  case: {}", case.describe());
     });
     run.report(&format!("{loaded} loaded and checked, {refused} refused by load_spec"));
