@@ -10,7 +10,7 @@ use containerd_shim_protos::events::task::{
     TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::{any::Any, timestamp::Timestamp};
-use containerd_shim_protos::protobuf::{MessageDyn, MessageField};
+use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim_async::{Client, EventsClient};
 use containerd_shim_protos::api::ForwardRequest;
@@ -20,6 +20,24 @@ use tokio::sync::mpsc;
 pub fn now() -> Timestamp {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32, ..Default::default() }
+}
+
+/// `$body` for the message `$e` of whichever event `$event` is.
+macro_rules! each_event {
+    ($event:expr, $e:ident => $body:expr) => {
+        match $event {
+            Event::Create($e) => $body,
+            Event::Start($e) => $body,
+            Event::ExecAdded($e) => $body,
+            Event::ExecStarted($e) => $body,
+            Event::Exit($e) => $body,
+            Event::Delete($e) => $body,
+            Event::Paused($e) => $body,
+            Event::Resumed($e) => $body,
+            Event::Oom($e) => $body,
+            Event::Checkpointed($e) => $body,
+        }
+    };
 }
 
 pub enum Event {
@@ -51,49 +69,40 @@ impl Event {
         }
     }
 
-    fn message(&self) -> &dyn MessageDyn {
+    /// The message's proto name, which containerd's typeurl resolves.
+    fn type_name(&self) -> &'static str {
         match self {
-            Event::Create(e) => e,
-            Event::Start(e) => e,
-            Event::ExecAdded(e) => e,
-            Event::ExecStarted(e) => e,
-            Event::Exit(e) => e,
-            Event::Delete(e) => e,
-            Event::Paused(e) => e,
-            Event::Resumed(e) => e,
-            Event::Oom(e) => e,
-            Event::Checkpointed(e) => e,
+            Event::Create(_) => "containerd.events.TaskCreate",
+            Event::Start(_) => "containerd.events.TaskStart",
+            Event::ExecAdded(_) => "containerd.events.TaskExecAdded",
+            Event::ExecStarted(_) => "containerd.events.TaskExecStarted",
+            Event::Exit(_) => "containerd.events.TaskExit",
+            Event::Delete(_) => "containerd.events.TaskDelete",
+            Event::Paused(_) => "containerd.events.TaskPaused",
+            Event::Resumed(_) => "containerd.events.TaskResumed",
+            Event::Oom(_) => "containerd.events.TaskOOM",
+            Event::Checkpointed(_) => "containerd.events.TaskCheckpointed",
         }
     }
 
     /// The container the event is about, for log lines.
     fn container_id(&self) -> &str {
-        match self {
-            Event::Create(e) => &e.container_id,
-            Event::Start(e) => &e.container_id,
-            Event::ExecAdded(e) => &e.container_id,
-            Event::ExecStarted(e) => &e.container_id,
-            Event::Exit(e) => &e.container_id,
-            Event::Delete(e) => &e.container_id,
-            Event::Paused(e) => &e.container_id,
-            Event::Resumed(e) => &e.container_id,
-            Event::Oom(e) => &e.container_id,
-            Event::Checkpointed(e) => &e.container_id,
-        }
+        each_event!(self, e => &e.container_id)
     }
 
     fn to_any(&self) -> Any {
-        to_any(self.message())
+        each_event!(self, e => to_any(self.type_name(), e))
     }
 }
 
-/// Pack a message the way containerd's typeurl resolves it: by its proto name.
-pub fn to_any(m: &dyn MessageDyn) -> Any {
-    Any {
-        type_url: m.descriptor_dyn().full_name().to_string(),
-        value: m.write_to_bytes_dyn().unwrap_or_default(),
-        ..Default::default()
-    }
+/// Pack a message the way containerd's typeurl resolves it: by its proto
+/// name, given, and through its own generated encoder. rust-protobuf's
+/// reflection (`descriptor_dyn`, which `write_to_bytes_dyn` calls too) would
+/// build the descriptors of the message's .proto file and of every file it
+/// imports — gogo.proto brings descriptor.proto, comments included — and keep
+/// them for the life of the shim.
+pub fn to_any<M: Message>(type_name: &str, m: &M) -> Any {
+    Any { type_url: type_name.into(), value: m.write_to_bytes().unwrap_or_default(), ..Default::default() }
 }
 
 #[derive(Clone)]
@@ -151,7 +160,7 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use containerd_shim_protos::protobuf::Message;
+    use containerd_shim_protos::protobuf::MessageDyn;
 
     #[test]
     fn payload_is_named_as_containerd_registers_it() {
@@ -159,5 +168,25 @@ mod tests {
         assert_eq!(any.type_url, "containerd.events.TaskExit");
         let back = TaskExit::parse_from_bytes(&any.value).unwrap();
         assert_eq!(back.exit_status, 7);
+    }
+
+    #[test]
+    fn every_events_name_is_its_proto_name() {
+        let all = [
+            Event::Create(Default::default()),
+            Event::Start(Default::default()),
+            Event::ExecAdded(Default::default()),
+            Event::ExecStarted(Default::default()),
+            Event::Exit(Default::default()),
+            Event::Delete(Default::default()),
+            Event::Paused(Default::default()),
+            Event::Resumed(Default::default()),
+            Event::Oom(Default::default()),
+            Event::Checkpointed(Default::default()),
+        ];
+        for e in all {
+            let proto = each_event!(&e, m => m.descriptor_dyn().full_name().to_string());
+            assert_eq!(e.type_name(), proto, "{}", e.topic());
+        }
     }
 }

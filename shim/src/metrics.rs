@@ -8,11 +8,15 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::MessageField;
 use runtime_core::cgroup::CgroupStats;
 
+/// The metrics' proto names (containerd's typeurl resolves them).
+const V1_METRICS: &str = "io.containerd.cgroups.v1.Metrics";
+const V2_METRICS: &str = "io.containerd.cgroups.v2.Metrics";
+
 pub fn to_any(s: &CgroupStats) -> Any {
     if s.unified {
-        crate::events::to_any(&to_v2(s))
+        crate::events::to_any(V2_METRICS, &to_v2(s))
     } else {
-        crate::events::to_any(&to_v1(s))
+        crate::events::to_any(V1_METRICS, &to_v1(s))
     }
 }
 
@@ -222,5 +226,12 @@ mod tests {
         assert_eq!(to_any(&s).type_url, "io.containerd.cgroups.v2.Metrics");
         assert_eq!(to_v2(&s).cpu.usage_usec, 2000);
         assert_eq!(to_v2(&s).memory_events.oom_kill, 2);
+    }
+
+    #[test]
+    fn the_names_are_the_proto_names() {
+        use containerd_shim_protos::protobuf::MessageFull;
+        assert_eq!(V1_METRICS, v1::Metrics::descriptor().full_name());
+        assert_eq!(V2_METRICS, v2::Metrics::descriptor().full_name());
     }
 }

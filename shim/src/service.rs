@@ -528,8 +528,22 @@ impl Task for TaskService {
     }
 }
 
+/// The proto name `ctr task ps` resolves an exec's details by.
+const PROCESS_DETAILS: &str = "containerd.runc.v1.ProcessDetails";
+
 /// `containerd.runc.v1.ProcessDetails` as an Any, which `ctr task ps` decodes.
 fn exec_details(exec_id: &str) -> containerd_shim_protos::protobuf::well_known_types::any::Any {
     let details = containerd_shim_protos::shim::oci::ProcessDetails { exec_id: exec_id.into(), ..Default::default() };
-    crate::events::to_any(&details)
+    crate::events::to_any(PROCESS_DETAILS, &details)
+}
+
+#[cfg(test)]
+mod tests {
+    use containerd_shim_protos::protobuf::MessageFull;
+
+    #[test]
+    fn exec_details_carry_their_proto_name() {
+        let name = containerd_shim_protos::shim::oci::ProcessDetails::descriptor().full_name().to_string();
+        assert_eq!(super::exec_details("e1").type_url, name);
+    }
 }
