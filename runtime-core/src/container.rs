@@ -191,7 +191,7 @@ impl Container {
         // make, and an intermediate is born where we are.
         let born_in = match &placement {
             Placement::Cgroupfs(cgroup)
-                if crate::cgroup::is_pure_v2() && birth.in_user.is_none() && !crate::rootless::is_rootless() =>
+                if cgroup.can_be_born_in() && birth.in_user.is_none() && !crate::rootless::is_rootless() =>
             {
                 guard.cgroup = Some(cgroup.clone());
                 let warnings = make_limited(cgroup, resources)?;

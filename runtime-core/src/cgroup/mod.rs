@@ -109,11 +109,16 @@ impl Cgroup {
     /// project's 2-CPU VMs. v1 hierarchies have no such clone.
     pub fn birthplace(&self) -> Result<Option<std::os::fd::OwnedFd>> {
         match self.dirs.as_slice() {
-            [dir] if is_pure_v2() => std::fs::File::open(dir)
+            [dir] if self.can_be_born_in() => std::fs::File::open(dir)
                 .map(|f| Some(f.into()))
                 .map_err(cg_err(dir, "open to start a process in")),
             _ => Ok(None),
         }
+    }
+
+    /// True when `birthplace` opens a directory: one v2 dir on a pure v2 host.
+    pub fn can_be_born_in(&self) -> bool {
+        self.dirs.len() == 1 && is_pure_v2()
     }
 
     /// Create the directories and move `pid` into them.
