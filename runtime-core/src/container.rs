@@ -10,7 +10,7 @@ use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind, HookState};
 use crate::protocol::{CreateRequest, InitReply, InitRequest, ParentMessage, SetupOptions};
 use crate::namespaces::Namespaces;
-use crate::spawn::{spawn_in_pid_namespace, Birth, Stdio};
+use crate::spawn::{spawn, Birth, Stdio};
 use crate::state::{State, Status};
 use crate::{exec_fifo, proc_stat, spec};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, LinuxResources, Process, Spec};
@@ -111,11 +111,9 @@ impl Drop for CreateGuard {
     }
 }
 
-/// Make the cgroup (it may exist: a cgroupsPath shared with an earlier
-/// container) and set its limits. Limits come before the process is in: it
-/// never runs unconstrained.
-fn make_limited(cgroup: &Cgroup, resources: Option<&LinuxResources>) -> Result<Vec<String>> {
-    cgroup.create()?;
+/// Set the spec's limits on the (made) cgroup; the warnings say what could
+/// not be applied.
+fn limit(cgroup: &Cgroup, resources: Option<&LinuxResources>) -> Result<Vec<String>> {
     Ok(resources.map(|r| cgroup.apply(r)).transpose()?.unwrap_or_default())
 }
 
@@ -186,24 +184,19 @@ impl Container {
             birth.in_user = user_fd.as_ref().map(|fd| fd.as_fd());
         }
         let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-        // On a pure v2 host init is born in its cgroup, made and limited
-        // first (Cgroup::birthplace); rootless, the cgroup may not be ours to
-        // make, and an intermediate is born where we are.
+        // Init is born in its cgroup where it can be (cgroup/birth.rs); rootless,
+        // the cgroup may not be ours to make, and an intermediate is born where
+        // we are.
         let born_in = match &placement {
-            Placement::Cgroupfs(cgroup)
-                if cgroup.can_be_born_in() && birth.in_user.is_none() && !crate::rootless::is_rootless() =>
-            {
+            Placement::Cgroupfs(cgroup) if birth.in_user.is_none() && !crate::rootless::is_rootless() => {
                 guard.cgroup = Some(cgroup.clone());
-                let warnings = make_limited(cgroup, resources)?;
-                // Kills counted before ours (a cgroupsPath shared with an earlier container).
-                let oom_before = cgroup.oom_kills();
-                cgroup.birthplace()?.map(|dir| (dir, warnings, oom_before))
+                cgroup.create()?;
+                cgroup.birthplace()?
             }
             _ => None,
         };
-        birth.cgroup = born_in.as_ref().map(|(dir, ..)| dir.as_fd());
-        let mut child =
-            spawn_in_pid_namespace(pidns.as_ref(), birth, &opts.stdio).ctx(id, || "start container init".into())?;
+        birth.cgroup = born_in.as_ref();
+        let mut child = spawn(pidns.as_ref(), birth, &opts.stdio).ctx(id, || "start container init".into())?;
         guard.pid = Some(child.pid);
         // Only the init holds the container's stdio from here on.
         drop(opts.stdio);
@@ -212,8 +205,16 @@ impl Container {
             write_id_maps(id, child.pid, &spec)?;
         }
         child.release().ctx(id, || "release init".into())?;
+        // The limits follow init in, as with runc: a thread of ours passed
+        // through a v1 cgroup, which a pids limit would count and a devices one
+        // confine, and init runs nothing of the container's before its request.
         let (cgroup, mut warnings, oom_before) = match (born_in, placement) {
-            (Some((_, warnings, oom_before)), Placement::Cgroupfs(cgroup)) => (cgroup, warnings, oom_before),
+            (Some(_), Placement::Cgroupfs(cgroup)) => {
+                // Kills counted before ours (a cgroupsPath shared with an earlier container).
+                let oom_before = cgroup.oom_kills();
+                let warnings = limit(&cgroup, resources)?;
+                (cgroup, warnings, oom_before)
+            }
             (_, placement) => {
                 let (cgroup, mut warnings) = match placement {
                     Placement::Cgroupfs(cgroup) => (cgroup, Vec::new()),
@@ -234,7 +235,8 @@ impl Container {
                     }
                     made
                 } else {
-                    warnings.extend(make_limited(&cgroup, resources)?);
+                    cgroup.create()?;
+                    warnings.extend(limit(&cgroup, resources)?);
                     cgroup
                 };
                 let oom_before = cgroup.oom_kills();
@@ -357,12 +359,12 @@ impl Container {
         let pidns = namespaces.iter().position(|(t, ..)| *t == LinuxNamespaceType::Pid).map(|i| namespaces.remove(i).2);
         let (names, fds): (Vec<_>, Vec<OwnedFd>) =
             namespaces.into_iter().map(|(typ, path, file)| ((typ, path), OwnedFd::from(file))).unzip();
-        // Born in the container's cgroup where the host allows (pure v2).
+        // Born in the container's cgroup where it can be (cgroup/birth.rs).
         let cgroup = self.cgroup();
         let birthplace = cgroup.birthplace()?;
-        let birth = Birth { cgroup: birthplace.as_ref().map(|d| d.as_fd()), ..Default::default() };
+        let birth = Birth { cgroup: birthplace.as_ref(), ..Default::default() };
         let mut child =
-            spawn_in_pid_namespace(pidns.as_ref(), birth, &stdio).ctx(id, || "start exec process".into())?;
+            spawn(pidns.as_ref(), birth, &stdio).ctx(id, || "start exec process".into())?;
         drop(stdio);
         let guard = CreateGuard { pid: Some(child.pid), cgroup: None, unit: None, dir: None };
         if let Some(list) = process.exec_cpu_affinity().as_ref().and_then(|a| a.initial().as_deref()) {
@@ -699,7 +701,7 @@ enum RunnerAnswer {
 /// Have a runner (our binary re-executed in our namespaces, single-threaded)
 /// do `request` with `fds`, and wait for its answer, or its failure.
 fn in_runner(what: &str, request: &InitRequest, fds: &[OwnedFd]) -> std::result::Result<RunnerAnswer, String> {
-    let mut runner = spawn_in_pid_namespace(None, Default::default(), &Stdio::default())
+    let mut runner = spawn(None, Default::default(), &Stdio::default())
         .map_err(|e| format!("start the {what}: {e}"))?;
     let sent = runner.channel.send(request);
     let sent = fds.iter().fold(sent, |sent, fd| sent.and_then(|()| runner.channel.send_fd(fd.as_raw_fd())));

@@ -74,7 +74,7 @@ pub mod process_model {
     /// Spawn an init the way `Container::create` does (no namespaces), let it
     /// start up, and reap it. Returns once it has exited.
     pub fn spawn_reexec_and_reap() -> std::io::Result<()> {
-        let child = crate::spawn::spawn_in_pid_namespace(None, Default::default(), &crate::Stdio::default())?;
+        let child = crate::spawn::spawn(None, Default::default(), &crate::Stdio::default())?;
         // Closing the channel makes init exit as soon as it is running.
         let pid = child.pid;
         drop(child);

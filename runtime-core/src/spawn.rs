@@ -3,6 +3,7 @@
 //! so between clone and exec the child makes raw, async-signal-safe syscalls only:
 //! everything it touches is prepared before the clone.
 
+use crate::cgroup::Birthplace;
 use crate::channel::Channel;
 use crate::clone3::{clone3, dup_above, CloneArgs};
 use crate::protocol::init_argv;
@@ -46,11 +47,10 @@ pub(crate) struct Birth<'a> {
     /// first process must be cloned into it. The caller must be a subreaper:
     /// init is reparented to it when the intermediate exits.
     pub in_user: Option<BorrowedFd<'a>>,
-    /// A cgroup v2 directory to be born in (CLONE_INTO_CGROUP): no move into
-    /// it afterwards, so no wait for the kernel's lock on moves (see
-    /// `Cgroup::birthplace`). Not with `in_user`, whose intermediate is born
-    /// where the caller is.
-    pub cgroup: Option<BorrowedFd<'a>>,
+    /// A cgroup to be born in: no move into it afterwards, so no wait for the
+    /// kernel's lock on moves (cgroup/birth.rs). Not with `in_user`, whose
+    /// intermediate is born where the caller is.
+    pub cgroup: Option<&'a Birthplace>,
 }
 
 pub(crate) struct Spawned {
@@ -141,7 +141,7 @@ fn spawn_init(birth: Birth, stdio: &Stdio) -> io::Result<Spawned> {
     let pid_write_raw: RawFd = pid_write.as_ref().map_or(-1, |w| w.as_raw_fd());
     let first_flags = if in_user.is_some() { 0 } else { clone_flags };
     let mut args = CloneArgs { flags: first_flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
-    if let Some(dir) = cgroup {
+    if let Some(dir) = cgroup.and_then(Birthplace::v2_dir) {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = dir.as_raw_fd() as u64;
     }
@@ -236,22 +236,31 @@ fn init_pid_from(intermediate: libc::pid_t, read: OwnedFd) -> io::Result<libc::p
 }
 
 /// Spawn an init, inside an existing pid namespace when `pidns` is given (a
-/// pod's shared pid namespace, or an exec into a running container).
-/// setns(CLONE_NEWPID) changes the pid namespace of the calling *thread's*
-/// future children, so a short-lived thread of its own does it: no thread of
+/// pod's shared pid namespace, or an exec into a running container), and in
+/// `birth.cgroup`. Two steps change what the calling *thread's* future
+/// children get: setns(CLONE_NEWPID), and entering v1 cgroups (the thread
+/// moves itself). A short-lived thread of its own takes them: no thread of
 /// the caller is ever left pointing into a container.
-pub(crate) fn spawn_in_pid_namespace(pidns: Option<&std::fs::File>, birth: Birth, stdio: &Stdio) -> io::Result<Spawned> {
-    let Some(pidns) = pidns else { return spawn_init(birth, stdio) };
-    if birth.in_user.is_some() {
+pub(crate) fn spawn(pidns: Option<&std::fs::File>, birth: Birth, stdio: &Stdio) -> io::Result<Spawned> {
+    let enters = birth.cgroup.is_some_and(Birthplace::moves_thread);
+    if pidns.is_none() && !enters {
+        return spawn_init(birth, stdio);
+    }
+    if pidns.is_some() && birth.in_user.is_some() {
         // The intermediate would see init's pid in that pid namespace, not ours.
         return Err(io::Error::other("an existing user namespace is joined by an intermediate only for a new pid namespace"));
     }
     std::thread::scope(|s| {
         s.spawn(|| {
-            nix::sched::setns(pidns, nix::sched::CloneFlags::CLONE_NEWPID)?;
+            if let Some(pidns) = pidns {
+                nix::sched::setns(pidns, nix::sched::CloneFlags::CLONE_NEWPID)?;
+            }
+            if let Some(place) = birth.cgroup {
+                place.enter().map_err(io::Error::other)?;
+            }
             spawn_init(birth, stdio)
         })
         .join()
-        .unwrap_or_else(|_| Err(io::Error::other("exec spawner thread panicked")))
+        .unwrap_or_else(|_| Err(io::Error::other("spawner thread panicked")))
     })
 }

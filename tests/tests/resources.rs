@@ -90,6 +90,41 @@ fn a_limit_the_kernel_refuses_fails_the_container_naming_it() {
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
 
+/// Init and execs are born in the container's cgroup (a thread of the shim
+/// enters the v1 hierarchies and clones there, cgroup/birth.rs): in every
+/// hierarchy they are in it, no thread of the shim stays there, and the
+/// limits, set once init is in, leave a pids limit of one to init alone.
+#[test]
+fn processes_are_born_in_every_hierarchy_and_no_shim_thread_stays() {
+    let (env, image) = Env::with_busybox();
+    let one = run_with_resources(&env, &["--rm"], "p1", &["echo", "alone"], serde_json::json!({"pids": {"limit": 1}}));
+    one.assert_ok();
+    assert_eq!(one.stdout, "alone\n");
+
+    env.run_on_ferrum(&["-d"], &image, "c1", &["sleep", "600"]).assert_ok();
+    let out = env.ctr(&["tasks", "exec", "--exec-id", "e1", "c1", "cat", "/proc/self/cgroup"]);
+    out.assert_ok();
+    let own = format!("/{}/c1", env.namespace());
+    let in_own = |cgroups: &str| cgroups.lines().all(|l| l.ends_with(&own));
+    assert!(in_own(&out.stdout), "the exec's cgroups:\n{out}");
+    let init = env.task_pid("c1").expect("c1's pid");
+    let cgroups = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
+    assert!(in_own(&cgroups), "init's cgroups:\n{cgroups}");
+    // Every v1 hierarchy's tasks (threads) of c1: init alone, the exec gone.
+    let hierarchies = cgroups.lines().filter_map(|l| l.split(':').nth(1)).filter(|c| !c.is_empty());
+    for controllers in hierarchies {
+        let dir = controllers.split(',').find(|c| !c.starts_with("name=")).unwrap_or("systemd");
+        let tasks = std::fs::read_to_string(format!("/sys/fs/cgroup/{dir}{own}/tasks")).unwrap();
+        assert_eq!(tasks.trim(), init.to_string(), "the threads in {dir}{own}");
+    }
+    let ps = env.ctr(&["tasks", "ps", "c1"]);
+    ps.assert_ok();
+    let shim = env.shim_pid("c1").expect("c1's shim");
+    assert!(!ps.stdout.split_whitespace().any(|w| w == shim.to_string()), "the shim in ctr task ps:\n{ps}");
+    env.remove_task("c1");
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
+}
+
 /// `ctr run --config` with containerd's default spec running `args`, with
 /// `resources` merged into linux.resources.
 fn run_with_resources(env: &Env, flags: &[&str], id: &str, args: &[&str], resources: serde_json::Value) -> CtrOutput {

@@ -6,6 +6,7 @@
 //! interpreted as runc does: absolute paths from each hierarchy's root, relative
 //! paths from the caller's own cgroup, empty meaning `<caller's cgroup>/<id>`.
 
+mod birth;
 mod block_io;
 mod device_filter;
 mod hierarchy;
@@ -23,6 +24,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use birth::Birthplace;
 pub use hierarchy::is_pure_v2;
 pub use oom::OomWatcher;
 pub use rootless::Refused;
@@ -81,7 +83,10 @@ impl Cgroup {
         &self.dirs
     }
 
-    /// Create the directories (a v1 cpuset one ready to take tasks).
+    /// Create the directories (a v1 cpuset one ready to take tasks, a v2
+    /// one with its controllers' files). Before any process is in: enabling
+    /// a controller above a populated cgroup takes the kernel's lock on moves
+    /// (see birth.rs), which an empty subtree spares.
     pub fn create(&self) -> Result<()> {
         for dir in &self.dirs {
             std::fs::create_dir_all(dir).map_err(cg_err(dir, "create"))?;
@@ -89,6 +94,7 @@ impl Cgroup {
                 inherit_cpuset(dir)?;
             }
         }
+        self.enable_v2_controllers();
         Ok(())
     }
 
@@ -99,26 +105,6 @@ impl Cgroup {
                 .map_err(cg_err(dir, format!("add pid {pid}")))?;
         }
         Ok(())
-    }
-
-    /// On a pure cgroup v2 host, the (existing) directory opened for a clone3
-    /// with CLONE_INTO_CGROUP: a process born there is never moved. A move (a
-    /// cgroup.procs write) takes the kernel's cgroup_threadgroup_rwsem for
-    /// writing, and the first writer after a quiet spell waits for an RCU grace
-    /// period — 11–15 ms against 0.5–0.8 ms for a clone into the cgroup, on this
-    /// project's 2-CPU VMs. v1 hierarchies have no such clone.
-    pub fn birthplace(&self) -> Result<Option<std::os::fd::OwnedFd>> {
-        match self.dirs.as_slice() {
-            [dir] if self.can_be_born_in() => std::fs::File::open(dir)
-                .map(|f| Some(f.into()))
-                .map_err(cg_err(dir, "open to start a process in")),
-            _ => Ok(None),
-        }
-    }
-
-    /// True when `birthplace` opens a directory: one v2 dir on a pure v2 host.
-    pub fn can_be_born_in(&self) -> bool {
-        self.dirs.len() == 1 && is_pure_v2()
     }
 
     /// Create the directories and move `pid` into them.
@@ -140,13 +126,15 @@ impl Cgroup {
     }
 
     /// Pids of every process in the cgroup, sub-cgroups included (a container
-    /// may make its own, e.g. with systemd inside).
+    /// may make its own, e.g. with systemd inside). Never ours: on v1 a thread
+    /// of ours passes through while it starts a process there (birth.rs).
     pub fn procs(&self) -> Vec<i32> {
         let Some(dir) = self.dirs.first() else { return Vec::new() };
+        let ours = std::process::id() as i32;
         let mut pids = Vec::new();
         for d in subtree(dir) {
             if let Ok(s) = std::fs::read_to_string(d.join("cgroup.procs")) {
-                pids.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+                pids.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()).filter(|p| *p != ours));
             }
         }
         pids

@@ -9,7 +9,7 @@
 //! filter (device_filter.rs).
 
 use super::{cg_err, Cgroup};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use oci_spec::runtime::{LinuxMemory, LinuxNetwork, LinuxRdma, LinuxResources};
 use std::collections::HashMap;
 use std::io;
@@ -41,6 +41,20 @@ pub(super) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
     std::fs::write(dir.join(file), value).map_err(fail)
 }
 
+/// v1 refuses (EBUSY) a memory limit below what the cgroup's processes use
+/// already (at create, init's own pages; limits follow init in): say how much.
+fn below_usage(e: Error, dir: &Path) -> Error {
+    match e {
+        Error::Cgroup { path, what, source } if source.raw_os_error() == Some(libc::EBUSY) => {
+            let usage = std::fs::read_to_string(dir.join("memory.usage_in_bytes")).unwrap_or_default();
+            let usage = usage.trim();
+            let source = io::Error::new(source.kind(), format!("{source}: below the {usage} bytes its processes use"));
+            Error::Cgroup { path, what, source }
+        }
+        other => other,
+    }
+}
+
 /// runc's (and crun's) conversion of cgroup v1 cpu.shares [2, 262144] to v2
 /// cpu.weight [1, 10000].
 pub(crate) fn shares_to_weight(shares: u64) -> u64 {
@@ -52,7 +66,6 @@ pub(crate) fn shares_to_weight(shares: u64) -> u64 {
 
 impl Cgroup {
     pub fn apply(&self, r: &LinuxResources) -> Result<Vec<String>> {
-        self.enable_v2_controllers();
         if let Some(m) = r.memory() {
             self.check_before_update(m)?;
         }
@@ -131,7 +144,7 @@ impl Cgroup {
                 write(d, "memory.use_hierarchy", if v { "1" } else { "0" })?;
             }
             if let Some(limit) = m.limit() {
-                write(d, "memory.limit_in_bytes", &limit.to_string())?;
+                write(d, "memory.limit_in_bytes", &limit.to_string()).map_err(|e| below_usage(e, d))?;
             }
             if let Some(swap) = m.swap() {
                 if d.join("memory.memsw.limit_in_bytes").exists() {

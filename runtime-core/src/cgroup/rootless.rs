@@ -45,7 +45,6 @@ impl Cgroup {
     /// carry it. Fails naming the first limit whose controller the
     /// container's cgroup lacks.
     pub fn rootless_resources(&self, r: &LinuxResources, refused: &[Refused]) -> Result<LinuxResources> {
-        self.enable_v2_controllers();
         let mut given = r.clone();
         given.set_devices(None);
         if let Some(mut cpu) = r.cpu().clone() {
