@@ -15,9 +15,9 @@
 //! - `checkpoint`: checkpoint and live restore of a container holding ~100 MB
 //!   (see `checkpoint.rs`).
 //!
-//! Usage: ferrum-bench [snapshotter|systemd|baseline|density|checkpoint] [N]   (scripts/bench
+//! Usage: ferrum-bench [snapshotter|systemd|baseline|density|checkpoint|cri] [N]   (scripts/bench
 //! builds release binaries and runs it; `snapshotter` runs only the
-//! snapshotter part, `systemd` only `ctr run` with both runtimes' systemd
+//! snapshotter part, `cri` only the CRI's pod start, `systemd` only `ctr run` with both runtimes' systemd
 //! cgroup drivers, in a `SystemdNode`; `baseline` ferrum against another
 //! build of its own shim, `containerd-shim-ferrumbase-v2` beside it, which
 //! `scripts/bench baseline REV` builds from a git revision)
@@ -356,7 +356,8 @@ fn main() -> Result<()> {
     let baseline = args.first().is_some_and(|a| a == "baseline");
     let density = args.first().is_some_and(|a| a == "density");
     let checkpoint = args.first().is_some_and(|a| a == "checkpoint");
-    if only_snapshotter || only_systemd || baseline || density || checkpoint {
+    let only_cri = args.first().is_some_and(|a| a == "cri");
+    if only_snapshotter || only_systemd || baseline || density || checkpoint || only_cri {
         args.remove(0);
     }
     let n: usize = args.first().map(|a| a.parse()).transpose()?.unwrap_or(20);
@@ -368,6 +369,9 @@ fn main() -> Result<()> {
     }
     if only_systemd {
         return systemd_drivers(n);
+    }
+    if only_cri {
+        return cri::run(n);
     }
     if baseline {
         return against_baseline(n);
