@@ -10,10 +10,10 @@
 //!   `current`: it cannot exit or exec meanwhile), then clones: a child is
 //!   born in its creating thread's cgroups. Measured on this project's hosts
 //!   (6.18, `perf` of a `ctr run`): the 9 hierarchies entered in 0.06 ms,
-//!   where a `cgroup.procs` write waited 7–23 ms. The thread is one of our own that ends after the
-//!   clone (spawn::spawn), so no thread of the caller is left in a
-//!   container's cgroup; where a kernel takes the lock for this move too,
-//!   it waits as the `cgroup.procs` write would have.
+//!   where a `cgroup.procs` write waited 7–23 ms. The thread is one of our
+//!   own that ends after the clone (spawn::spawn), so no thread of the
+//!   caller is left in a container's cgroup; where a kernel takes the lock
+//!   for this move too, it waits as the `cgroup.procs` write would have.
 //!
 //! While that thread is in the cgroup, `cgroup.procs` of a v1 hierarchy lists
 //! our own pid: `Cgroup::procs` leaves it out, so no kill or freeze of the

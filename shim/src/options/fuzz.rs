@@ -232,6 +232,6 @@ fn runtime_options_fuzz() {
             Err(_) => refused += 1,
         }
     });
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
     run.report(&format!("{accepted} accepted, {refused} refused"));
 }
