@@ -205,12 +205,14 @@ impl Container {
             write_id_maps(id, child.pid, &spec)?;
         }
         child.release().ctx(id, || "release init".into())?;
-        // The limits follow init in, as with runc: a thread of ours passed
-        // through a v1 cgroup, which a pids limit would count and a devices one
-        // confine, and init runs nothing of the container's before its request.
+        // Kills counted before ours (a cgroupsPath shared with an earlier
+        // container) are read before init can be OOM-killed in it.
         let (cgroup, mut warnings, oom_before) = match (born_in, placement) {
             (Some(_), Placement::Cgroupfs(cgroup)) => {
-                // Kills counted before ours (a cgroupsPath shared with an earlier container).
+                // The limits follow init in, as with runc: a thread of ours passed
+                // through a v1 cgroup, which a pids limit would count and a devices
+                // one confine, and init runs nothing of the container's before its
+                // request.
                 let oom_before = cgroup.oom_kills();
                 let warnings = limit(&cgroup, resources)?;
                 (cgroup, warnings, oom_before)
@@ -235,6 +237,7 @@ impl Container {
                     }
                     made
                 } else {
+                    // Moved in, init is limited from its first moment there.
                     cgroup.create()?;
                     warnings.extend(limit(&cgroup, resources)?);
                     cgroup

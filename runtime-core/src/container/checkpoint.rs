@@ -114,11 +114,7 @@ impl Container {
         let dir = make_state_dir(&opts.state_root, id)?;
         let mut guard = CreateGuard { pid: None, cgroup: Some(cgroup.clone()), unit: None, dir: Some(dir.clone()) };
         cgroup.create()?;
-        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-        let warnings = match resources {
-            Some(r) => cgroup.apply(r)?,
-            None => Vec::new(),
-        };
+        let warnings = super::limit(&cgroup, spec.linux().as_ref().and_then(|l| l.resources().as_ref()))?;
         let mut fds: Vec<OwnedFd> = Vec::new();
         for d in cgroup.dirs() {
             let procs = d.join("cgroup.procs");
