@@ -208,7 +208,10 @@ fn healthchecks_run_in_the_container() {
     let health = same_on_both("healthcheck", |runtime| {
         let c = name("health", runtime);
         let flags = ["--health-cmd", "cat /tmp/healthy", "--health-interval", "300ms", "--health-retries", "2", "--health-timeout", "5s"];
-        docker.run_detached(runtime, &c, &flags, &image, &["sh", "-c", "sleep 1; echo ok >/tmp/healthy; exec sleep 1000"]);
+        // Written aside and renamed: a probe between the shell's open (which
+        // creates the file empty) and its write would pass with no output.
+        let script = "sleep 1; echo ok >/tmp/h; mv /tmp/h /tmp/healthy; exec sleep 1000";
+        docker.run_detached(runtime, &c, &flags, &image, &["sh", "-c", script]);
         docker.wait_for(&c, "{{.State.Health.Status}}", "healthy", timeout);
         let output = last_health_check(&docker, &c)["Output"].clone();
         docker.docker(&["exec", &c, "rm", "/tmp/healthy"]).assert_ok();
