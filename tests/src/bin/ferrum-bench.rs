@@ -140,22 +140,23 @@ fn watch_events(env: &Env) -> Result<(std::process::Child, Events)> {
 
 /// Median time of each phase over `runs` (ms); the last phase ends when ctr does.
 fn phases(runs: &[Run], events: &Events) -> Vec<(String, f64)> {
-    phase_durations(runs, events).into_iter().map(|(n, v)| (n, v[v.len() / 2])).collect()
+    phase_durations(runs, events, &PHASES).into_iter().map(|(n, v)| (n, v[v.len() / 2])).collect()
 }
 
-/// Each phase's durations over `runs` (ms), sorted.
-fn phase_durations(runs: &[Run], events: &Events) -> Vec<(String, Vec<f64>)> {
+/// Each phase's durations over `runs` (ms), sorted: `phases` are the events
+/// (topic, and the phase it ends) each run produces in order.
+fn phase_durations(runs: &[Run], events: &Events, phases: &[(&str, &str)]) -> Vec<(String, Vec<f64>)> {
     let events = events.lock().unwrap();
-    let mut per_phase: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len() + 1];
+    let mut per_phase: Vec<Vec<f64>> = vec![Vec::new(); phases.len() + 1];
     for run in runs {
         let mut times = vec![run.began];
-        for (topic, _) in PHASES {
+        for (topic, _) in phases {
             match events.get(&(run.id.clone(), topic.to_string())) {
                 Some(t) => times.push(*t),
                 None => break,
             }
         }
-        if times.len() != PHASES.len() + 1 {
+        if times.len() != phases.len() + 1 {
             continue;
         }
         times.push(run.ended);
@@ -163,7 +164,7 @@ fn phase_durations(runs: &[Run], events: &Events) -> Vec<(String, Vec<f64>)> {
             per_phase[i].push(w[1] - w[0]);
         }
     }
-    let names = PHASES.iter().map(|(_, n)| n.to_string()).chain(["ctr exits".to_string()]);
+    let names = phases.iter().map(|(_, n)| n.to_string()).chain(["ctr exits".to_string()]);
     names
         .zip(per_phase)
         .filter(|(_, v)| !v.is_empty())
@@ -303,7 +304,7 @@ fn against_baseline(n: usize) -> Result<()> {
     // waits for an RCU grace period) moves its median by more than any change.
     println!("  {:34} {:>20} {:>20} {:>8}", "phase (p25 median p75)", "baseline", "this", "diff");
     let quartiles = |v: &[f64]| (v[v.len() / 4], v[v.len() / 2], v[v.len() * 3 / 4]);
-    for ((name, x), (_, y)) in phase_durations(&base, &events).iter().zip(&phase_durations(&ferrum, &events)) {
+    for ((name, x), (_, y)) in phase_durations(&base, &events, &PHASES).iter().zip(&phase_durations(&ferrum, &events, &PHASES)) {
         let ((x1, x2, x3), (y1, y2, y3)) = (quartiles(x), quartiles(y));
         println!("  {name:34} {x1:6.2} {x2:6.2} {x3:6.2} {y1:6.2} {y2:6.2} {y3:6.2} {:+8.2}", y2 - x2);
     }

@@ -9,7 +9,14 @@ use anyhow::{bail, Context, Result};
 use ferrum_tests::Env;
 use std::time::{Duration, Instant};
 
-use super::{median, memory, Memory, FERRUM, RUNC};
+use super::{median, memory, phase_durations, watch_events, Memory, Run, FERRUM, RUNC};
+
+/// The events of a `ctr run -d`, with the phase each one ends.
+const DETACHED_PHASES: [(&str, &str); 3] = [
+    ("/containers/create", "client: image, spec, snapshot"),
+    ("/tasks/create", "shim start + Create"),
+    ("/tasks/start", "Start"),
+];
 
 /// The first and the last this many containers' start times are compared.
 const EDGE: usize = 20;
@@ -20,6 +27,8 @@ struct Density {
     containerd: Memory,
     first_ms: f64,
     last_ms: f64,
+    /// Each phase's median over the first and over the last EDGE starts.
+    phases: Vec<(String, f64, f64)>,
     teardown_ms: f64,
 }
 
@@ -52,6 +61,11 @@ pub fn run(n: usize) -> Result<()> {
         runc.last_ms / runc.first_ms,
         ferrum.last_ms / ferrum.first_ms
     );
+    // Where the growth goes: containerd's phases grow with both runtimes.
+    println!("  start phases, median of the first / last {edge} (ms):");
+    for ((name, r1, r2), (_, f1, f2)) in runc.phases.iter().zip(&ferrum.phases) {
+        println!("    {name:42} runc-v2 {r1:6.1} / {r2:6.1}   ferrum {f1:6.1} / {f2:6.1}");
+    }
     Ok(())
 }
 
@@ -59,17 +73,23 @@ pub fn run(n: usize) -> Result<()> {
 /// check that nothing is left.
 fn one_runtime(env: &Env, image: &str, runtime: &str, prefix: &str, n: usize) -> Result<Density> {
     let ids: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
-    let mut starts = Vec::with_capacity(n);
+    let (mut events_ctr, events) = watch_events(env)?;
+    let mut runs = Vec::with_capacity(n);
     for id in &ids {
+        let began = super::unix_ms(std::time::SystemTime::now());
         let started = Instant::now();
         let out = env.ctr(&["run", "-d", "--runtime", runtime, image, id, "sleep", "1000000"]);
         if !out.success() {
             bail!("{runtime}: container {id} did not start\n{out}");
         }
-        starts.push(started.elapsed().as_secs_f64() * 1000.0);
+        runs.push(Run { id: id.clone(), began, ended: began + started.elapsed().as_secs_f64() * 1000.0 });
     }
-    // Let start-up transients settle, as an idle node's shims would.
+    // Let start-up transients settle, as an idle node's shims would (and the
+    // last events reach ctr events).
     std::thread::sleep(Duration::from_secs(5));
+    let _ = events_ctr.kill();
+    let _ = events_ctr.wait();
+    let starts: Vec<f64> = runs.iter().map(|r| r.ended - r.began).collect();
     let mut shims = Memory { rss_kb: 0, pss_kb: 0, threads: 0 };
     for id in &ids {
         let pid = env.shim_pid(id).with_context(|| format!("{runtime}: no shim serves {id}"))?;
@@ -82,6 +102,15 @@ fn one_runtime(env: &Env, image: &str, runtime: &str, prefix: &str, n: usize) ->
     let edge = EDGE.min(n);
     let first_ms = median(&mut starts[..edge].to_vec());
     let last_ms = median(&mut starts[n - edge..].to_vec());
+    let first = phase_durations(&runs[..edge], &events, &DETACHED_PHASES);
+    let last = phase_durations(&runs[n - edge..], &events, &DETACHED_PHASES);
+    let phases = first
+        .into_iter()
+        .filter_map(|(name, a)| {
+            let (_, b) = last.iter().find(|(n, _)| *n == name)?;
+            Some((name, a[a.len() / 2], b[b.len() / 2]))
+        })
+        .collect();
 
     let torn = Instant::now();
     for id in &ids {
@@ -95,5 +124,5 @@ fn one_runtime(env: &Env, image: &str, runtime: &str, prefix: &str, n: usize) ->
     if !left.is_empty() {
         bail!("{runtime}: left behind after the teardown: {left:#?}");
     }
-    Ok(Density { shims, containerd, first_ms, last_ms, teardown_ms })
+    Ok(Density { shims, containerd, first_ms, last_ms, phases, teardown_ms })
 }
