@@ -5,6 +5,8 @@
 //! <root>/snapshots/<id>/work   overlay workdir, active snapshots only
 //! <root>/snapshots/new-*       being created: renamed to <id> in one step
 //! <root>/snapshots/rm-*        being deleted: renamed away from <id> first
+//! <root>/spares/*              active snapshots' directories built ahead
+//!                              (see [`crate::spares`]), renamed to <id>
 //! ```
 //!
 //! A snapshot directory only ever appears or disappears under its id by a
@@ -20,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferrum_protos::types::Mount;
 
+use crate::spares::Spares;
 use crate::store::{Kind, Snapshot};
 
 const TEMP_PREFIX: &str = "new-";
@@ -46,10 +49,14 @@ pub struct Layout {
     /// Options every overlay mount gets besides its directories (`index=off`,
     /// `userxattr`, configured ones).
     overlay_options: Vec<String>,
+    /// Active snapshots' directories built ahead, in `<root>/spares`.
+    spares: Option<Spares>,
 }
 
 impl Layout {
-    pub fn open(root: &Path, overlay_options: Vec<String>) -> Result<Layout, Error> {
+    /// The layout under `root`; with `spares`, directories for active
+    /// snapshots are built ahead by a thread of their own.
+    pub fn open(root: &Path, overlay_options: Vec<String>, spares: bool) -> Result<Layout, Error> {
         let snapshots = root.join("snapshots");
         match DirBuilder::new().mode(0o700).create(&snapshots) {
             Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
@@ -57,9 +64,17 @@ impl Layout {
             }
             _ => {}
         }
+        let spares = match spares {
+            true => {
+                let dir = root.join("spares");
+                Some(Spares::open(dir.clone()).map_err(fail("preparing spare directories in", &dir))?)
+            }
+            false => None,
+        };
         Ok(Layout {
             snapshots,
             overlay_options,
+            spares,
         })
     }
 
@@ -78,6 +93,22 @@ impl Layout {
     /// Builds the directory for a snapshot just recorded (not yet committed) in
     /// the metadata, and moves it in place under the snapshot's id.
     pub fn create_dir(&self, snap: &Snapshot) -> Result<(), Error> {
+        if snap.kind == Kind::Active {
+            if let Some(spare) = self.spares.as_ref().and_then(Spares::take) {
+                let dir = self.dir(snap.id);
+                match fs::rename(&spare, &dir) {
+                    Ok(()) => {
+                        let owned = self.give_owner(&dir, snap);
+                        if owned.is_err() {
+                            delete(&dir);
+                        }
+                        return owned;
+                    }
+                    // Building one below meets the same error, and says it.
+                    Err(_) => delete(&spare),
+                }
+            }
+        }
         let temp = self.make_temp()?;
         let built = self.fill(&temp, snap).and_then(|()| {
             let dir = self.dir(snap.id);
@@ -102,15 +133,19 @@ impl Layout {
                 .create(&work)
                 .map_err(fail("creating", &work))?;
         }
-        if let Some(&parent) = snap.parent_ids.first() {
-            // The upper dir is the root of the merged tree: give it the owner of
-            // the image's root, as containerd does, not ours.
-            let parent_fs = self.fs_path(parent);
-            let meta = fs::metadata(&parent_fs).map_err(fail("reading owner of", &parent_fs))?;
-            lchown(&fs_dir, Some(meta.uid()), Some(meta.gid()))
-                .map_err(fail("changing owner of", &fs_dir))?;
-        }
-        Ok(())
+        self.give_owner(dir, snap)
+    }
+
+    /// The upper dir is the root of the merged tree: give it the owner of the
+    /// image's root, as containerd does, not ours.
+    fn give_owner(&self, dir: &Path, snap: &Snapshot) -> Result<(), Error> {
+        let Some(&parent) = snap.parent_ids.first() else {
+            return Ok(());
+        };
+        let parent_fs = self.fs_path(parent);
+        let meta = fs::metadata(&parent_fs).map_err(fail("reading owner of", &parent_fs))?;
+        let fs_dir = dir.join("fs");
+        lchown(&fs_dir, Some(meta.uid()), Some(meta.gid())).map_err(fail("changing owner of", &fs_dir))
     }
 
     fn make_temp(&self) -> Result<PathBuf, Error> {
@@ -241,7 +276,7 @@ mod tests {
     fn layout(options: &[&str]) -> (tempfile::TempDir, Layout) {
         let dir = tempfile::tempdir().unwrap();
         let options = options.iter().map(|o| o.to_string()).collect();
-        let layout = Layout::open(dir.path(), options).unwrap();
+        let layout = Layout::open(dir.path(), options, false).unwrap();
         (dir, layout)
     }
 
@@ -348,6 +383,33 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "no temp dir left: {names:?}");
+    }
+
+    #[test]
+    fn an_active_snapshot_takes_a_spare_and_its_parents_owner() {
+        let root = tempfile::tempdir().unwrap();
+        let l = Layout::open(root.path(), vec![], true).unwrap();
+        let spares = root.path().join("spares");
+        let built = || fs::read_dir(&spares).unwrap().filter(|e| e.as_ref().unwrap().path().join("work").is_dir()).count();
+        let wait_for_spares = || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while built() < 2 {
+                assert!(std::time::Instant::now() < deadline, "no spares were built");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        wait_for_spares();
+        l.create_dir(&snap(1, Kind::Active, &[])).unwrap();
+        lchown(l.fs_path(1), Some(1234), Some(4321)).unwrap();
+        wait_for_spares();
+        let inodes: HashSet<u64> = fs::read_dir(&spares).unwrap().map(|e| e.unwrap().metadata().unwrap().ino()).collect();
+        l.create_dir(&snap(2, Kind::Active, &[1])).unwrap();
+        assert!(l.work_path(2).is_dir());
+        assert!(inodes.contains(&fs::metadata(l.dir(2)).unwrap().ino()), "snapshot 2 is a spare renamed");
+        let meta = fs::metadata(l.fs_path(2)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (1234, 4321), "the upper dir has the image root's owner");
+        l.create_dir(&snap(3, Kind::View, &[1])).unwrap();
+        assert!(!l.work_path(3).exists(), "a view is built, without a workdir");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod overlay;
 mod quote;
 mod service;
 mod snapshotter;
+mod spares;
 mod store;
 mod usage;
 

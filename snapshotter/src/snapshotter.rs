@@ -44,7 +44,7 @@ impl Snapshotter {
     pub fn open(root: &Path, overlay_options: Vec<String>) -> Result<Snapshotter> {
         let snapshotter = Snapshotter {
             store: Store::open(&root.join("metadata.redb"))?,
-            layout: Layout::open(root, overlay_options)?,
+            layout: Layout::open(root, overlay_options, true)?,
         };
         snapshotter.cleanup()?;
         Ok(snapshotter)
