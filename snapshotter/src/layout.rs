@@ -91,7 +91,8 @@ impl Layout {
     }
 
     /// Builds the directory for a snapshot just recorded (not yet committed) in
-    /// the metadata, and moves it in place under the snapshot's id.
+    /// the metadata, and moves it in place under the snapshot's id; an active
+    /// snapshot's is a spare when one is ready.
     pub fn create_dir(&self, snap: &Snapshot) -> Result<(), Error> {
         if snap.kind == Kind::Active {
             if let Some(spare) = self.spares.as_ref().and_then(Spares::take) {

@@ -55,7 +55,11 @@ impl Spares {
             _ => {}
         }
         for entry in fs::read_dir(&dir)? {
-            fs::remove_dir_all(entry?.path())?;
+            let entry = entry?;
+            match entry.file_type()?.is_dir() {
+                true => fs::remove_dir_all(entry.path())?,
+                false => fs::remove_file(entry.path())?,
+            }
         }
         let shared = Arc::new(Shared { dir, state: Mutex::default(), taken: Condvar::new() });
         let worker = Arc::clone(&shared);
@@ -160,9 +164,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("spares");
         fs::create_dir_all(dir.join("7/fs/half")).unwrap();
+        fs::write(dir.join("stray"), b"").unwrap();
         let spares = Spares::open(dir.clone()).unwrap();
         ready(&spares, READY);
-        assert!(!dir.join("7").exists());
+        assert!(!dir.join("7").exists() && !dir.join("stray").exists());
         drop(spares);
     }
 }
