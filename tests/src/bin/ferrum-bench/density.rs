@@ -74,6 +74,8 @@ pub fn run(n: usize) -> Result<()> {
 fn one_runtime(env: &Env, image: &str, runtime: &str, prefix: &str, n: usize) -> Result<Density> {
     let ids: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
     let (mut events_ctr, events) = watch_events(env)?;
+    // Time for `ctr events` to subscribe before the first container's events.
+    std::thread::sleep(Duration::from_millis(300));
     let mut runs = Vec::with_capacity(n);
     for id in &ids {
         let began = super::unix_ms(std::time::SystemTime::now());
