@@ -27,6 +27,8 @@ use crate::store::{Kind, Snapshot};
 
 const TEMP_PREFIX: &str = "new-";
 const REMOVED_PREFIX: &str = "rm-";
+/// A snapshot's own directory (its `fs` and `work` are 0755 and 0711).
+const SNAPSHOT_DIR_MODE: u32 = 0o700;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{action} {path}: {source}")]
@@ -67,7 +69,7 @@ impl Layout {
         let spares = match spares {
             true => {
                 let dir = root.join("spares");
-                Some(Spares::open(dir.clone()).map_err(fail("preparing spare directories in", &dir))?)
+                Some(Spares::open(dir.clone(), make_spare).map_err(fail("preparing spare directories in", &dir))?)
             }
             false => None,
         };
@@ -122,18 +124,7 @@ impl Layout {
     }
 
     fn fill(&self, dir: &Path, snap: &Snapshot) -> Result<(), Error> {
-        let fs_dir = dir.join("fs");
-        DirBuilder::new()
-            .mode(0o755)
-            .create(&fs_dir)
-            .map_err(fail("creating", &fs_dir))?;
-        if snap.kind == Kind::Active {
-            let work = dir.join("work");
-            DirBuilder::new()
-                .mode(0o711)
-                .create(&work)
-                .map_err(fail("creating", &work))?;
-        }
+        make_contents(dir, snap.kind)?;
         self.give_owner(dir, snap)
     }
 
@@ -156,7 +147,7 @@ impl Layout {
             let temp = self
                 .snapshots
                 .join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
-            match DirBuilder::new().mode(0o700).create(&temp) {
+            match DirBuilder::new().mode(SNAPSHOT_DIR_MODE).create(&temp) {
                 Ok(()) => return Ok(temp),
                 // Left by an earlier process with our pid: try the next name.
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -233,6 +224,33 @@ impl Layout {
             options,
         }]
     }
+}
+
+/// Makes what a snapshot's directory holds: `fs`, and `work` for an active one.
+fn make_contents(dir: &Path, kind: Kind) -> Result<(), Error> {
+    let fs_dir = dir.join("fs");
+    DirBuilder::new()
+        .mode(0o755)
+        .create(&fs_dir)
+        .map_err(fail("creating", &fs_dir))?;
+    if kind == Kind::Active {
+        let work = dir.join("work");
+        DirBuilder::new()
+            .mode(0o711)
+            .create(&work)
+            .map_err(fail("creating", &work))?;
+    }
+    Ok(())
+}
+
+/// A spare (see [`crate::spares`]): an active snapshot's directory, all but
+/// the owner its `fs` gets when it is taken.
+pub(crate) fn make_spare(dir: &Path) -> Result<(), Error> {
+    DirBuilder::new()
+        .mode(SNAPSHOT_DIR_MODE)
+        .create(dir)
+        .map_err(fail("creating", dir))?;
+    make_contents(dir, Kind::Active)
 }
 
 /// Renames `path` to an `rm-` name beside it; `None` if it is already gone.

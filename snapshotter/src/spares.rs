@@ -28,8 +28,12 @@ pub struct Spares {
     builder: Option<JoinHandle<()>>,
 }
 
+/// Builds one spare at the path given (`layout::make_spare`).
+type Build = fn(&Path) -> Result<(), crate::layout::Error>;
+
 struct Shared {
     dir: PathBuf,
+    build: Build,
     state: Mutex<State>,
     taken: Condvar,
 }
@@ -48,8 +52,9 @@ impl Shared {
 }
 
 impl Spares {
-    /// Empties `dir` (made if missing) and starts building spares in it.
-    pub fn open(dir: PathBuf) -> io::Result<Spares> {
+    /// Empties `dir` (made if missing) and starts building spares in it with
+    /// `build`.
+    pub fn open(dir: PathBuf, build: Build) -> io::Result<Spares> {
         match DirBuilder::new().mode(0o700).create(&dir) {
             Err(err) if err.kind() != io::ErrorKind::AlreadyExists => return Err(err),
             _ => {}
@@ -61,16 +66,15 @@ impl Spares {
                 false => fs::remove_file(entry.path())?,
             }
         }
-        let shared = Arc::new(Shared { dir, state: Mutex::default(), taken: Condvar::new() });
+        let shared = Arc::new(Shared { dir, build, state: Mutex::default(), taken: Condvar::new() });
         let worker = Arc::clone(&shared);
         let builder = std::thread::Builder::new()
             .name("spares".into())
-            .spawn(move || build(&worker))?;
+            .spawn(move || keep_ready(&worker))?;
         Ok(Spares { shared, builder: Some(builder) })
     }
 
-    /// A ready directory holding `fs` (0755) and `work` (0711), if one is:
-    /// the caller renames it into place.
+    /// A ready directory, if one is: the caller renames it into place.
     pub fn take(&self) -> Option<PathBuf> {
         let spare = self.shared.lock().ready.pop();
         self.shared.taken.notify_one();
@@ -95,7 +99,7 @@ impl Drop for Spares {
 /// spare it cannot build (a full or read-only disk) is reported once and
 /// tried again at the next take; the Prepare meanwhile builds its own
 /// directory and reports the error to containerd.
-fn build(shared: &Shared) {
+fn keep_ready(shared: &Shared) {
     let mut failing = false;
     let mut state = shared.lock();
     loop {
@@ -109,24 +113,17 @@ fn build(shared: &Shared) {
         let path = shared.dir.join(state.next.to_string());
         state.next += 1;
         drop(state);
-        let built = make(&path);
+        let built = (shared.build)(&path);
         state = shared.lock();
         match built {
             Ok(()) => state.ready.push(path),
             Err(err) => {
-                eprintln!("ferrum-snapshotter: warning: building a spare directory {}: {err}", path.display());
+                eprintln!("ferrum-snapshotter: warning: building a spare directory: {err}");
                 let _ = fs::remove_dir_all(&path);
                 failing = true;
             }
         }
     }
-}
-
-/// What `Layout` makes for an active snapshot, modes included.
-fn make(path: &Path) -> io::Result<()> {
-    DirBuilder::new().mode(0o700).create(path)?;
-    DirBuilder::new().mode(0o755).create(path.join("fs"))?;
-    DirBuilder::new().mode(0o711).create(path.join("work"))
 }
 
 #[cfg(test)]
@@ -147,7 +144,7 @@ mod tests {
     fn spares_are_refilled_and_gone_when_dropped() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("spares");
-        let spares = Spares::open(dir.clone()).unwrap();
+        let spares = Spares::open(dir.clone(), crate::layout::make_spare).unwrap();
         ready(&spares, READY);
         let spare = spares.take().unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
@@ -165,7 +162,7 @@ mod tests {
         let dir = root.path().join("spares");
         fs::create_dir_all(dir.join("7/fs/half")).unwrap();
         fs::write(dir.join("stray"), b"").unwrap();
-        let spares = Spares::open(dir.clone()).unwrap();
+        let spares = Spares::open(dir.clone(), crate::layout::make_spare).unwrap();
         ready(&spares, READY);
         assert!(!dir.join("7").exists() && !dir.join("stray").exists());
         drop(spares);
