@@ -142,7 +142,7 @@ pub fn restore(g: &mut Global, args: &[String]) -> Result<i32> {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     let setup = SetupOptions { no_pivot_root: a.has("no-pivot"), no_new_keyring: false };
-    let create = CreateOptions { state_root: g.root.clone(), stdio: own_stdio()?, setup, cgroup_driver: g.cgroup_driver, extra_env: Vec::new() };
+    let create = CreateOptions { state_root: g.root.clone(), stdio: own_stdio()?, setup, cgroup_driver: g.cgroup_driver, ..Default::default() };
     let restore = RestoreOptions { criu: g.criu.clone(), image_dir: image_path(&a)?, work_dir: a.value("work-path").map(PathBuf::from) };
     let mut c = Container::restore(id, &bundle, create, &restore)?;
     let pid = c.pid();

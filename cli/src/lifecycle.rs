@@ -79,7 +79,7 @@ fn new_container(g: &Global, id: &str, a: &crate::args::Parsed) -> Result<Contai
     let bundle = std::path::absolute(&bundle).with_context(|| format!("bundle {}", bundle.display()))?;
     let setup = SetupOptions { no_pivot_root: a.has("no-pivot"), no_new_keyring: a.has("no-new-keyring") };
     let stdio = Stdio { extra: extra.fds, ..own_stdio()? };
-    let opts = CreateOptions { state_root: g.root.clone(), stdio, setup, cgroup_driver: g.cgroup_driver, extra_env: extra.env };
+    let opts = CreateOptions { state_root: g.root.clone(), stdio, setup, cgroup_driver: g.cgroup_driver, extra_env: extra.env, ..Default::default() };
     Ok(Container::create(id, &bundle, opts)?)
 }
 

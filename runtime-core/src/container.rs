@@ -2,12 +2,14 @@
 //! start, signal, delete, and load from disk after a restart.
 
 mod checkpoint;
+mod layers;
 
 use crate::cgroup::systemd::{self, UnitPath};
 use crate::cgroup::{Cgroup, CgroupDriver};
 use crate::channel::Channel;
 use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind, HookState};
+use crate::mount::{unmount_all, RootfsMount};
 use crate::protocol::{CreateRequest, InitReply, InitRequest, ParentMessage, SetupOptions};
 use crate::namespaces::Namespaces;
 use crate::spawn::{spawn, Birth, Stdio};
@@ -30,6 +32,12 @@ pub struct CreateOptions {
     /// Appended to process.env (runc's LISTEN_FDS/LISTEN_PID for the fds
     /// of systemd's socket activation it passes on in `stdio.extra`).
     pub extra_env: Vec<String>,
+    /// containerd's rootfs mounts, for `mount::rootfs_target(bundle)`
+    /// (see `layers` for where they are mounted). The caller unmounts that
+    /// path from its namespace once the container is deleted. `create` only:
+    /// `restore` restores onto a rootfs its caller mounted on the host (as
+    /// runc-v2 mounts it at Create, and restores at Start).
+    pub rootfs_mounts: Vec<RootfsMount>,
 }
 
 
@@ -70,12 +78,14 @@ fn valid_id(id: &str) -> Result<()> {
     }
 }
 
-/// Undo a half-made container: kill init, drop its cgroup (and unit) and state.
+/// Undo a half-made container: kill init, drop its cgroup (and unit), state
+/// and the rootfs layers mounted on the host.
 struct CreateGuard {
     pid: Option<i32>,
     cgroup: Option<Cgroup>,
     unit: Option<String>,
     dir: Option<PathBuf>,
+    layers: Option<PathBuf>,
 }
 
 impl CreateGuard {
@@ -84,6 +94,7 @@ impl CreateGuard {
         self.cgroup = None;
         self.unit = None;
         self.dir = None;
+        self.layers = None;
     }
 }
 
@@ -107,6 +118,9 @@ impl Drop for CreateGuard {
         }
         if let Some(pid) = self.pid {
             reap_killed(pid);
+        }
+        if let Some(target) = &self.layers {
+            let _ = unmount_all(target);
         }
     }
 }
@@ -151,9 +165,14 @@ impl Container {
                 .map(Placement::Systemd)
                 .map_err(|reason| Error::InvalidSpec { bundle: bundle.into(), reason }),
         };
-        let mut guard = CreateGuard { pid: None, cgroup: None, unit: None, dir: Some(dir.clone()) };
+        let mut guard = CreateGuard { pid: None, cgroup: None, unit: None, dir: Some(dir.clone()), layers: None };
         let placement = placement?;
         let rootfs = spec::rootfs_path(bundle, &spec);
+        let mut layers = opts.rootfs_mounts;
+        if !layers.is_empty() && layers::place(&spec, &ns, &layers) == layers::Place::Host {
+            guard.layers = Some(layers::mount_on_host(id, bundle, &layers)?);
+            layers.clear();
+        }
 
         let gated = ns.creates(LinuxNamespaceType::User);
         let pidns = match &ns.pid_path {
@@ -265,6 +284,7 @@ impl Container {
             detached,
             joins,
             unshare,
+            layers,
         });
         let duties = Duties {
             hooks: &|| runtime_hooks(child.pid),
@@ -369,7 +389,7 @@ impl Container {
         let mut child =
             spawn(pidns.as_ref(), birth, &stdio).ctx(id, || "start exec process".into())?;
         drop(stdio);
-        let guard = CreateGuard { pid: Some(child.pid), cgroup: None, unit: None, dir: None };
+        let guard = CreateGuard { pid: Some(child.pid), cgroup: None, unit: None, dir: None, layers: None };
         if let Some(list) = process.exec_cpu_affinity().as_ref().and_then(|a| a.initial().as_deref()) {
             let cpus = crate::affinity::parse_cpu_list(list)
                 .map_err(|e| Error::Init { id: id.clone(), message: format!("process.execCPUAffinity.initial: {e}") })?;

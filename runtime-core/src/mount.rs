@@ -263,11 +263,17 @@ pub(crate) fn locked_flags(path: &Path) -> MsFlags {
 }
 
 /// One mount of a container's root filesystem, as a snapshotter describes it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RootfsMount {
     pub typ: String,
     pub source: String,
     pub options: Vec<String>,
+}
+
+/// Where containerd's rootfs mounts go: `<bundle>/rootfs`, the directory
+/// containerd makes in every bundle (and runc-v2's shim mounts on).
+pub fn rootfs_target(bundle: &Path) -> PathBuf {
+    bundle.join("rootfs")
 }
 
 /// mount(2) takes at most a page of options.

@@ -57,6 +57,10 @@ pub(crate) struct CreateRequest {
     /// CLONE_NEW* flags of namespaces to make once joined: those that must
     /// belong to a user namespace joined by path.
     pub unshare: u64,
+    /// Rootfs layers to mount on `mount::rootfs_target(bundle)` in our new
+    /// mount namespace (see `container/layers.rs`); none when the runtime
+    /// mounted them on the host.
+    pub layers: Vec<crate::mount::RootfsMount>,
 }
 
 /// A dump or restore for a runner. `cgroups` fds follow, each a

@@ -342,7 +342,7 @@ pub fn delete(flags: &Flags) -> Result<()> {
         Err(runtime_core::Error::NotFound { .. }) => {}
         Err(e) => return Err(e).context("load container state"),
     }
-    runtime_core::mount::unmount_all(&bundle.join("rootfs")).context("unmount rootfs")?;
+    runtime_core::mount::unmount_all(&runtime_core::mount::rootfs_target(&bundle)).context("unmount rootfs")?;
     if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
         // Only a socket nobody answers on; a grouped shim may still serve others.
         if let Some(path) = address.trim().strip_prefix("unix://") {

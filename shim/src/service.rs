@@ -15,7 +15,7 @@ use containerd_shim_protos::events::task::{
 };
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim_async::Task;
-use runtime_core::mount::{mount_rootfs, unmount_all, RootfsMount};
+use runtime_core::mount::{mount_rootfs, rootfs_target, unmount_all, RootfsMount};
 use runtime_core::{Container, CreateOptions, SetupOptions};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -174,16 +174,18 @@ impl TaskService {
             let owner = stdio::Owner { id: &req.id, namespace: &self.namespace, io_owner: options.io_owner() };
             stdio::open(&req.stdin, &req.stdout, &req.stderr, &owner).await.map_err(invalid)?
         };
-        let mounts: Vec<RootfsMount> = req
+        let rootfs_mounts: Vec<RootfsMount> = req
             .rootfs
             .iter()
             .map(|m| RootfsMount { typ: m.type_.clone(), source: m.source.clone(), options: m.options.clone() })
             .collect();
         let id = req.id.clone();
-        let setup_of = |io| process::InitSetup {
+        let mut init = process::InitSetup {
             bundle: req.bundle.clone(),
             stdio: process::Stdio { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone() },
-            rootfs_mount: (!req.rootfs.is_empty()).then(|| PathBuf::from(&req.bundle).join("rootfs")),
+            // Where runtime-core mounts the layers when it mounts them on our
+            // side (container/layers.rs): unmounted at delete.
+            rootfs_mount: (!req.rootfs.is_empty()).then(|| rootfs_target(&bundle)),
             io,
             io_owner: options.io_owner(),
             criu: options.criu(),
@@ -191,56 +193,43 @@ impl TaskService {
         if !req.checkpoint.is_empty() {
             // Restored at Start, as runc-v2 does: only the rootfs and stdio now
             // (a terminal's comes with the restore).
-            let rootfs = bundle.join("rootfs");
-            let mounted = tokio::task::spawn_blocking(move || match mounts.is_empty() {
+            let target = rootfs_target(&bundle);
+            let mounted = tokio::task::spawn_blocking(move || match rootfs_mounts.is_empty() {
                 true => Ok(()),
-                false => mount_rootfs(&mounts, &rootfs),
+                false => mount_rootfs(&rootfs_mounts, &target),
             })
             .await
             .map_err(errors::internal)?;
             if let Err(e) = mounted {
-                if let Some(copy) = io.stdin_copy {
+                if let Some(copy) = init.io.stdin_copy {
                     copy.abort();
                 }
                 return Err(status(Code::UNKNOWN, format!("container {id}: {e}")));
             }
-            let create = CreateOptions { state_root, stdio, setup, cgroup_driver, extra_env: Vec::new() };
+            let create = CreateOptions { state_root, stdio, setup, cgroup_driver, ..Default::default() };
             let pending = process::PendingRestore { image_dir: PathBuf::from(&req.checkpoint), create };
-            return Ok(Arc::new(InitProcess::restoring(id, setup_of(io), pending)));
+            return Ok(Arc::new(InitProcess::restoring(id, init, pending)));
         }
-        let created = tokio::task::spawn_blocking(move || {
-            let rootfs = (!mounts.is_empty()).then(|| bundle.join("rootfs"));
-            if let Some(target) = &rootfs {
-                mount_rootfs(&mounts, target)
-                    .map_err(|e| status(Code::UNKNOWN, format!("container {id}: {e}")))?;
-            }
-            Container::create(&id, &bundle, CreateOptions { state_root, stdio, setup, cgroup_driver, extra_env: Vec::new() })
-                .map(|c| (c, rootfs.clone()))
-                .map_err(|e| {
-                    if let Some(target) = &rootfs {
-                        let _ = unmount_all(target);
-                    }
-                    from_runtime(e)
-                })
-        })
-        .await
-        .map_err(errors::internal)?;
-        let (mut container, rootfs) = match created {
+        let create = CreateOptions { state_root, stdio, setup, cgroup_driver, extra_env: Vec::new(), rootfs_mounts };
+        let created = tokio::task::spawn_blocking(move || Container::create(&id, &bundle, create))
+            .await
+            .map_err(errors::internal)?;
+        let mut container = match created {
             Ok(c) => c,
             Err(e) => {
-                if let Some(copy) = io.stdin_copy {
+                if let Some(copy) = init.io.stdin_copy {
                     copy.abort();
                 }
-                return Err(e);
+                return Err(from_runtime(e));
             }
         };
-        let io = match container.take_console() {
-            None => io,
-            Some(master) => match stdio::attach_console(master, &req.stdin, &req.stdout) {
-                Ok(io) => io,
+        if let Some(master) = container.take_console() {
+            match stdio::attach_console(master, &req.stdin, &req.stdout) {
+                Ok(io) => init.io = io,
                 Err(e) => {
                     // The container exists already: undo it, or its init, cgroup
                     // and rootfs mount would outlive the failed Create.
+                    let rootfs = init.rootfs_mount;
                     let _ = tokio::task::spawn_blocking(move || {
                         let _ = container.delete();
                         if let Some(target) = rootfs {
@@ -250,14 +239,12 @@ impl TaskService {
                     .await;
                     return Err(invalid(e));
                 }
-            },
-        };
+            }
+        }
         for w in container.warnings() {
             crate::warn!(&req.id, "{w}");
         }
-        let mut setup = setup_of(io);
-        setup.rootfs_mount = rootfs;
-        Ok(Arc::new(InitProcess::new(container, setup)))
+        Ok(Arc::new(InitProcess::new(container, init)))
     }
 }
 

@@ -26,5 +26,6 @@ pub use cleanup::Footprint;
 pub use docker::{Docker, DOCKER_FERRUM, DOCKER_RUNC, DOCKER_RUNTIMES};
 pub use containerd::{Env, Options, FERRUM_CLI, FERRUM_RUNTIME, RUNC_RUNTIME};
 pub use ctr::CtrOutput;
+pub use procfs::{mounts_at, root_mount};
 pub use spec_file::SpecFile;
 pub use systemd_node::SystemdNode;

@@ -10,12 +10,32 @@ pub(crate) struct Mount {
 }
 
 /// Our mount namespace's mounts, in mount order. That is also containerd's and the
-/// shims' namespace: they mount rootfs where the host sees it.
+/// shims' namespace: what they mount (runc-v2's rootfs, the snapshotters' views)
+/// the host sees.
 pub(crate) fn mounts() -> Vec<Mount> {
     let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
     text.lines().filter_map(parse_mountinfo_line).collect()
+}
+
+/// How many mounts our mount namespace has at `path` (stacked ones each).
+pub fn mounts_at(path: &std::path::Path) -> usize {
+    mounts().iter().filter(|m| m.mount_point == path).count()
+}
+
+/// The root mount of process `pid`: (fstype, superblock options), from its mountinfo.
+pub fn root_mount(pid: u64) -> (String, String) {
+    let mountinfo = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    mountinfo
+        .lines()
+        .find_map(|line| {
+            let (fields, rest) = line.split_once(" - ")?;
+            (fields.split(' ').nth(4)? == "/").then_some(())?;
+            let rest: Vec<&str> = rest.split(' ').collect();
+            Some((rest[0].to_string(), rest.get(2).unwrap_or(&"").to_string()))
+        })
+        .unwrap_or_else(|| panic!("no root mount in the mountinfo of {pid}"))
 }
 
 /// `id parent maj:min root MOUNT_POINT opts [optional…] - FSTYPE source superopts`

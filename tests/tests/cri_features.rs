@@ -25,7 +25,7 @@ use ferrum_tests::cri::api::{
 use ferrum_tests::cri::{
     pod_security_context, security_context, CriEnv, CriOptions, FerrumHandler, Handler, CRI_NAMESPACE,
 };
-use ferrum_tests::for_handlers;
+use ferrum_tests::{for_handlers, root_mount};
 use ferrum_tests::image::{busybox_layer, ImageBuilder, Layer};
 
 const GRACE: Duration = Duration::from_secs(10);
@@ -316,21 +316,6 @@ fn supplemental_groups_policy_strict(handler: Handler) {
     assert_eq!(cri.leftovers_after(GRACE), Vec::<String>::new());
 }
 
-/// The root mount of process `pid`: (fstype, mount options), from its mountinfo.
-fn root_mount(pid: u64) -> (String, String) {
-    let mountinfo = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
-    // id parent dev root mountpoint options [optional…] - fstype source superoptions
-    mountinfo
-        .lines()
-        .find_map(|line| {
-            let (fields, rest) = line.split_once(" - ")?;
-            (fields.split_whitespace().nth(4)? == "/").then_some(())?;
-            let rest: Vec<&str> = rest.split_whitespace().collect();
-            Some((rest[0].to_string(), rest.get(2).unwrap_or(&"").to_string()))
-        })
-        .expect("a root mount")
-}
-
 /// With `snapshotter = "ferrum"` on the handler (containerd 2.x), the pod's
 /// sandbox and container root filesystems are overlays of ferrum-snapshotter's
 /// dirs: what the container writes lands in the snapshotter's upper dir. 1.6
@@ -393,4 +378,30 @@ for_handlers!(
     [Ferrum => ferrum, FerrumFeatures => ferrum_features]
     pod_rootfs_from_the_handlers_snapshotter,
 );
+for_handlers!([Ferrum => ferrum, Runc => runc] a_prestart_hook_reads_the_rootfs_on_the_host);
+
+/// Writes `found` or `missing` into the bundle, after whether the rootfs's
+/// /bin/sh is there: the bundle is in the state on stdin.
+const ROOTFS_PROBE: &str = r#"b=$(sed -n 's/.*"bundle": *"\([^"]*\)".*/\1/p'); if test -e "$b/rootfs/bin/sh"; then echo found; else echo missing; fi > "$b/prestart-saw""#;
+
+/// A hook that runs in the runtime's namespaces may read the rootfs at its
+/// path on the host, as under runc: given such hooks (here a prestart hook in
+/// the handlers' base runtime spec, as a node operator would add one), ferrum
+/// mounts the layers on the host rather than in the container's own mount
+/// namespace (runtime-core's container/layers.rs). The CRI gives the base
+/// spec to containers, not to sandboxes.
+fn a_prestart_hook_reads_the_rootfs_on_the_host(handler: Handler) {
+    let hook = serde_json::json!({ "path": "/bin/sh", "args": ["sh", "-c", ROOTFS_PROBE], "env": ["PATH=/usr/bin:/bin"] });
+    let options = CriOptions { base_spec_hooks: Some(serde_json::json!({ "prestart": [hook] })), ..Default::default() };
+    let cri = CriEnv::start_with(options).expect("starting containerd with a base runtime spec");
+    let pod = cri.pod_config("hooked");
+    let pod_id = cri.run_pod(handler, &pod).expect("RunPodSandbox");
+    assert_served(&cri, handler);
+    let id = cri.run_container(&pod_id, &pod, &sleeper(&cri, &pod, "app"));
+    let bundle = cri.env().root_dir().join("state/io.containerd.runtime.v2.task").join(CRI_NAMESPACE).join(&id);
+    let saw = fs::read_to_string(bundle.join("prestart-saw")).unwrap_or_else(|e| format!("no record: {e}"));
+    assert_eq!(saw, "found\n", "{handler:?}: what the container's prestart hook found");
+    cri.remove_pod_fully(&pod_id);
+    assert_eq!(cri.leftovers_after(GRACE), Vec::<String>::new());
+}
 

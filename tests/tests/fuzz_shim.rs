@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use containerd_shim_protos::protobuf::{Message, MessageDyn};
 use containerd_shim_protos::{api, TaskClient};
 use ferrum_fuzz::{mutate_bytes, string, Rng, Run};
-use ferrum_tests::Env;
+use ferrum_tests::{mounts_at, root_mount, Env};
 
 const REPLY_DEADLINE: Duration = Duration::from_secs(5);
 const BATCH: usize = 50;
@@ -245,19 +245,15 @@ fn fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
 }
 
-/// The mounts at `path`, as the host sees them.
-fn mounts_at(path: &Path) -> usize {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let path = path.display().to_string();
-    mountinfo.lines().filter(|l| l.split(' ').nth(4) == Some(path.as_str())).count()
-}
-
 /// The shim is the same process, answers Connect and State, logged no panic,
-/// and the container's rootfs is mounted as it was.
+/// and the container's rootfs is mounted as it was: in its own mount
+/// namespace, with nothing mounted over its bundle's rootfs on the host.
 fn assert_serving(env: &Env, address: &str, shim: i32, live: &str, after: &str) {
     assert_eq!(env.shim_pid(live), Some(shim), "the shim is gone after {after}");
     let rootfs = env.root_dir().join("state/io.containerd.runtime.v2.task").join(env.namespace()).join(live).join("rootfs");
-    assert_eq!(mounts_at(&rootfs), 1, "the container's rootfs mount changed after {after}");
+    assert_eq!(mounts_at(&rootfs), 0, "a mount on the container's rootfs after {after}");
+    let init = env.task_pid(live).expect("the container's init") as u64;
+    assert_eq!(root_mount(init).0, "overlay", "the container's root after {after}");
     let client = TaskClient::new(ttrpc::Client::connect(address).expect("connect to the shim"));
     let ctx = || ttrpc::context::with_timeout(REPLY_DEADLINE.as_nanos() as i64);
     let reply = client.connect(ctx(), &api::ConnectRequest { id: live.into(), ..Default::default() });

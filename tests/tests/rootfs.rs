@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ferrum_tests::{CtrOutput, Env};
+use ferrum_tests::{mounts_at, root_mount, CtrOutput, Env, FERRUM_RUNTIME, RUNC_RUNTIME};
 
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -14,6 +14,35 @@ fn run_script(extra: &[&str], script: &str) -> CtrOutput {
     let out = env.run_on_ferrum(&flags, &image, "c1", &["sh", "-c", script]);
     assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
     out
+}
+
+/// containerd's rootfs mounts go into the container's own mount namespace
+/// (runtime-core's container/layers.rs): the container runs on its image's
+/// overlay, an exec sees it too, and the host's mount table does not grow by
+/// the container, so there is nothing to unmount when it goes. runc-v2, the
+/// reference in the same run, mounts it on the host.
+#[test]
+fn the_rootfs_is_mounted_in_the_containers_own_namespace() {
+    let (env, image) = Env::with_busybox();
+    let cases = [
+        (FERRUM_RUNTIME, "overlayfs", "ferrum-overlayfs", 0),
+        (FERRUM_RUNTIME, "ferrum", "ferrum-ferrum", 0),
+        (RUNC_RUNTIME, "overlayfs", "runc-overlayfs", 1),
+    ];
+    for (runtime, snapshotter, id, on_host) in cases {
+        env.run_on(runtime, &["-d", "--snapshotter", snapshotter], &image, id, &["sleep", "600"]).assert_ok();
+        let bundle = env.root_dir().join("state/io.containerd.runtime.v2.task").join(env.namespace()).join(id);
+        assert_eq!(mounts_at(&bundle.join("rootfs")), on_host, "{id}: mounts on the host's {}/rootfs", bundle.display());
+        let init = env.task_pid(id).expect("the container's init") as u64;
+        assert_eq!(root_mount(init).0, "overlay", "{id}: the container's root");
+        let exec = env.ctr(&["tasks", "exec", "--exec-id", "look", id, "sh", "-c", "echo x > /written && cat /written"]);
+        exec.assert_ok();
+        assert_eq!(exec.stdout, "x\n", "{id}: {exec}");
+    }
+    for (_, _, id, _) in cases {
+        env.remove_task(id);
+    }
+    assert_eq!(env.leftovers_after(GRACE), Vec::<String>::new(), "left behind");
 }
 
 #[test]

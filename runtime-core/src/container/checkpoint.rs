@@ -112,7 +112,7 @@ impl Container {
         let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
         let cgroup = Cgroup::resolve(cgroups_path.as_deref(), id)?;
         let dir = make_state_dir(&opts.state_root, id)?;
-        let mut guard = CreateGuard { pid: None, cgroup: Some(cgroup.clone()), unit: None, dir: Some(dir.clone()) };
+        let mut guard = CreateGuard { pid: None, cgroup: Some(cgroup.clone()), unit: None, dir: Some(dir.clone()), layers: None };
         cgroup.create()?;
         let warnings = super::limit(&cgroup, spec.linux().as_ref().and_then(|l| l.resources().as_ref()))?;
         let mut fds: Vec<OwnedFd> = Vec::new();

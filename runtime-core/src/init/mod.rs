@@ -219,7 +219,7 @@ fn prepare_container(
     channel: &mut Channel,
     warnings: &mut Vec<String>,
 ) -> Result<process::Prepared> {
-    let CreateRequest { id, spec, rootfs, bundle, setup, .. } = create;
+    let CreateRequest { id, spec, bundle, setup, .. } = create;
     let host = survey_host()?;
     let ns = Namespaces::from_spec(spec);
     // Sysctls live in the unmasked procfs, made while no mount of the container exists.
@@ -255,7 +255,7 @@ fn prepare_container(
     // SAFETY: umask has no memory effects. Files we create get exactly their modes.
     unsafe { libc::umask(0) };
     let sys = &crate::sys::Kernel;
-    rootfs::setup(sys, spec, rootfs, &ns, detached, setup.no_pivot_root, || before_pivot(id, spec, bundle, channel))?;
+    rootfs::setup(sys, create, &ns, detached, || before_pivot(id, spec, bundle, channel))?;
     sysctls.apply()?;
     let root = paths::open_process_root().describe(|| "open the container's root".into())?;
     rootfs::protect(sys, spec, &root)?;

@@ -6,6 +6,7 @@ use super::paths::{create_in_root, fd_path, open_in_root, open_process_root, Lea
 use super::{devices, Describe, Result};
 use crate::mount::{finish_mount, mount_with, MountOptions, MountTarget};
 use crate::namespaces::Namespaces;
+use crate::protocol::CreateRequest;
 use crate::sys::Sys;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::fstat;
@@ -18,18 +19,23 @@ use std::path::Path;
 /// root is still reachable (the hooks' moment).
 pub(super) fn setup(
     sys: &dyn Sys,
-    spec: &Spec,
-    rootfs: &Path,
+    create: &CreateRequest,
     ns: &Namespaces,
     detached: &HashMap<usize, OwnedFd>,
-    no_pivot_root: bool,
     before_pivot: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
+    let CreateRequest { spec, rootfs, .. } = create;
     let propagation = rootfs_propagation(spec)?;
     // Our mounts must not propagate back to the host: make the whole tree a
     // slave (or what the spec asks) before touching anything.
     let base = propagation.unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     sys.mount(None, Path::new("/"), None, base, None).describe(|| "make / a slave mount".into())?;
+    if !create.layers.is_empty() {
+        // Ours to mount (container/layers.rs), where only we see them.
+        // mount_rootfs's error names the layer that failed, and how.
+        let target = crate::mount::rootfs_target(&create.bundle);
+        crate::mount::mount_rootfs(&create.layers, &target).map_err(|e| e.to_string())?;
+    }
     if base.contains(MsFlags::MS_SHARED) {
         // pivot_root refuses a new root that is, or sits on, a shared mount
         // (rshared: Kubernetes' Bidirectional mounts). As runc, the mount
@@ -56,7 +62,7 @@ pub(super) fn setup(
         devices::setup(sys, &root.fd, spec, ns)?;
     }
     before_pivot()?;
-    if no_pivot_root {
+    if create.setup.no_pivot_root {
         move_root(sys, &root.fd)?;
     } else {
         pivot(sys, &root.fd)?;
@@ -391,7 +397,18 @@ mod tests {
 
     fn run_setup(sys: &Recorder, dir: &TempRoot, spec: &Spec, no_pivot_root: bool) -> Result<()> {
         let ns = Namespaces::from_spec(spec);
-        setup(sys, spec, &dir.0.join("rootfs"), &ns, &HashMap::new(), no_pivot_root, || Ok(()))
+        let create = CreateRequest {
+            id: "c".into(),
+            spec: spec.clone(),
+            rootfs: dir.0.join("rootfs"),
+            bundle: dir.0.clone(),
+            setup: crate::protocol::SetupOptions { no_pivot_root, no_new_keyring: false },
+            detached: Vec::new(),
+            joins: Vec::new(),
+            unshare: 0,
+            layers: Vec::new(),
+        };
+        setup(sys, &create, &ns, &HashMap::new(), || Ok(()))
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub(crate) struct CriPaths<'a> {
     pub ferrum_shim: &'a Path,
     pub cni_bin: &'a Path,
     pub cni_conf: &'a Path,
+    /// Every handler's `base_runtime_spec`, if any (`CriOptions::base_spec_hooks`).
+    pub base_runtime_spec: Option<&'a Path>,
 }
 
 /// What the `ferrum` handler gets besides its runtime type.
@@ -79,19 +81,23 @@ pub(crate) fn render(schema: Schema, paths: &CriPaths, ferrum: &FerrumHandler) -
         }
     }
     let containerd = format!("{runtime}.containerd");
+    let base_spec = match paths.base_runtime_spec {
+        Some(path) => format!("\n  base_runtime_spec = {}", quoted(path)),
+        None => String::new(),
+    };
     let _ = writeln!(toml, "\n[{containerd}]\n  default_runtime_name = \"runc\"");
     if schema == Schema::V2 {
         let _ = writeln!(toml, "  snapshotter = \"overlayfs\"");
     }
     let _ = writeln!(
         toml,
-        "\n[{containerd}.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
+        "\n[{containerd}.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"{base_spec}\n\
          [{containerd}.runtimes.runc.options]\n  Root = {}",
         quoted(paths.runc_root)
     );
     let _ = writeln!(
         toml,
-        "\n[{containerd}.runtimes.ferrum]\n  runtime_type = \"{}\"",
+        "\n[{containerd}.runtimes.ferrum]\n  runtime_type = \"{}\"{base_spec}",
         crate::FERRUM_RUNTIME
     );
     if let Some(snapshotter) = &ferrum.snapshotter {
@@ -112,7 +118,7 @@ pub(crate) fn render(schema: Schema, paths: &CriPaths, ferrum: &FerrumHandler) -
     // options then reach the shim as runc's typed Options (on 1.6 too).
     let _ = writeln!(
         toml,
-        "\n[{containerd}.runtimes.ferrum-features]\n  runtime_type = \"{}\"\n  runtime_path = {}",
+        "\n[{containerd}.runtimes.ferrum-features]\n  runtime_type = \"{}\"\n  runtime_path = {}{base_spec}",
         crate::RUNC_RUNTIME,
         quoted(paths.ferrum_shim)
     );
@@ -156,6 +162,7 @@ mod tests {
             ferrum_shim: Path::new("/b/containerd-shim-ferrum-v2"),
             cni_bin: Path::new("/t/cni/bin"),
             cni_conf: Path::new("/t/cni/conf"),
+            base_runtime_spec: None,
         }
     }
 
@@ -205,5 +212,15 @@ mod tests {
         );
         assert!(toml.contains("bin_dirs = [\"/t/cni/bin\"]"), "{toml}");
         assert!(toml.contains("runtimes.ferrum-features]\n  runtime_type = \"io.containerd.runc.v2\"\n  runtime_path = \"/b/containerd-shim-ferrum-v2\"\n  snapshotter = \"ferrum\"\n"), "{toml}");
+    }
+
+    #[test]
+    fn a_base_runtime_spec_goes_to_every_handler() {
+        let paths = CriPaths { base_runtime_spec: Some(Path::new("/t/base.json")), ..paths() };
+        for schema in [Schema::V2, Schema::V3] {
+            let toml = render(schema, &paths, &FerrumHandler::default());
+            assert_eq!(toml.matches("\n  base_runtime_spec = \"/t/base.json\"\n").count(), 3, "{toml}");
+            assert!(toml.contains("runtimes.ferrum]\n  runtime_type = \"io.containerd.ferrum.v2\"\n  base_runtime_spec"), "{toml}");
+        }
     }
 }

@@ -104,6 +104,10 @@ pub struct CriOptions {
     pub node: Option<i32>,
     /// CRIU on containerd's PATH (`Options::criu`).
     pub criu: bool,
+    /// OCI hooks for every handler's containers and sandboxes: a
+    /// `base_runtime_spec` of containerd's default spec (`ctr oci spec`)
+    /// with these `hooks`.
+    pub base_spec_hooks: Option<serde_json::Value>,
 }
 
 pub struct CriEnv {
@@ -140,6 +144,10 @@ impl CriEnv {
             let shim = crate::ferrum_binary(Handler::Ferrum.shim_binary());
             // containerd takes only an absolute runtime_path.
             let shim = shim.canonicalize().unwrap_or(shim);
+            let base_spec = match &options.base_spec_hooks {
+                Some(hooks) => Some(write_base_spec(&dir, hooks)?),
+                None => None,
+            };
             let paths = config::CriPaths {
                 pause_image: PAUSE_IMAGE,
                 runc_root: &state_roots[0],
@@ -148,6 +156,7 @@ impl CriEnv {
                 ferrum_shim: &shim,
                 cni_bin: &cni.bin,
                 cni_conf: &cni.conf,
+                base_runtime_spec: base_spec.as_deref(),
             };
             let env = Env::start_with(Options {
                 ferrum_snapshotter: options.ferrum_snapshotter,
@@ -292,6 +301,18 @@ fn is_pod_cgroup(leftover: &str) -> bool {
 }
 
 /// `/tmp/ferrum-cri-<pid>-<n>`: CNI files and runc's root, next to the Env's dir.
+/// containerd's default spec with `hooks`, as `<dir>/base-spec.json`.
+fn write_base_spec(dir: &Path, hooks: &serde_json::Value) -> Result<PathBuf> {
+    let ctr = crate::binaries::Binaries::locate(false)?.ctr;
+    let out = std::process::Command::new(&ctr).args(["oci", "spec"]).output().with_context(|| format!("run {}", ctr.display()))?;
+    anyhow::ensure!(out.status.success(), "ctr oci spec: {}", String::from_utf8_lossy(&out.stderr));
+    let mut spec: serde_json::Value = serde_json::from_slice(&out.stdout).context("parse ctr oci spec")?;
+    spec["hooks"] = hooks.clone();
+    let path = dir.join("base-spec.json");
+    fs::write(&path, serde_json::to_vec_pretty(&spec)?).with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
+}
+
 fn tempdir_for_cri() -> Result<PathBuf> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     loop {
