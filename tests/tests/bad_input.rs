@@ -300,6 +300,29 @@ fn a_mount_option_the_filesystem_refuses() {
     fails_alone(&env, &image, "mnt", &out, &["/scratch"]);
 }
 
+/// A rootfs layer the kernel cannot mount (its upper dir gone from under the
+/// snapshot) fails the container with the layer named, from the container's
+/// own mount namespace where ferrum mounts it (runtime-core's
+/// container/layers.rs).
+#[test]
+fn a_rootfs_layer_that_cannot_be_mounted_is_named() {
+    let (env, image) = Env::with_busybox();
+    let id = "layerless";
+    env.ctr(&["containers", "create", "--snapshotter", "overlayfs", "--runtime", FERRUM_RUNTIME, &image, id, "true"])
+        .assert_ok();
+    let mounts = env.ctr(&["snapshots", "--snapshotter", "overlayfs", "mounts", "/target", id]);
+    mounts.assert_ok();
+    let upper = mounts
+        .stdout
+        .split([' ', ','])
+        .find_map(|o| o.strip_prefix("upperdir="))
+        .unwrap_or_else(|| panic!("no upperdir in {mounts}"))
+        .to_string();
+    std::fs::remove_dir(&upper).unwrap();
+    let out = env.ctr(&["tasks", "start", id]);
+    fails_alone(&env, &image, id, &out, &["mount rootfs layer 0", &upper]);
+}
+
 #[test]
 fn a_cwd_that_is_a_file() {
     let (env, image) = Env::with_busybox();
