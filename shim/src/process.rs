@@ -179,7 +179,10 @@ pub struct InitProcess {
     pub id: String,
     pub bundle: String,
     pub core: ProcessCore,
-    /// Where the shim mounted the rootfs it got in Create (unmounted on delete).
+    /// Where the rootfs it got in Create is mounted on our side, if it is
+    /// (runtime-core's container/layers.rs), or was for a restore: unmounted
+    /// on delete, which is a no-op when the layers are in the container's
+    /// own mount namespace.
     rootfs_mount: Option<PathBuf>,
     container: Mutex<Option<runtime_core::Container>>,
     /// Until Start, when Create got a checkpoint (the container is None).
