@@ -388,8 +388,8 @@ const ROOTFS_PROBE: &str = r#"b=$(sed -n 's/.*"bundle": *"\([^"]*\)".*/\1/p'); i
 /// path on the host, as under runc: given such hooks (here a prestart hook in
 /// the handlers' base runtime spec, as a node operator would add one), ferrum
 /// mounts the layers on the host rather than in the container's own mount
-/// namespace (runtime-core's container/layers.rs). The CRI gives the base
-/// spec to containers, not to sandboxes.
+/// namespace (runtime-core's container/layers.rs). Only the app container is
+/// checked: containerd 1.6's CRI starts a sandbox from its own spec.
 fn a_prestart_hook_reads_the_rootfs_on_the_host(handler: Handler) {
     let hook = serde_json::json!({ "path": "/bin/sh", "args": ["sh", "-c", ROOTFS_PROBE], "env": ["PATH=/usr/bin:/bin"] });
     let options = CriOptions { base_spec_hooks: Some(serde_json::json!({ "prestart": [hook] })), ..Default::default() };

@@ -104,9 +104,9 @@ pub struct CriOptions {
     pub node: Option<i32>,
     /// CRIU on containerd's PATH (`Options::criu`).
     pub criu: bool,
-    /// OCI hooks for every handler's containers and sandboxes: a
-    /// `base_runtime_spec` of containerd's default spec (`ctr oci spec`)
-    /// with these `hooks`.
+    /// OCI hooks for every handler's containers: a `base_runtime_spec` of
+    /// containerd's default spec (`ctr oci spec`) with these `hooks`.
+    /// Sandboxes may not get them (1.6's CRI starts a sandbox from its own spec).
     pub base_spec_hooks: Option<serde_json::Value>,
 }
 
@@ -300,7 +300,6 @@ fn is_pod_cgroup(leftover: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// `/tmp/ferrum-cri-<pid>-<n>`: CNI files and runc's root, next to the Env's dir.
 /// containerd's default spec with `hooks`, as `<dir>/base-spec.json`.
 fn write_base_spec(dir: &Path, hooks: &serde_json::Value) -> Result<PathBuf> {
     let ctr = crate::binaries::Binaries::locate(false)?.ctr;
@@ -313,6 +312,7 @@ fn write_base_spec(dir: &Path, hooks: &serde_json::Value) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// `/tmp/ferrum-cri-<pid>-<n>`: CNI files and runc's root, next to the Env's dir.
 fn tempdir_for_cri() -> Result<PathBuf> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     loop {
