@@ -15,8 +15,10 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-/// `before_pivot` runs once the mounts and /dev are in place, while the host's
-/// root is still reachable (the hooks' moment).
+/// The rootfs layers first when they are ours to mount (`create.layers`, see
+/// container/layers.rs), then the spec's mounts and /dev; `before_pivot` runs
+/// once those are in place, while the host's root is still reachable (the
+/// hooks' moment).
 pub(super) fn setup(
     sys: &dyn Sys,
     create: &CreateRequest,
