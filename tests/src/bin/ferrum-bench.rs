@@ -139,8 +139,8 @@ fn watch_events(env: &Env) -> Result<(std::process::Child, Events)> {
 }
 
 /// Median time of each phase over `runs` (ms); the last phase ends when ctr does.
-fn phases(runs: &[Run], events: &Events) -> Vec<(String, f64)> {
-    phase_durations(runs, events, &PHASES).into_iter().map(|(n, v)| (n, v[v.len() / 2])).collect()
+fn phases(runs: &[Run], events: &Events, phases: &[(&str, &str)]) -> Vec<(String, f64)> {
+    phase_durations(runs, events, phases).into_iter().map(|(n, v)| (n, v[v.len() / 2])).collect()
 }
 
 /// Each phase's durations over `runs` (ms), sorted: `phases` are the events
@@ -396,7 +396,7 @@ fn main() -> Result<()> {
     println!("  ferrum (ferrum-snapshotter)        {fs:8.1}   ratio ferrum/runc-v2 = {:.2}", fs / r);
     println!("where the time goes, median per phase from containerd's events (ms):");
     println!("  {:34} {:>8} {:>8}", "phase", "runc-v2", "ferrum");
-    let (pr, pf) = (phases(&runc, &events), phases(&ferrum, &events));
+    let (pr, pf) = (phases(&runc, &events, &PHASES), phases(&ferrum, &events, &PHASES));
     for ((name, a), (_, b)) in pr.iter().zip(&pf) {
         println!("  {name:34} {a:8.1} {b:8.1}");
     }

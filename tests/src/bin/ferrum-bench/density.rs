@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use ferrum_tests::Env;
 use std::time::{Duration, Instant};
 
-use super::{median, memory, phase_durations, watch_events, Memory, Run, FERRUM, RUNC};
+use super::{median, memory, phases, watch_events, Memory, Run, FERRUM, RUNC};
 
 /// The events of a `ctr run -d`, with the phase each one ends.
 const DETACHED_PHASES: [(&str, &str); 3] = [
@@ -110,14 +110,10 @@ fn one_runtime(env: &Env, image: &str, runtime: &str, prefix: &str, n: usize) ->
     let edge = EDGE.min(n);
     let first_ms = median(&mut starts[..edge].to_vec());
     let last_ms = median(&mut starts[n - edge..].to_vec());
-    let first = phase_durations(&runs[..edge], &events, &DETACHED_PHASES);
-    let last = phase_durations(&runs[n - edge..], &events, &DETACHED_PHASES);
-    let phases = first
+    let last = phases(&runs[n - edge..], &events, &DETACHED_PHASES);
+    let phases = phases(&runs[..edge], &events, &DETACHED_PHASES)
         .into_iter()
-        .filter_map(|(name, a)| {
-            let (_, b) = last.iter().find(|(n, _)| *n == name)?;
-            Some((name, a[a.len() / 2], b[b.len() / 2]))
-        })
+        .filter_map(|(name, a)| Some((name.clone(), a, last.iter().find(|(n, _)| *n == name)?.1)))
         .collect();
 
     let torn = Instant::now();
