@@ -9,6 +9,7 @@ pub mod containerd;
 pub mod counter;
 pub mod cri;
 pub mod docker;
+pub mod elf;
 pub mod ctr;
 pub mod image;
 pub mod podman;

@@ -8,6 +8,7 @@ use std::process::Command;
 use anyhow::{bail, ensure, Context, Result};
 
 use super::{ImageBuilder, Layer};
+use crate::elf::needs_interpreter;
 
 /// Where Debian's busybox-static installs it.
 pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
@@ -81,32 +82,9 @@ fn applets(busybox: &Path) -> Result<Vec<String>> {
     Ok(applets)
 }
 
-/// True if a 64-bit little-endian ELF has a PT_INTERP program header, i.e. needs
-/// a dynamic loader that the image will not have. Other formats are not judged.
-fn needs_interpreter(elf: &[u8]) -> bool {
-    const PT_INTERP: u32 = 3;
-    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
-        return false;
-    }
-    let u16_at = |off: usize| u16::from_le_bytes([elf[off], elf[off + 1]]) as usize;
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
-    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
-    (0..phnum).any(|i| {
-        let off = phoff.saturating_add(i * phentsize);
-        elf.get(off..off + 4)
-            .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) == PT_INTERP)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_busybox_is_static_and_ls_is_dynamic() {
-        assert!(!needs_interpreter(&fs::read(DEFAULT_BUSYBOX).unwrap()));
-        assert!(needs_interpreter(&fs::read("/bin/ls").unwrap()));
-    }
 
     #[test]
     fn layer_has_applets_and_rootfs_skeleton() {
