@@ -7,8 +7,14 @@
 //! position-dependent, those pages come from the file and are shared by every
 //! shim on the node. Measured with `scripts/bench density 200`: 343 kB PSS per
 //! idle container against 649 kB. The cost is the randomisation of the shim's
-//! own image (its heap, stacks and libraries stay randomised), which
-//! Debian's containerd, containerd-shim-runc-v2 and runc also do without.
+//! own image (its heap and stacks stay randomised), which Debian's
+//! containerd, containerd-shim-runc-v2 and runc also do without.
+//!
+//! `scripts/build`, which the tests, the demo and the benchmarks use, goes
+//! one step further and links it statically as well (`crt-static`, which a
+//! build script cannot ask for): no loader, and libc's code at a fixed
+//! address too, as the Go shims' whole runtime is. A plain `cargo build`
+//! still gives a working, dynamically linked shim.
 fn main() {
     println!("cargo:rustc-link-arg-bins=-no-pie");
 }

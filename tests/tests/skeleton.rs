@@ -4,7 +4,8 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ferrum_tests::{CtrOutput, Env};
+use ferrum_tests::elf::{is_position_dependent, needs_interpreter};
+use ferrum_tests::{ferrum_binary, CtrOutput, Env};
 
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -34,6 +35,19 @@ fn wait_status(env: &Env, id: &str, want: &str) {
         assert!(Instant::now() < deadline, "task {id} never became {want}: {:?}", task_status(env, id));
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The shim the tests run is the one that ships: scripts/build links it
+/// static and position-dependent (see shim/build.rs). A plain `cargo build`
+/// makes a dynamically linked one, which works but is neither shipped nor
+/// measured.
+#[test]
+fn the_shim_under_test_is_static_and_position_dependent() {
+    let shim = ferrum_binary("containerd-shim-ferrum-v2");
+    let elf = std::fs::read(&shim).unwrap_or_else(|e| panic!("reading {}: {e}", shim.display()));
+    let built = "build it with scripts/build";
+    assert!(!needs_interpreter(&elf), "{} is dynamically linked: {built}", shim.display());
+    assert!(is_position_dependent(&elf), "{} is position-independent: {built}", shim.display());
 }
 
 #[test]
