@@ -7,8 +7,8 @@
 //! position-dependent, those pages come from the file and are shared by every
 //! shim on the node. Measured with `scripts/bench density 200`: 343 kB PSS per
 //! idle container against 649 kB. The cost is the randomisation of the shim's
-//! own image (its heap and stacks stay randomised), which Debian's
-//! containerd, containerd-shim-runc-v2 and runc also do without.
+//! own image (its heap, stacks and shared libraries stay randomised), which
+//! Debian's containerd, containerd-shim-runc-v2 and runc also do without.
 //!
 //! `scripts/build`, which the tests, the demo and the benchmarks use, goes
 //! one step further and links it statically as well (`crt-static`, which a
