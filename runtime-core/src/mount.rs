@@ -276,11 +276,19 @@ pub fn rootfs_target(bundle: &Path) -> PathBuf {
     bundle.join("rootfs")
 }
 
+/// Mount containerd's rootfs layers on `rootfs_target(bundle)`, which is
+/// returned. The error names the layer that failed, and how.
+pub fn mount_rootfs(bundle: &Path, mounts: &[RootfsMount]) -> io::Result<PathBuf> {
+    let target = rootfs_target(bundle);
+    mount_layers(mounts, &target)?;
+    Ok(target)
+}
+
 /// mount(2) takes at most a page of options.
 const MAX_MOUNT_DATA: usize = 4095;
 
 /// Mount the layers of a root filesystem on `target`, in order.
-pub fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> io::Result<()> {
+fn mount_layers(mounts: &[RootfsMount], target: &Path) -> io::Result<()> {
     for (i, m) in mounts.iter().enumerate() {
         mount_layer(m, target).map_err(|e| {
             let _ = unmount_all(target);
@@ -398,7 +406,7 @@ mod tests {
         ];
         assert!(options[2].len() > MAX_MOUNT_DATA);
         let m = RootfsMount { typ: "overlay".into(), source: "overlay".into(), options };
-        let mounted = mount_rootfs(&[m], &target);
+        let mounted = mount_layers(&[m], &target);
         let seen = (0..140).all(|i| target.join(format!("f{i}")).exists());
         unmount_all(&target).unwrap();
         std::fs::remove_dir_all(&base).unwrap();
@@ -428,7 +436,7 @@ mod tests {
             ])
             .collect();
         let m = RootfsMount { typ: "overlay".into(), source: "overlay".into(), options };
-        let mounted = mount_rootfs(&[m], &target);
+        let mounted = mount_layers(&[m], &target);
         let owner = std::fs::metadata(target.join("f")).map(|m| (m.uid(), m.gid()));
         let left: Vec<_> = std::fs::read_dir(&base).unwrap().flatten().map(|e| e.file_name()).collect();
         unmount_all(&target).unwrap();

@@ -13,7 +13,7 @@
 
 use crate::error::{Error, Result};
 use crate::hooks::HookKind;
-use crate::mount::{mount_rootfs, rootfs_target, MountOptions, RootfsMount};
+use crate::mount::{mount_rootfs, MountOptions, RootfsMount};
 use crate::namespaces::Namespaces;
 use nix::mount::MsFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
@@ -58,10 +58,7 @@ pub(crate) fn place(spec: &Spec, ns: &Namespaces, layers: &[RootfsMount]) -> Pla
 /// Mount the layers on the host's `<bundle>/rootfs`, which is returned for
 /// the create's guard to unmount should the create fail.
 pub(super) fn mount_on_host(id: &str, bundle: &Path, layers: &[RootfsMount]) -> Result<PathBuf> {
-    let target = rootfs_target(bundle);
-    // mount_rootfs's error names the layer that failed, and how.
-    mount_rootfs(layers, &target).map_err(|e| Error::Init { id: id.into(), message: e.to_string() })?;
-    Ok(target)
+    mount_rootfs(bundle, layers).map_err(|e| Error::Init { id: id.into(), message: e.to_string() })
 }
 
 #[cfg(test)]

@@ -34,9 +34,7 @@ pub(super) fn setup(
     sys.mount(None, Path::new("/"), None, base, None).describe(|| "make / a slave mount".into())?;
     if !create.layers.is_empty() {
         // Ours to mount (container/layers.rs), where only we see them.
-        // mount_rootfs's error names the layer that failed, and how.
-        let target = crate::mount::rootfs_target(&create.bundle);
-        crate::mount::mount_rootfs(&create.layers, &target).map_err(|e| e.to_string())?;
+        crate::mount::mount_rootfs(&create.bundle, &create.layers).map_err(|e| e.to_string())?;
     }
     if base.contains(MsFlags::MS_SHARED) {
         // pivot_root refuses a new root that is, or sits on, a shared mount
