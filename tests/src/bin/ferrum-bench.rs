@@ -46,6 +46,10 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+fn millis(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
 fn unix_ms(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1000.0
 }
@@ -68,7 +72,7 @@ fn timed_run_with(env: &Env, image: &str, runtime: &str, flags: &[&str], id: &st
     args.extend_from_slice(flags);
     args.extend_from_slice(&[image, id, "true"]);
     let out = env.ctr(&args);
-    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    let ms = millis(t);
     if !out.success() {
         bail!("{runtime} run failed: {out}");
     }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use ferrum_tests::Env;
 use std::time::{Duration, Instant};
 
-use super::{median, memory, phases, watch_events, Memory, Run, FERRUM, RUNC};
+use super::{median, memory, millis, phases, watch_events, Memory, Run, FERRUM, RUNC};
 
 /// The events of a `ctr run -d`, with the phase each one ends.
 const DETACHED_PHASES: [(&str, &str); 3] = [
@@ -90,7 +90,7 @@ fn one_runtime(env: &Env, image: &str, runtime: &str, prefix: &str, n: usize) ->
         if !out.success() {
             bail!("{runtime}: container {id} did not start\n{out}");
         }
-        runs.push(Run { id: id.clone(), began, ended: began + started.elapsed().as_secs_f64() * 1000.0 });
+        runs.push(Run { id: id.clone(), began, ended: began + millis(started) });
     }
     // Let start-up transients settle, as an idle node's shims would (and the
     // last events reach ctr events).
@@ -123,7 +123,7 @@ fn one_runtime(env: &Env, image: &str, runtime: &str, prefix: &str, n: usize) ->
     for id in &ids {
         env.remove_killed_task(id);
     }
-    let teardown_ms = torn.elapsed().as_secs_f64() * 1000.0;
+    let teardown_ms = millis(torn);
     let left = env.leftovers_after(Duration::from_secs(10));
     if !left.is_empty() {
         bail!("{runtime}: left behind after the teardown: {left:#?}");
