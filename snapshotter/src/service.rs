@@ -1,10 +1,12 @@
 //! containerd's `Snapshots` gRPC service over [`Snapshotter`]: converts
-//! messages, runs each call on the blocking pool and maps errors to the status
-//! codes containerd's proxy client turns back into its errdefs.
+//! messages, runs each call that may wait on the disk on the blocking pool
+//! (reads of the store, and small Usage walks, on the serving thread) and maps
+//! errors to the status codes containerd's proxy client turns back into its
+//! errdefs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferrum_protos::snapshots::v1 as api;
 use ferrum_protos::snapshots::v1::snapshots_server::Snapshots;
@@ -20,6 +22,12 @@ const LIST_BATCH: usize = 100;
 /// under gRPC's default 4 MiB limit on what a client receives. A count alone
 /// did not keep to it: a snapshot may carry thousands of labels.
 const LIST_BATCH_BYTES: usize = 1 << 20;
+/// How long a Usage walk runs on the serving thread before the rest of it goes
+/// to the blocking pool: about what the hop there and back costs (a few
+/// hundred entries, more than most containers write to their upper layer).
+const INLINE_USAGE: Duration = Duration::from_micros(200);
+/// Entries walked between two looks at the clock.
+const USAGE_STEP: usize = 32;
 
 pub struct SnapshotService {
     snapshotter: Arc<Snapshotter>,
@@ -45,11 +53,17 @@ impl SnapshotService {
         F: FnOnce(&Snapshotter) -> snapshotter::Result<T> + Send + 'static,
     {
         let snapshotter = Arc::clone(&self.snapshotter);
-        tokio::task::spawn_blocking(move || f(&snapshotter))
-            .await
-            .map_err(|err| Status::internal(format!("snapshot operation failed: {err}")))?
-            .map_err(status)
+        blocking(move || f(&snapshotter)).await
     }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> snapshotter::Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|err| Status::internal(format!("snapshot operation failed: {err}")))?
+        .map_err(status)
 }
 
 fn status(err: snapshotter::Error) -> Status {
@@ -218,8 +232,17 @@ impl Snapshots for SnapshotService {
         &self,
         request: Request<api::UsageRequest>,
     ) -> Result<Response<api::UsageResponse>, Status> {
-        let r = request.into_inner();
-        let usage = self.call(move |s| s.usage(&r.key)).await?;
+        let key = request.into_inner().key;
+        let mut walk = self.read(|s| s.usage_walk(&key))?;
+        let deadline = Instant::now() + INLINE_USAGE;
+        let usage = loop {
+            if let Some(usage) = walk.advance(USAGE_STEP).map_err(|e| status(e.into()))? {
+                break usage;
+            }
+            if Instant::now() >= deadline {
+                break blocking(move || Ok(walk.finish()?)).await?;
+            }
+        };
         Ok(Response::new(api::UsageResponse {
             size: usage.size,
             inodes: usage.inodes,

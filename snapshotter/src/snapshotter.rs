@@ -11,7 +11,7 @@ use ferrum_protos::types::Mount;
 use crate::filter::Filter;
 use crate::quote::Quoted;
 use crate::layout::{self, Layout};
-use crate::store::{self, Info, Kind, Labels, Store, Usage, SNAPSHOT_REF_LABEL};
+use crate::store::{self, Info, Kind, Labels, Store, SNAPSHOT_REF_LABEL};
 use crate::usage;
 
 #[derive(Debug, thiserror::Error)]
@@ -122,14 +122,22 @@ impl Snapshotter {
         Ok(infos)
     }
 
-    /// Committed and view snapshots report what was measured at commit (zero
-    /// for views, which own no files); active ones are measured now.
-    pub fn usage(&self, key: &str) -> Result<Usage> {
+    /// The whole of [`Snapshotter::usage_walk`] at once (the service walks in steps).
+    #[cfg(test)]
+    pub fn usage(&self, key: &str) -> Result<store::Usage> {
+        Ok(self.usage_walk(key)?.finish()?)
+    }
+
+    /// A snapshot's usage, as a walk to take in steps: committed and view
+    /// snapshots report what was measured at commit (zero for views, which own
+    /// no files), a walk already finished; active ones are measured now, by
+    /// walking their directory.
+    pub fn usage_walk(&self, key: &str) -> Result<usage::Walk> {
         let (id, info, stored) = self.store.read()?.info(key)?;
         if info.kind != Kind::Active {
-            return Ok(stored);
+            return Ok(usage::Walk::finished(stored));
         }
-        Ok(usage::disk_usage(&self.layout.fs_path(id))?)
+        Ok(usage::Walk::start(&self.layout.fs_path(id))?)
     }
 
     /// Deletes directories that belong to no snapshot.

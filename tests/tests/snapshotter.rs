@@ -267,6 +267,20 @@ fn scenario(env: &Env, snapshotter: &str) -> Outcome {
             format!("size={size} inodes={inodes}")
         });
     }
+    // Big enough that ferrum-snapshotter's walk outlasts the part it runs on
+    // the serving thread and goes on in the blocking pool.
+    let big = c.prepare("big", "", labels! {}).unwrap();
+    for d in 0..20 {
+        let dir = Path::new(&big[0].source).join(d.to_string());
+        fs::create_dir(&dir).unwrap();
+        for f in 0..150 {
+            fs::write(dir.join(f.to_string()), [b'b'; 100]).unwrap();
+        }
+    }
+    let r = c.usage("big");
+    out.result("usage big", &r, |(size, inodes)| format!("size={size} inodes={inodes}"));
+    let r = c.remove("big");
+    out.result("remove big", &r, |_| "ok".into());
 
     for filters in [
         &[][..],
