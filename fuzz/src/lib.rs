@@ -480,6 +480,31 @@ pub fn short(text: &str) -> String {
     out
 }
 
+/// A directory of the test's own, removed on drop (also when a case panics).
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    /// In /dev/shm where there is one: a case may write a few dozen files.
+    pub fn new(tag: &str) -> Scratch {
+        let shm = std::path::Path::new("/dev/shm");
+        let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+        let dir = base.join(format!("ferrum-fuzz-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a scratch directory");
+        Scratch(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,30 +528,5 @@ mod tests {
             let mut bytes = serde_json::to_vec(&v).unwrap();
             mutate_bytes(&mut rng, &mut bytes);
         }
-    }
-}
-
-/// A directory of the test's own, removed on drop (also when a case panics).
-pub struct Scratch(std::path::PathBuf);
-
-impl Scratch {
-    /// In /dev/shm where there is one: a case may write a few dozen files.
-    pub fn new(tag: &str) -> Scratch {
-        let shm = std::path::Path::new("/dev/shm");
-        let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
-        let dir = base.join(format!("ferrum-fuzz-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a scratch directory");
-        Scratch(dir)
-    }
-
-    pub fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

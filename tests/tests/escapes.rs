@@ -198,6 +198,9 @@ fn dev_volume(env: &Env, name: &str, make_null: impl FnOnce(&Path)) -> PathBuf {
 /// The first bytes of each masked file, as `od` shows them.
 const READ_MASKED: &str = "for f in /proc/keys /proc/timer_list; do echo $f; head -c 16 $f | od -c; done";
 
+/// Puts something at a volume's `null`.
+type MakeNull = fn(&Path);
+
 /// CVE-2025-31133: maskedPaths bind /dev/null over files such as /proc/keys.
 /// When the container's /dev comes from a volume whose `null` is no null
 /// device — a symlink to a procfs file, a plain file, another device — a mask
@@ -206,7 +209,7 @@ const READ_MASKED: &str = "for f in /proc/keys /proc/timer_list; do echo $f; hea
 #[test]
 fn cve_2025_31133_masks_never_follow_a_redirected_dev_null() {
     let (env, image) = Env::with_busybox();
-    let redirects: [(&str, fn(&Path)); 3] = [
+    let redirects: [(&str, MakeNull); 3] = [
         // Harmless: the container's own UTS namespace's domain name.
         ("symlink", |p| symlink("/proc/sys/kernel/domainname", p).unwrap()),
         ("file", |p| std::fs::write(p, "NOT-NULL").unwrap()),
