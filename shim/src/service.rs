@@ -193,10 +193,7 @@ impl TaskService {
         if !req.checkpoint.is_empty() {
             // Restored at Start, as runc-v2 does: only the rootfs and stdio now
             // (a terminal's comes with the restore).
-            let mounted = tokio::task::spawn_blocking(move || match rootfs_mounts.is_empty() {
-                true => Ok(()),
-                false => mount_rootfs(&bundle, &rootfs_mounts).map(drop),
-            })
+            let mounted = tokio::task::spawn_blocking(move || mount_rootfs(&bundle, &rootfs_mounts).map(drop))
             .await
             .map_err(errors::internal)?;
             if let Err(e) = mounted {

@@ -38,10 +38,10 @@ impl SnapshotService {
         SnapshotService { snapshotter }
     }
 
-    /// Runs a read of the store alone (a redb read transaction, which never
-    /// waits for a writer; no filesystem walk, no sync) on the serving thread:
-    /// a hop to the blocking pool and back costs two cross-thread wake-ups,
-    /// 0.1–0.2 ms of a Mounts call on this project's VMs.
+    /// Runs a read of the store (a redb read transaction, which never waits
+    /// for a writer; at most a stat besides, no walk, no sync) on the serving
+    /// thread: a hop to the blocking pool and back costs two cross-thread
+    /// wake-ups, 0.1–0.2 ms of a Mounts call on this project's VMs.
     fn read<T>(&self, f: impl FnOnce(&Snapshotter) -> snapshotter::Result<T>) -> Result<T, Status> {
         f(&self.snapshotter).map_err(status)
     }

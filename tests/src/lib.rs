@@ -30,3 +30,8 @@ pub use ctr::CtrOutput;
 pub use procfs::{mounts_at, root_mount};
 pub use spec_file::SpecFile;
 pub use systemd_node::SystemdNode;
+
+/// Milliseconds since `since`, as the benchmarks report them.
+pub fn millis(since: std::time::Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}

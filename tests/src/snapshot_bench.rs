@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use crate::image::{busybox_layer, ImageBuilder, Layer};
 use crate::labels;
 use crate::snapshots::SnapshotClient;
-use crate::{Env, FERRUM_RUNTIME};
+use crate::{millis, Env, FERRUM_RUNTIME};
 
 const SNAPSHOTTERS: [&str; 2] = ["overlayfs", "ferrum"];
 /// Layers above the busybox one, and files in each.
@@ -68,10 +68,6 @@ impl fmt::Display for Figures {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
-}
-
-fn millis(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
 }
 
 /// Each unpack writes some 500 files: at most this many per snapshotter.

@@ -30,7 +30,7 @@ mod cri;
 mod density;
 
 use anyhow::{bail, Context, Result};
-use ferrum_tests::Env;
+use ferrum_tests::{millis, Env};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
@@ -44,10 +44,6 @@ const BASELINE: &str = "io.containerd.ferrumbase.v2";
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
-}
-
-fn millis(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
 }
 
 fn unix_ms(t: SystemTime) -> f64 {
